@@ -1,0 +1,1 @@
+"""emotion-gan preprocessing: recordings to normalized optical-flow stores (one module per stage)."""

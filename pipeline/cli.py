@@ -1,0 +1,33 @@
+"""The `emogan` command: one sub-command per stage. Stage modules keep heavy imports inside functions."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+
+from pipeline.errors import EmoganError
+
+app = typer.Typer(
+    name="emogan",
+    help="eMotion-GAN: preprocessing stages (DVC graph) and trainer for motion-based face frontalization.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Stage commands are registered below, one line each, in stage-graph order.
+
+
+def main() -> None:
+    """Console entry point: user errors print one clear line and exit 2."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except EmoganError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Conventions shared by the pipeline and the trainer: class and pose names, the store schema."""
+from __future__ import annotations
+
+# Label codes are the indices of this tuple, in every store and every manifest.
+CLASS_NAMES: tuple[str, ...] = (
+    "neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise",
+)
+# SNaP-2DFe head-pose categories, plus `augmented` for synthetic rotations of frontal-only data.
+POSE_NAMES: tuple[str, ...] = ("nothing", "tx", "yaw", "pitch", "roll", "diagonal", "augmented")
+# Flow-pair strategies in a store's `strategy` array.
+STRATEGY_NAMES: tuple[str, ...] = ("neutral_apex", "frame_to_frame")
+
+SCHEMA_VERSION = 1
+
+# The training store (one Zarr v3 group per dataset). All arrays share axis 0 (N),
+# chunked along N only. S is the model size (128 by default, params `normalize.size`).
+STORE_ARRAYS: dict[str, tuple[tuple[str, ...], str]] = {
+    "flow_input": (("N", 2, "S", "S"), "float16"),    # non-frontal flow, normalized to [-1, 1]
+    "flow_target": (("N", 2, "S", "S"), "float16"),   # frontal flow (ground truth), [-1, 1]
+    "neutral": (("N", 3, "S", "S"), "uint8"),         # frontal face at t (what G_W warps), RGB
+    "target_image": (("N", 3, "S", "S"), "uint8"),    # frontal face at t+dt, RGB
+    "input_image": (("N", 3, "S", "S"), "uint8"),     # non-frontal face at t+dt, RGB
+    "label": (("N",), "int16"),
+    "subject": (("N",), "int32"),
+    "sequence": (("N",), "int32"),
+    "pose": (("N",), "int16"),
+    "strategy": (("N",), "int16"),
+    "step": (("N",), "int16"),
+}
+# Attributes every store carries; the trainer refuses a store that lacks one or disagrees.
+STORE_ATTRS: tuple[str, ...] = (
+    "schema_version", "class_names", "pose_names", "strategy_names", "representation",
+    "clip", "size", "source_manifest_sha256", "params",
+)
+
+
+def label_code(name: str) -> int:
+    """Code of a class name; ValueError naming the valid names otherwise."""
+    try:
+        return CLASS_NAMES.index(name)
+    except ValueError:
+        raise ValueError(f"unknown expression {name!r}; expected one of {', '.join(CLASS_NAMES)}") from None
+
+
+def pose_code(name: str) -> int:
+    """Code of a pose name; ValueError naming the valid names otherwise."""
+    try:
+        return POSE_NAMES.index(name)
+    except ValueError:
+        raise ValueError(f"unknown pose {name!r}; expected one of {', '.join(POSE_NAMES)}") from None

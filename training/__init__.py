@@ -1,0 +1,1 @@
+"""emotion-gan trainer: networks, losses, streaming data, training and evaluation loops."""
