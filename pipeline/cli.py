@@ -6,7 +6,8 @@ import sys
 
 import typer
 
-
+from pipeline import synth
+from pipeline import weights
 from pipeline.errors import EmoganError
 
 app = typer.Typer(
@@ -16,7 +17,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _group() -> None:
+    """Keeps `emogan` a command group even while it has a single sub-command."""
+
+
 # Stage commands are registered below, one line each, in stage-graph order.
+app.command("synth")(synth.command)
+
+# Set-up commands (not stages): `emogan weights fetch NAME`.
+app.add_typer(weights.app, name="weights")
 
 
 def main() -> None:

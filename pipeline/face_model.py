@@ -1,0 +1,338 @@
+"""A textured 3D face model built from real photographs that installed packages ship.
+
+The 468 mediapipe FaceMesh landmarks of each photograph give texture coordinates and a
+3D shape. One photograph with a closed mouth (Grace Hopper) fixes the canonical
+symmetric geometry; every photograph is warped into one shared texture atlas laid out
+on that geometry, so textures can be blended, mirrored and recoloured pixel by pixel.
+Three rings of points around the face oval carry hair and ears and fade into the
+background. Action units are displacement fields over the vertices.
+
+Units: "face units", the cheek-to-cheek width of the canonical face is 1.0;
+x to the image right, y down, z towards the camera.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+N_MESH = 468
+ATLAS_SIZE = 640          # texture atlas side, pixels
+ATLAS_EXTENT = 1.3        # the atlas spans [-ATLAS_EXTENT, ATLAS_EXTENT] face units on both axes
+RING_SCALES = (1.12, 1.35, 1.62)   # rings around the face oval, radial scale from the face centre
+RING_DEPTHS = (0.08, 0.25, 0.45)   # how far behind the oval each ring lies (face units)
+RING_ALPHA = (1.0, 0.95, 0.0)      # opacity at each ring: the head fades into the background
+
+# FaceMesh landmarks used below (image-left side = subject's right; the mirror map gives the other).
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
+             377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
+UPPER_INNER_LIP = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+LOWER_INNER_LIP = (308, 324, 318, 402, 317, 14, 87, 178, 88, 95, 78)
+# Points that a facial muscle does not move: eye corners, nose bridge, forehead top.
+RIGID_POINTS = (33, 133, 362, 263, 6, 168, 197, 195, 10, 151, 9, 8)
+EYE_CORNERS = (33, 133, 362, 263)
+NOSE_BRIDGE = (6, 168, 197, 195)
+PAIRS = ((33, 263), (133, 362), (61, 291), (234, 454), (70, 300), (105, 334), (159, 386), (145, 374))
+MIDLINE = (1, 4, 6, 168, 10, 152, 0, 17, 13, 14, 199, 9, 151, 2, 164)
+
+AU_NAMES = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU15", "AU16",
+            "AU17", "AU20", "AU23", "AU25", "AU26")
+
+# Action units as (anchor landmarks on the image-left side or the midline, displacement
+# (dx, dy, dz) in face units at intensity 1 for the image-left side, falloff radius).
+# dx > 0 points towards the midline on the image-left side; the right side is mirrored.
+_AU_TABLE: dict[str, list[tuple[tuple[int, ...], tuple[float, float, float], float]]] = {
+    "AU1": [((55, 65, 107, 66, 52), (0.004, -0.065, 0.0), 0.07)],                       # inner brow raiser
+    "AU2": [((46, 53, 70, 63, 105), (-0.004, -0.06, 0.0), 0.075)],                      # outer brow raiser
+    "AU4": [((55, 65, 107, 66, 52, 105), (0.03, 0.04, -0.005), 0.065)],                 # brow lowerer
+    "AU5": [((159, 158, 160, 161, 157, 27, 28, 29, 30), (0.0, -0.028, 0.0), 0.03)],      # upper lid raiser
+    "AU6": [((50, 101, 117, 118, 123, 205, 187, 36, 119, 100), (0.0, -0.04, 0.012), 0.085),
+            ((145, 144, 153, 23, 24, 22), (0.0, -0.012, 0.0), 0.025)],                 # cheek raiser
+    "AU7": [((145, 144, 153, 163, 154, 23, 24, 22), (0.0, -0.018, 0.0), 0.025),
+            ((159, 158, 160), (0.0, 0.01, 0.0), 0.02)],                                # lid tightener
+    "AU9": [((48, 64, 98, 102, 129, 219, 115, 220), (0.006, -0.035, 0.01), 0.055),
+            ((55, 65, 107), (0.01, 0.018, 0.0), 0.05),
+            ((0, 37, 39, 40), (0.0, -0.015, 0.0), 0.04)],                               # nose wrinkler
+    "AU10": [((40, 39, 37, 185, 80, 81, 82, 0, 13, 11, 12), (0.0, -0.04, 0.004), 0.05)],  # upper lip raiser
+    "AU12": [((61, 76, 62, 78, 146, 185), (-0.055, -0.05, -0.01), 0.075)],              # lip corner puller
+    "AU15": [((61, 76, 62, 78, 146), (0.006, 0.045, 0.0), 0.065)],                     # lip corner depressor
+    "AU16": [((91, 181, 84, 88, 178, 87, 14, 17, 15, 16), (-0.006, 0.03, 0.006), 0.045)],  # lower lip depressor
+    "AU17": [((152, 175, 199, 200, 18, 17, 15, 16, 201, 208), (0.0, -0.03, 0.012), 0.07)],  # chin raiser
+    "AU20": [((61, 76, 62, 78, 146), (-0.06, 0.012, -0.006), 0.075)],                   # lip stretcher
+    "AU23": [((40, 39, 37, 0, 80, 81, 82, 13), (0.0, 0.01, 0.004), 0.035),
+             ((91, 181, 84, 17, 88, 178, 87, 14), (0.0, -0.01, 0.004), 0.035),
+             ((61, 76, 62, 78), (0.02, 0.0, 0.004), 0.035)],                            # lip tightener
+    "AU25": [((14, 87, 178, 88, 95, 15, 16, 17, 84, 181, 91), (0.0, 0.035, 0.0), 0.045)],  # lips part
+    "AU26": [((14, 87, 178, 88, 95, 15, 16, 17, 84, 181, 91, 146, 18, 200, 199, 175, 152,
+               148, 176, 149, 150, 201, 208, 171, 140, 32), (0.0, 0.1, -0.015), 0.13)],  # jaw drop
+}
+
+
+# Which side of the lip line an action unit's group moves: the jaw and lower lip must not
+# drag the upper lip along (they are a few pixels apart across the closed mouth).
+_AU_REGION = {"AU10": "upper", "AU16": "lower", "AU17": "lower", "AU25": "lower", "AU26": "lower"}
+
+
+def _lip_side_masks(shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth (V,) weights of lying below / above the mouth line; exact on the inner lip points."""
+    lower = shape[list(LOWER_INNER_LIP)]
+    order = np.argsort(lower[:, 0])
+    line_y = np.interp(shape[:, 0], lower[order, 0], lower[order, 1])
+    below = 1.0 / (1.0 + np.exp(-(shape[:, 1] - line_y) / 0.006))
+    corners = (UPPER_INNER_LIP[0], UPPER_INNER_LIP[-1])
+    below[[i for i in UPPER_INNER_LIP if i not in corners]] = 0.0
+    below[[i for i in LOWER_INNER_LIP if i not in corners]] = 1.0
+    below[list(corners)] = 0.5
+    return below, 1.0 - below
+
+
+@dataclasses.dataclass
+class FaceModel:
+    """The shared face model: geometry, topology, atlas textures, action-unit fields."""
+
+    shape: np.ndarray          # (V,3) canonical neutral vertices, face units (mesh + rings)
+    atlas_uv: np.ndarray       # (V,2) atlas pixel coordinates of each vertex
+    triangles: np.ndarray      # (T,3) vertex indices, counter-clockwise in the atlas
+    mouth_triangles: np.ndarray  # (T,) bool: triangles across the lip gap (left open: mouth interior shows)
+    mirror: np.ndarray         # (V,) index of each vertex's mirror image
+    textures: dict[str, np.ndarray]   # photo name -> (A,A,3) uint8 RGB atlas texture
+    alpha: np.ndarray          # (A,A) float32 opacity in the atlas
+    au_fields: np.ndarray      # (n_AU, 2, V, 3): displacement per action unit, per side (0 image-left, 1 right)
+    rigid_weight: np.ndarray   # (V,) 0 at rigid points, rising smoothly to 1 away from them
+
+    @property
+    def n_vertices(self) -> int:
+        """Number of vertices (mesh points plus rings)."""
+        return len(self.shape)
+
+
+def _photos() -> dict[str, np.ndarray]:
+    """The face photographs that installed packages ship (RGB uint8); nothing is downloaded."""
+    import matplotlib.cbook
+    import skimage.data
+
+    grace_path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    grace = cv2.imread(str(grace_path), cv2.IMREAD_COLOR)
+    if grace is None:
+        raise FileNotFoundError(f"{grace_path}: matplotlib's sample photograph could not be read")
+    return {"grace_hopper": cv2.cvtColor(grace, cv2.COLOR_BGR2RGB), "astronaut": skimage.data.astronaut()}
+
+
+def face_mesh_landmarks(image_rgb: np.ndarray) -> np.ndarray | None:
+    """The 468 FaceMesh landmarks of the largest face, (468,3) in pixels (z scaled like x); None if no face."""
+    import mediapipe as mp
+
+    h, w = image_rgb.shape[:2]
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                         refine_landmarks=False, min_detection_confidence=0.3) as fm:
+        res = fm.process(np.ascontiguousarray(image_rgb))
+    if not res.multi_face_landmarks:
+        return None
+    lm = np.array([[p.x * w, p.y * h, p.z * w] for p in res.multi_face_landmarks[0].landmark])
+    return lm[:N_MESH]
+
+
+def _frontal_frame(lm: np.ndarray) -> np.ndarray:
+    """FaceMesh pixel landmarks -> face units in a frontal frame (x right, y down, z to camera)."""
+    p = lm * np.array([1.0, 1.0, -1.0])                 # mediapipe z grows away from the camera
+    xa = np.mean([(p[r] - p[l]) / np.linalg.norm(p[r] - p[l]) for l, r in PAIRS], axis=0)
+    xa /= np.linalg.norm(xa)
+    ya = p[152] - p[10]
+    ya -= xa * (ya @ xa)
+    ya /= np.linalg.norm(ya)
+    za = np.cross(xa, ya)
+    if za[2] < 0:   # keep z towards the camera
+        za = -za
+    rot = np.stack([xa, ya, za])
+    q = (p - p[list(MIDLINE)].mean(0)) @ rot.T
+    width = np.linalg.norm(q[234, :2] - q[454, :2])
+    q /= width
+    oval = q[list(FACE_OVAL), :2]
+    q[:, :2] -= (oval.min(0) + oval.max(0)) / 2
+    return q
+
+
+def _mirror_map(q: np.ndarray) -> np.ndarray:
+    """For each vertex, the index of its mirror image across the x = 0 plane (a permutation)."""
+    from scipy.optimize import linear_sum_assignment
+
+    m = q * np.array([-1.0, 1.0, 1.0])
+    d = np.linalg.norm(q[:, None, :] - m[None, :, :], axis=2)
+    _, cols = linear_sum_assignment(d)
+    return cols
+
+
+def _ring_points(xy: np.ndarray, z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Points of the rings around the face oval: radially expanded from the oval's centre."""
+    oval = xy[list(FACE_OVAL)]
+    c = (oval.min(0) + oval.max(0)) / 2
+    rings_xy = np.concatenate([c + (oval - c) * s for s in RING_SCALES])
+    rings_z = None
+    if z is not None:
+        oz = z[list(FACE_OVAL)]
+        rings_z = np.concatenate([oz - d for d in RING_DEPTHS])
+    return rings_xy, rings_z
+
+
+def rasterize(tri_px: np.ndarray, order: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Triangle index per pixel (H,W) int32, -1 where none; later triangles in `order` paint over earlier."""
+    ids = np.full(shape, -1, np.int32)
+    pts = np.round(tri_px * 16.0).astype(np.int32)     # 4 bits of sub-pixel precision
+    for k in order:
+        cv2.fillConvexPoly(ids, pts[k], int(k), lineType=cv2.LINE_8, shift=4)
+    return ids
+
+
+def triangle_affines(src_tri: np.ndarray, dst_tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Affine maps (T,2,3) taking each source triangle onto its destination; and which are non-degenerate."""
+    t = len(src_tri)
+    a = np.ones((t, 3, 3))
+    a[:, :2, :] = src_tri.transpose(0, 2, 1)
+    det = np.linalg.det(a)
+    ok = np.abs(det) > 1e-6
+    a[~ok] = np.eye(3)
+    m = dst_tri.transpose(0, 2, 1) @ np.linalg.inv(a)
+    return m.astype(np.float32), ok
+
+
+def pixel_maps(ids: np.ndarray, affines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel source coordinates (map_x, map_y) from triangle ids and per-triangle affine maps."""
+    h, w = ids.shape
+    m = affines[np.maximum(ids, 0)]                     # (H,W,2,3)
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    mx = m[..., 0, 0] * xs + m[..., 0, 1] * ys + m[..., 0, 2]
+    my = m[..., 1, 0] * xs + m[..., 1, 1] * ys + m[..., 1, 2]
+    outside = ids < 0
+    mx[outside] = -10.0
+    my[outside] = -10.0
+    return mx, my
+
+
+def barycentric(ids: np.ndarray, tri_px: np.ndarray) -> np.ndarray:
+    """Barycentric weights (H,W,3) of each pixel in its triangle (zeros where ids < 0)."""
+    # Map pixel -> (w1, w2) via the affine from the pixel triangle to the unit simplex corners.
+    simplex = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    aff, _ = triangle_affines(tri_px, np.broadcast_to(simplex, tri_px.shape))
+    mx, my = pixel_maps(ids, aff)
+    w = np.stack([1.0 - mx - my, mx, my], axis=-1).astype(np.float32)
+    w[ids < 0] = 0.0
+    return w
+
+
+def _au_fields(shape: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Displacement fields (n_AU, 2, V, 3) with smooth Gaussian falloff, zero at rigid points."""
+    v = len(shape)
+    rigid = shape[list(RIGID_POINTS)]
+    d_rigid = np.linalg.norm(shape[:, None, :2] - rigid[None, :, :2], axis=2)
+    rigid_weight = np.prod(1.0 - np.exp(-(d_rigid / 0.035) ** 2), axis=1)
+    # The rings belong to the skull (hair, ears), except below the mouth where the jaw
+    # carries the chin's surroundings along: fade in smoothly from the mouth downwards.
+    ring_y = shape[N_MESH:, 1]
+    mouth_y = shape[list(INNER_LIPS), 1].mean()
+    rigid_weight[N_MESH:] = 1.0 / (1.0 + np.exp(-(ring_y - mouth_y - 0.15) / 0.04))
+    fields = np.zeros((len(AU_NAMES), 2, v, 3))
+    below, above = _lip_side_masks(shape)
+    region_mask = {"lower": below, "upper": above, None: np.ones(v)}
+    for a, name in enumerate(AU_NAMES):
+        region = region_mask[_AU_REGION.get(name)]
+        for anchors, disp, radius in _AU_TABLE[name]:
+            for side in (0, 1):
+                idx = list(anchors) if side == 0 else [int(mirror[i]) for i in anchors]
+                sgn = np.array([1.0 if side == 0 else -1.0, 1.0, 1.0])
+                # Each anchor is on the image-left side or on the midline; on the midline both
+                # sides contribute half, so symmetric gains give the whole displacement.
+                d = np.linalg.norm(shape[:, None, :] - shape[None, idx, :], axis=2)
+                w = np.exp(-0.5 * (d / radius) ** 2).max(axis=1)
+                on_mid = np.abs(shape[idx, 0]) < 0.02
+                half = 0.5 if on_mid.all() else 1.0
+                vec = np.array(disp) * sgn
+                if on_mid.all():
+                    vec[0] = 0.0
+                # Nearer side only: a unilateral AU must not pull the other half of the face.
+                side_mask = 1.0 / (1.0 + np.exp((shape[:, 0] * (1 if side == 0 else -1)) / 0.03))
+                if on_mid.all():
+                    side_mask = np.ones(v)
+                fields[a, side] += half * (w * side_mask * region)[:, None] * vec[None, :]
+    fields *= rigid_weight[None, None, :, None]
+    return fields, rigid_weight
+
+
+@functools.lru_cache(maxsize=1)
+def build_face_model() -> FaceModel:
+    """Build the face model from the shipped photographs (about a second; cached per process)."""
+    photos = _photos()
+    lms = {}
+    for name, img in photos.items():
+        lm = face_mesh_landmarks(img)
+        if lm is None:
+            raise RuntimeError(f"mediapipe FaceMesh found no face in the shipped photograph {name!r}")
+        lms[name] = lm
+    # Geometry from the closed-mouth neutral photograph, made exactly left/right symmetric.
+    q = _frontal_frame(lms["grace_hopper"])
+    mirror_mesh = _mirror_map(q)
+    sym = (q + q[mirror_mesh] * np.array([-1.0, 1.0, 1.0])) / 2
+    rings_xy, rings_z = _ring_points(sym[:, :2], sym[:, 2])
+    shape = np.concatenate([sym, np.column_stack([rings_xy, rings_z])])
+    n_ring = len(FACE_OVAL)
+    # Rings follow the oval's order; mirror them through the oval's mirror map.
+    oval_pos = {v: i for i, v in enumerate(FACE_OVAL)}
+    ring_mirror = np.array([oval_pos[int(mirror_mesh[v])] for v in FACE_OVAL])
+    mirror = np.concatenate([mirror_mesh] + [N_MESH + r * n_ring + ring_mirror for r in range(len(RING_SCALES))])
+
+    scale = ATLAS_SIZE / (2 * ATLAS_EXTENT)
+    atlas_uv = (shape[:, :2] + ATLAS_EXTENT) * scale
+
+    # Topology: Delaunay on the layout with the mouth wide open, so triangles across the lips
+    # join upper to lower lip (they stretch when the mouth opens) and can be told apart.
+    from scipy.spatial import Delaunay
+
+    fields, rigid_weight = _au_fields(shape, mirror)
+    wide_open = fields[AU_NAMES.index("AU25")] + fields[AU_NAMES.index("AU26")]
+    open_xy = shape[:, :2] + wide_open.sum(0)[:, :2]
+    tri = Delaunay(open_xy).simplices
+    # Counter-clockwise in the atlas (y down): positive signed area with this formula.
+    p = atlas_uv[tri]
+    area = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 2, 0] - p[:, 0, 0]) * (p[:, 1, 1] - p[:, 0, 1])
+    tri[area < 0] = tri[area < 0][:, [0, 2, 1]]
+    lips_poly = open_xy[list(INNER_LIPS)].astype(np.float32)
+    cent = open_xy[tri].mean(1)
+    mouth = np.array([cv2.pointPolygonTest(lips_poly, (float(x), float(y)), False) > 0 for x, y in cent])
+
+    # Texture atlases: each photograph warped onto the shared layout (piecewise affine).
+    textures = {}
+    order = np.arange(len(tri))
+    ids = rasterize(atlas_uv[tri], order, (ATLAS_SIZE, ATLAS_SIZE))
+    for name, img in photos.items():
+        lm = lms[name]
+        rx, _ = _ring_points(lm[:, :2], None)
+        src_xy = np.concatenate([lm[:, :2], rx])
+        aff, _ = triangle_affines(atlas_uv[tri], src_xy[tri])
+        mx, my = pixel_maps(ids, aff)
+        textures[name] = cv2.remap(img, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    # Opacity: 1 on the face, fading to 0 at the outer ring (barycentric interpolation).
+    vert_alpha = np.concatenate([np.ones(N_MESH)] + [np.full(n_ring, a) for a in RING_ALPHA])
+    bary = barycentric(ids, atlas_uv[tri])
+    alpha = (bary * vert_alpha[tri[np.maximum(ids, 0)]]).sum(-1).astype(np.float32)
+    alpha[ids < 0] = 0.0
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 1.5)
+    return FaceModel(shape=shape, atlas_uv=atlas_uv.astype(np.float32), triangles=tri,
+                     mouth_triangles=mouth, mirror=mirror, textures=textures, alpha=alpha,
+                     au_fields=fields, rigid_weight=rigid_weight)
+
+
+def save_debug(model: FaceModel, out: Path) -> None:
+    """Write the atlas textures with the mesh drawn on them (for people checking the model)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, tex in model.textures.items():
+        vis = tex.copy()
+        for t in model.triangles:
+            cv2.polylines(vis, [model.atlas_uv[t].astype(np.int32)], True, (0, 255, 0), 1)
+        cv2.imwrite(str(out / f"atlas_{name}.png"), cv2.cvtColor(vis, cv2.COLOR_RGB2BGR))
