@@ -29,6 +29,7 @@ class Subject:
     alpha: np.ndarray        # (A,A) float32 opacity atlas
     style: np.ndarray        # (n_AU,) per-action-unit gain of this person
     background: tuple[tuple[int, int, int], tuple[int, int, int]]   # two RGB colours of the backdrop
+    backdrop_seed: int = 0   # seeds the backdrop's faint texture
 
 
 @dataclasses.dataclass
@@ -84,7 +85,7 @@ def make_background(subject: Subject, size: int) -> np.ndarray:
     t = np.linspace(0.0, 1.0, size, dtype=np.float32)
     grad = (t[:, None] * 0.7 + t[None, :] * 0.3)[..., None]
     bg = c0 * (1 - grad) + c1 * grad
-    rng = np.random.default_rng(abs(hash(subject.name)) % (2**32))
+    rng = np.random.default_rng(subject.backdrop_seed)
     blobs = cv2.GaussianBlur(rng.normal(0, 1, (size // 8, size // 8)).astype(np.float32), (0, 0), 2.0)
     blobs = cv2.resize(blobs, (size, size), interpolation=cv2.INTER_CUBIC)
     return np.clip(bg + 10.0 * blobs[..., None], 0, 255).astype(np.float32)

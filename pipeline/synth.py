@@ -170,7 +170,8 @@ def make_subject(model, number: int, p: SynthParams):
     shape[:, 2] *= rng.uniform(0.85, 1.15)
     style = np.clip(rng.lognormal(0.0, p.au_jitter, len(AU_NAMES)), 0.5, 1.8)
     bg = tuple(tuple(int(v) for v in rng.integers(40, 220, 3)) for _ in range(2))
-    return Subject(name=f"S{number:03d}", shape=shape, texture=texture, alpha=model.alpha, style=style, background=bg)
+    return Subject(name=f"S{number:03d}", shape=shape, texture=texture, alpha=model.alpha, style=style,
+                   background=bg, backdrop_seed=int(rng.integers(2**31)))
 
 
 def sequence_motion(spec: SequenceSpec, subject, p: SynthParams, px_per_unit: float):
@@ -383,7 +384,9 @@ def synth(p: SynthParams, out: Path, overwrite: bool = False, progress: bool = T
 
     specs = plan(p)
     partial = parent / f".{out.name}.partial"
-    stamp = {"params": as_dict(p), "params_sha256": params_hash(p)}
+    # The worker count never changes a byte of the output, so it is not part of its identity.
+    identity = {k: v for k, v in as_dict(p).items() if k != "workers"}
+    stamp = {"params": identity, "params_sha256": params_hash(identity)}
     if partial.exists():
         try:
             old = json.loads((partial / "synth.json").read_text())
