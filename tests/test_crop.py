@@ -1,0 +1,201 @@
+"""The crop stage on real face photographs (astronaut, Grace Hopper) composed into dataset layouts."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import pipeline.crop as crop_mod
+from face_images import astronaut, frame, grace_hopper, moving, tree_digest, write_rgb, write_video
+from pipeline.adapters.common import ManifestParams
+from pipeline.cli import app
+from pipeline.crop import (
+    Box, CropParams, box_from_detection, crop_dataset, crop_square, detect_face_box, parse_box, read_rgb,
+)
+from pipeline.manifest import MANIFEST_COLUMNS, build_manifest, read_csv, write_csv
+from pipeline.crop import CROPS_COLUMNS, ERRORS_COLUMNS
+
+SMALL = CropParams(size=64)
+
+
+def test_detects_the_faces_of_both_photographs():
+    a = detect_face_box(astronaut())
+    g = detect_face_box(grace_hopper())
+    # Face centres (by eye, on the 256-px photos): astronaut ~(113, 60), Grace Hopper ~(133, 114).
+    assert abs(a.x + a.side / 2 - 113) < 15 and abs(a.y + a.side / 2 - 60) < 15
+    assert abs(g.x + g.side / 2 - 133) < 20 and abs(g.y + g.side / 2 - 114) < 20
+    assert 60 < a.side < 140 and 100 < g.side < 230
+    # The margin grows the box around the same centre: 1 + 2 * margin times the face size.
+    a0 = detect_face_box(astronaut(), margin=0.0)
+    assert abs(a.side / a0.side - 1.8) < 0.05
+    assert abs((a.x + a.side / 2) - (a0.x + a0.side / 2)) <= 1
+    assert detect_face_box(np.full((200, 200, 3), 110, np.uint8)) is None
+
+
+def test_box_from_detection_squares_on_the_larger_side():
+    b = box_from_detection(0.25, 0.5, 0.5, 0.3, 200, 100, margin=0.5)  # face 100 x 30 px at (50, 50)
+    assert b == Box(0, -35, 200)  # centre (100, 65), side 100 * (1 + 2 * 0.5)
+
+
+def test_crop_square_pads_instead_of_shifting():
+    yy, xx = np.mgrid[0:50, 0:60]
+    img = np.stack([yy, xx, np.full_like(xx, 200)], axis=2).astype(np.uint8)
+    out = crop_square(img, Box(-10, -5, 40), 40, pad_value=7)
+    assert out.shape == (40, 40, 3)
+    assert np.array_equal(out[5:, 10:], img[0:35, 0:30])  # content stays where the box puts it
+    assert (out[:5] == 7).all() and (out[:, :10] == 7).all()
+    out = crop_square(img, Box(40, 30, 30), 30)  # past the bottom-right corner
+    assert np.array_equal(out[:20, :20], img[30:50, 40:60]) and (out[20:] == 0).all() and (out[:, 20:] == 0).all()
+    assert (crop_square(img, Box(100, 100, 10), 16) == 0).all()
+    assert crop_square(img, Box(0, 0, 50), 25).shape == (25, 25, 3)
+
+
+def write_seq(root: Path, cam: str, sub: str, seq: str, frames: list[np.ndarray]) -> list[Path]:
+    return [write_rgb(root / cam / sub / seq / f"img_{i + 1:03d}.png", f) for i, f in enumerate(frames)]
+
+
+def paired_dataset(root: Path) -> Path:
+    """Two good sequences and one of each bad input; returns the manifest."""
+    write_seq(root, "cam1", "S01", "001", moving(astronaut(), 3))
+    write_seq(root, "cam2", "S01", "001", moving(grace_hopper(), 3, step=6))
+    write_seq(root, "cam1", "S01", "002", moving(grace_hopper(), 2))
+    write_seq(root, "cam2", "S01", "002", moving(astronaut(), 2))
+    blank = [np.full((288, 320, 3), 110, np.uint8)] * 2
+    write_seq(root, "cam1", "S02", "001", blank)                       # no face
+    write_seq(root, "cam2", "S02", "001", moving(astronaut(), 2))
+    write_seq(root, "cam1", "S02", "002", moving(astronaut(), 3))
+    bad = write_seq(root, "cam2", "S02", "002", moving(astronaut(), 3))
+    bad[2].write_bytes(b"\x89PNG\r\n\x1a\n truncated")                  # unreadable frame
+    write_seq(root, "cam1", "S03", "001", moving(astronaut(), 3))
+    write_seq(root, "cam2", "S03", "001", moving(astronaut(), 2))      # frame-count mismatch
+    write_seq(root, "cam1", "S03", "002", moving(astronaut(), 2))      # no cam2 at all
+    (root / "labels.csv").write_text("subject;sequence;expression;pose;amplitude_deg\nS01;001;happiness;tx;0\n")
+    rows = build_manifest(root, "emotiongan", "pairs", ManifestParams(), root="pairs")
+    manifest = root.parent / "pairs.csv"
+    write_csv(manifest, MANIFEST_COLUMNS, rows)
+    return manifest
+
+
+def test_one_box_per_sequence_and_every_bad_input_reported(tmp_path):
+    manifest = paired_dataset(tmp_path / "pairs")
+    out = tmp_path / "crops"
+    counts = crop_dataset(manifest, out, SMALL, progress=False)
+    assert counts == {"cropped": 2, "reused": 0, "error": 4}
+    errors = {(e["subject"], e["sequence"]): e for e in read_csv(out / "errors.csv", ERRORS_COLUMNS)}
+    assert set(errors) == {("S02", "001"), ("S02", "002"), ("S03", "001"), ("S03", "002")}
+    assert errors[("S02", "001")]["file"].endswith("cam1/S02/001/img_001.png")
+    assert "no face" in errors[("S02", "001")]["reason"]
+    assert errors[("S02", "002")]["file"].endswith("cam2/S02/002/img_003.png")
+    assert "unreadable" in errors[("S02", "002")]["reason"]
+    assert "frame count mismatch" in errors[("S03", "001")]["reason"] and "3" in errors[("S03", "001")]["reason"]
+    assert errors[("S03", "001")]["file"].endswith("cam2/S03/001")
+    assert "frame count mismatch" in errors[("S03", "002")]["reason"]
+    assert not (out / "S02").exists() and not (out / "S03").exists() and not (out / ".partial").exists()
+
+    crops = {(r["subject"], r["sequence"]): r for r in read_csv(out / "crops.csv", CROPS_COLUMNS)}
+    assert list(crops) == [("S01", "001"), ("S01", "002")]
+    r = crops[("S01", "001")]
+    assert (r["cam1_dir"], r["cam2_dir"], r["n_frames"], r["label"]) == ("S01/001/cam1", "S01/001/cam2", "3", "happiness")
+    root = tmp_path / "pairs"
+    for cam, col, lst in (("cam1", "box_cam1", "frontal"), ("cam2", "box_cam2", "nonfrontal")):
+        box = parse_box(r[col])
+        marker = json.loads((out / "S01/001/crop.json").read_text())
+        assert marker["boxes"][cam] == list(box)
+        sources = [root / f for f in r[lst].split("|")]
+        written = sorted((out / r[f"{cam}_dir"]).glob("img_*.png"))
+        assert [p.name for p in written] == ["img_001.png", "img_002.png", "img_003.png"]
+        for src, dst in zip(sources, written):
+            # every frame is cut with the neutral frame's box, although the face has moved
+            assert np.array_equal(read_rgb(dst), crop_square(read_rgb(src), box, 64))
+        assert detect_face_box(read_rgb(sources[-1])) != box
+    assert parse_box(crops[("S01", "001")]["box_cam1"]) != parse_box(crops[("S01", "001")]["box_cam2"])
+    assert crops[("S01", "001")]["root"] == "../pairs"
+
+
+def test_killed_run_resumes_to_the_same_output(tmp_path, monkeypatch):
+    manifest = paired_dataset(tmp_path / "pairs")
+    whole, resumed = tmp_path / "a", tmp_path / "b"
+    crop_dataset(manifest, whole, SMALL, progress=False)
+
+    real_write, calls = crop_mod.write_png, []
+
+    def dying_write(path, rgb):
+        calls.append(path)
+        if len(calls) == 8:  # S01/001 done (6 crops), killed inside S01/002
+            raise KeyboardInterrupt
+        real_write(path, rgb)
+
+    monkeypatch.setattr(crop_mod, "write_png", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        crop_dataset(manifest, resumed, SMALL, progress=False)
+    assert (resumed / "S01/001/crop.json").is_file() and not (resumed / "S01/002").exists()
+    assert (resumed / ".partial/S01/002/cam1").is_dir() and not (resumed / "crops.csv").exists()
+
+    monkeypatch.setattr(crop_mod, "write_png", real_write)
+    detected = []
+    real_detect = crop_mod.detect_face_box
+    monkeypatch.setattr(crop_mod, "detect_face_box", lambda img, *a: detected.append(1) or real_detect(img, *a))
+    counts = crop_dataset(manifest, resumed, SMALL, progress=False)
+    assert counts["reused"] == 1 and counts["cropped"] == 1
+    assert len(detected) == 2 + 2 + 1  # S01/002 and S02/002: both cams; S02/001: cam1 fails; S03: never
+    assert tree_digest(whole) == tree_digest(resumed)
+
+
+def test_changed_params_or_source_redo_the_sequence(tmp_path):
+    manifest = paired_dataset(tmp_path / "pairs")
+    out = tmp_path / "crops"
+    crop_dataset(manifest, out, SMALL, progress=False)
+    assert crop_dataset(manifest, out, SMALL, progress=False)["reused"] == 2
+    counts = crop_dataset(manifest, out, CropParams(size=48), progress=False)
+    assert counts["cropped"] == 2 and read_rgb(out / "S01/001/cam1/img_002.png").shape == (48, 48, 3)
+    src = tmp_path / "pairs/cam1/S01/002/img_002.png"
+    write_rgb(src, frame(grace_hopper(), 30, 0))
+    counts = crop_dataset(manifest, out, CropParams(size=48), progress=False)
+    assert (counts["reused"], counts["cropped"]) == (1, 1)
+
+
+def test_two_spawned_workers_match_the_serial_run(tmp_path):
+    manifest = paired_dataset(tmp_path / "pairs")
+    crop_dataset(manifest, tmp_path / "serial", SMALL, progress=False)
+    crop_dataset(manifest, tmp_path / "parallel", CropParams(size=64, workers=2), progress=False)
+    assert tree_digest(tmp_path / "serial") == tree_digest(tmp_path / "parallel")
+
+
+def test_frontal_only_videos_and_gray(tmp_path):
+    src = tmp_path / "vids"
+    write_video(src / "F01-Happy-Face Forward.avi", moving(astronaut(), 4))
+    write_video(src / "F02-Sad-Face Forward.avi", [np.zeros((64, 64, 3), np.uint8)] * 2)  # no face
+    (src / "broken.avi").write_bytes(b"RIFF....AVI not really")
+    (src / "labels.csv").write_text("video;label\nF01-Happy-Face Forward.avi;happy\nF02-Sad-Face Forward.avi;sad\n")
+    manifest = tmp_path / "vids.csv"
+    write_csv(manifest, MANIFEST_COLUMNS, build_manifest(src, "videos", "vids", ManifestParams(), root="vids"))
+    out = tmp_path / "crops"
+    assert crop_dataset(manifest, out, CropParams(size=64, gray=True), progress=False)["cropped"] == 1
+    (row,) = read_csv(out / "crops.csv", CROPS_COLUMNS)
+    assert (row["subject"], row["n_frames"], row["cam2_dir"], row["box_cam2"]) == ("F01", "4", "", "")
+    first = read_rgb(out / "F01/F01-Happy-Face Forward/cam1/img_001.png")
+    assert first.shape == (64, 64, 3) and (first[..., 0] == first[..., 2]).all()
+    errors = {e["subject"]: e for e in read_csv(out / "errors.csv", ERRORS_COLUMNS)}
+    assert "no face" in errors["F02"]["reason"]
+    assert errors["broken"]["file"].endswith("broken.avi") and "unreadable video" in errors["broken"]["reason"]
+
+
+def test_cli_reads_params_and_flags(tmp_path):
+    manifest = paired_dataset(tmp_path / "pairs")
+    params = tmp_path / "params.yaml"
+    params.write_text("crop:\n  size: 40\n  margin: 0.2\n")
+    out = tmp_path / "c"
+    res = CliRunner().invoke(app, ["crop", str(manifest), "--out", str(out), "--params", str(params)])
+    assert res.exit_code == 0, res.output
+    assert "2 cropped" in res.output and "4 skipped" in res.output
+    assert read_rgb(out / "S01/001/cam1/img_001.png").shape == (40, 40, 3)
+    assert json.loads((out / "crop_params.json").read_text())["params"]["margin"] == 0.2
+    res = CliRunner().invoke(app, ["crop", str(manifest), "--out", str(out), "--params", str(params), "--size", "32"])
+    assert res.exit_code == 0 and read_rgb(out / "S01/001/cam1/img_001.png").shape == (32, 32, 3)
+    params.write_text("crop:\n  sise: 40\n")
+    res = CliRunner().invoke(app, ["crop", str(manifest), "--out", str(out), "--params", str(params)])
+    assert "unknown key(s) sise" in str(res.exception)
