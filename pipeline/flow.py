@@ -1,0 +1,518 @@
+"""Stage `flow`: Farneback optical flow on the crops of both cameras, downsampled to the model size.
+
+Conventions (docs/ARCHITECTURE.md):
+- flow t -> t+dt = cv2.calcOpticalFlowFarneback(prev=gray frame t, next=gray frame t+dt);
+  channel 0 = u (along columns, x), channel 1 = v (along rows, y).
+- The flow is computed on the high-resolution crop, then averaged down to `size` in Cartesian
+  form (cv2.INTER_AREA on (u, v); angles are never interpolated). The vectors are NOT rescaled:
+  values stay in pixels of the source crop (e.g. 512), the unit of `normalize.clip`.
+- cam1 = frontal (ground truth: `flow_target_px`, `neutral`, `target_image`),
+  cam2 = non-frontal (model input: `flow_input_px`, `input_image`).
+
+Output `data/flows/<dataset>.zarr` (FLOW_ARRAYS), rows in crops.csv order, then pair order.
+Resumable: each sequence's result is committed atomically to `<out>.parts/<index>.npz`
+(its existence is the done-marker), and the store is assembled in manifest order once all are
+done, so a killed run re-run gives the same store as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import numpy as np
+import typer
+
+from pipeline import store as st
+from pipeline.errors import EmoganError
+from pipeline.folds import natural_key
+from pipeline.params import ParamsError, as_dict, load_params, path_param, section
+from pipeline.schema import CLASS_NAMES, POSE_NAMES, STRATEGY_NAMES, pose_code
+
+log = logging.getLogger(__name__)
+
+FLOWS_FORMAT = "emogan-flows"
+FLOWS_VERSION = 1
+# The flow store that `stats` and `normalize` read. S = flow.size; flows in source-crop pixels.
+FLOW_ARRAYS: dict[str, tuple[tuple[Any, ...], str]] = {
+    "flow_input_px": (("N", 2, "S", "S"), "float16"),   # cam2 (non-frontal) flow t -> t+dt
+    "flow_target_px": (("N", 2, "S", "S"), "float16"),  # cam1 (frontal) flow t -> t+dt
+    "neutral": (("N", 3, "S", "S"), "uint8"),           # cam1 frame t, RGB
+    "target_image": (("N", 3, "S", "S"), "uint8"),      # cam1 frame t+dt, RGB
+    "input_image": (("N", 3, "S", "S"), "uint8"),       # cam2 frame t+dt, RGB
+    "label": (("N",), "int16"),       # label_code of crops.csv (-1: unlabeled)
+    "subject": (("N",), "int32"),     # index into attrs subject_ids
+    "sequence": (("N",), "int32"),    # index into attrs sequence_ids (crops.csv row)
+    "pose": (("N",), "int16"),        # index into POSE_NAMES
+    "strategy": (("N",), "int16"),    # index into STRATEGY_NAMES
+    "step": (("N",), "int16"),        # dt in frames
+    "frame_t": (("N",), "int16"),     # 0-based index of frame t in the sequence's sorted frames
+}
+FRAME_GLOB = "img_*.png"
+CROPS_CSV = "crops.csv"
+REQUIRED_COLUMNS = ("subject", "sequence", "label_code", "pose")
+# Fields that change how the work is run, not its result: left out of the recorded params.
+EXECUTION_FIELDS = ("workers", "cv2_threads")
+
+
+@dataclass
+class FlowParams:
+    """params.yaml `flow`: Farneback settings (paper: 0.5, 3, 15, 3, 5, 1.2, 0), pairs, output size."""
+
+    pyr_scale: float = 0.5
+    levels: int = 3
+    winsize: int = 15
+    iterations: int = 3
+    poly_n: int = 5
+    poly_sigma: float = 1.2
+    flags: int = 0
+    strategies: tuple[str, ...] = ("neutral_apex", "frame_to_frame")
+    max_step: int = 5          # frame_to_frame pairs (i, i+step) for step in 1..max_step
+    size: int = 128            # side of the stored flows and images (model size)
+    chunk_mib: float = 1.0     # least chunk size of the flow store's image/flow arrays
+    clevel: int = 5            # blosc lz4 level of the flow store
+    workers: int = 2           # local dask worker processes; 0 = in this process, no dask
+    cv2_threads: int = 1       # OpenCV threads per worker (processes scale, threads barely do)
+
+    def __post_init__(self) -> None:
+        self.strategies = tuple(self.strategies)
+        bad = [s for s in self.strategies if s not in STRATEGY_NAMES]
+        if bad or not self.strategies:
+            raise ValueError(f"strategies {list(self.strategies)}: expected a non-empty subset of {list(STRATEGY_NAMES)}")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"strategies {list(self.strategies)} repeat a name")
+        for name, low in (("levels", 1), ("winsize", 3), ("iterations", 1), ("max_step", 1), ("size", 8),
+                          ("workers", 0), ("cv2_threads", 1), ("clevel", 0)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ValueError(f"{name} = {v!r}: expected an integer >= {low}")
+        if not 0 < self.pyr_scale < 1:
+            raise ValueError(f"pyr_scale = {self.pyr_scale!r}: expected a number in (0, 1)")
+        if self.poly_n not in (5, 7):
+            raise ValueError(f"poly_n = {self.poly_n!r}: OpenCV's Farneback takes 5 or 7")
+        if not self.chunk_mib > 0 or not self.poly_sigma > 0:
+            raise ValueError("chunk_mib and poly_sigma must be positive")
+
+    def recorded(self) -> dict[str, Any]:
+        """The params that determine the output (recorded in the store attrs)."""
+        return {k: v for k, v in as_dict(self).items() if k not in EXECUTION_FIELDS}
+
+
+def load_flow_params(params: dict[str, Any], **overrides: Any) -> FlowParams:
+    """params.yaml `flow` section as FlowParams; ParamsError naming the file and key otherwise."""
+    try:
+        return section(params, "flow", FlowParams, **overrides)
+    except ValueError as e:
+        raise ParamsError(f"{params.get('__file__', 'params')}: section 'flow': {e}") from None
+
+
+class SequenceError(EmoganError):
+    """A sequence cannot be processed; the message names the file and the reason."""
+
+    def __init__(self, file: Path | str, reason: str):
+        super().__init__(f"{file}: {reason}")
+        self.file, self.reason = str(file), reason
+
+
+class Pair(NamedTuple):
+    """One flow pair of a sequence: frames t and t2 = t + step (0-based indices)."""
+
+    strategy: int
+    step: int
+    t: int
+    t2: int
+
+
+def frame_pairs(n_frames: int, strategies: Sequence[str], max_step: int) -> list[Pair]:
+    """The pairs of a sequence of n_frames: neutral_apex (first -> last) and/or frame_to_frame steps."""
+    pairs: list[Pair] = []
+    for name in strategies:
+        code = STRATEGY_NAMES.index(name)
+        if name == "neutral_apex":
+            if n_frames >= 2:
+                pairs.append(Pair(code, n_frames - 1, 0, n_frames - 1))
+        elif name == "frame_to_frame":
+            for step in range(1, min(max_step, n_frames - 1) + 1):
+                pairs.extend(Pair(code, step, i, i + step) for i in range(n_frames - step))
+        else:
+            raise ValueError(f"unknown strategy {name!r}")
+    return pairs
+
+
+def farneback_px(prev_gray: np.ndarray, next_gray: np.ndarray, p: FlowParams) -> np.ndarray:
+    """Flow prev -> next, (H, W, 2) float32 in pixels: [..., 0] = u (x), [..., 1] = v (y)."""
+    import cv2
+
+    return cv2.calcOpticalFlowFarneback(prev_gray, next_gray, None, p.pyr_scale, p.levels, p.winsize,
+                                        p.iterations, p.poly_n, p.poly_sigma, p.flags)
+
+
+def downsample_flow_px(flow_hw2: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 2) flow -> (2, size, size) float32 by area averaging of (u, v); values stay in source pixels."""
+    import cv2
+
+    if flow_hw2.shape[0] != size or flow_hw2.shape[1] != size:
+        # INTER_AREA averages the vectors of each output cell (exact box mean at integer factors).
+        # No multiplication by size/H: the convention keeps source-crop pixels until normalize.
+        flow_hw2 = cv2.resize(flow_hw2, (size, size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(flow_hw2.transpose(2, 0, 1), dtype=np.float32)
+
+
+def downsample_rgb(bgr_hw3: np.ndarray, size: int) -> np.ndarray:
+    """An OpenCV BGR image (H, W, 3) uint8 -> RGB (3, size, size) uint8 by area averaging."""
+    import cv2
+
+    if bgr_hw3.shape[0] != size or bgr_hw3.shape[1] != size:
+        bgr_hw3 = cv2.resize(bgr_hw3, (size, size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(bgr_hw3[:, :, ::-1].transpose(2, 0, 1))
+
+
+def read_frame(path: Path | str) -> np.ndarray:
+    """A crop as a BGR (H, W, 3) uint8 array; SequenceError naming the file if missing or unreadable."""
+    import cv2
+
+    if not os.path.isfile(path):
+        raise SequenceError(path, "missing frame file")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise SequenceError(path, "unreadable image (cv2.imread failed: corrupt or not an image)")
+    return img
+
+
+def list_frames(cam_dir: Path) -> list[Path]:
+    """The frames of one camera of a sequence, sorted by name (= time)."""
+    if not cam_dir.is_dir():
+        raise SequenceError(cam_dir, "missing camera directory")
+    frames = sorted(cam_dir.glob(FRAME_GLOB))
+    if len(frames) < 2:
+        raise SequenceError(cam_dir, f"{len(frames)} frame(s) matching {FRAME_GLOB}; a flow needs at least 2")
+    return frames
+
+
+def compute_sequence(frontal: Sequence[Path | str], nonfrontal: Sequence[Path | str],
+                     p: FlowParams) -> dict[str, np.ndarray]:
+    """All flow pairs of one sequence: FLOW_ARRAYS rows except the per-sequence codes, plus source size."""
+    import cv2
+
+    if len(frontal) != len(nonfrontal):
+        raise SequenceError(Path(frontal[0]).parent,
+                            f"{len(frontal)} frontal frames but {len(nonfrontal)} non-frontal ones")
+    gray: dict[int, list[np.ndarray]] = {1: [], 2: []}
+    small: dict[int, list[np.ndarray]] = {1: [], 2: []}
+    shape = None
+    for cam, paths in ((1, frontal), (2, nonfrontal)):
+        for path in paths:
+            bgr = read_frame(path)
+            if shape is None:
+                shape = bgr.shape
+                if shape[0] != shape[1]:
+                    raise SequenceError(path, f"crop is {shape[1]}x{shape[0]}, expected a square crop")
+                if shape[0] < p.size:
+                    raise SequenceError(path, f"crop side {shape[0]} is smaller than flow.size {p.size}")
+            elif bgr.shape != shape:
+                raise SequenceError(path, f"frame is {bgr.shape[1]}x{bgr.shape[0]}, the sequence's first is "
+                                          f"{shape[1]}x{shape[0]}")
+            gray[cam].append(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+            small[cam].append(downsample_rgb(bgr, p.size))
+    pairs = frame_pairs(len(frontal), p.strategies, p.max_step)
+    flows: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    for pair in pairs:  # a pair listed by two strategies (apex = longest step) is computed once
+        if (pair.t, pair.t2) not in flows:
+            flows[pair.t, pair.t2] = tuple(  # type: ignore[assignment]
+                downsample_flow_px(farneback_px(gray[cam][pair.t], gray[cam][pair.t2], p), p.size)
+                .astype(np.float16) for cam in (2, 1))
+    return {
+        "flow_input_px": np.stack([flows[q.t, q.t2][0] for q in pairs]),
+        "flow_target_px": np.stack([flows[q.t, q.t2][1] for q in pairs]),
+        "neutral": np.stack([small[1][q.t] for q in pairs]),
+        "target_image": np.stack([small[1][q.t2] for q in pairs]),
+        "input_image": np.stack([small[2][q.t2] for q in pairs]),
+        "strategy": np.array([q.strategy for q in pairs], np.int16),
+        "step": np.array([q.step for q in pairs], np.int16),
+        "frame_t": np.array([q.t for q in pairs], np.int16),
+        "source_size": np.array(shape[0], np.int32),
+    }
+
+
+# ---------------------------------------------------------------- planning and resumable parts
+
+@dataclass
+class SequenceTask:
+    """One sequence to process: what a worker needs (plain data, cheap to send)."""
+
+    index: int                 # row of crops.csv
+    frontal: list[str]
+    nonfrontal: list[str]
+    fingerprint: str           # sha256 of the frame files' names, sizes and mtimes
+    part: str                  # where the worker commits its result
+    params: dict[str, Any]
+
+
+def read_crops_csv(crops_dir: Path) -> list[dict[str, str]]:
+    """Rows of `<crops_dir>/crops.csv`; EmoganError naming the file if it is missing or lacks columns."""
+    path = crops_dir / CROPS_CSV
+    if not path.is_file():
+        raise EmoganError(f"{path}: crops table not found (run `emogan crop` first)")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise EmoganError(f"{path}: missing column(s) {', '.join(missing)}")
+        return list(reader)
+
+
+def _fingerprint(paths: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for q in paths:
+        s = q.stat()
+        h.update(f"{q}\0{s.st_size}\0{s.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _cam_dir(crops_dir: Path, row: dict[str, str], cam: int) -> Path:
+    given = (row.get(f"cam{cam}_dir") or "").strip()
+    d = Path(given) if given else Path(row["subject"]) / row["sequence"] / f"cam{cam}"
+    return d if d.is_absolute() else crops_dir / d
+
+
+def plan_sequence(crops_dir: Path, index: int, row: dict[str, str], parts_dir: Path,
+                  p: FlowParams) -> SequenceTask:
+    """The task of one crops.csv row; SequenceError for missing directories or mismatched cameras."""
+    frontal = list_frames(_cam_dir(crops_dir, row, 1))
+    nonfrontal = list_frames(_cam_dir(crops_dir, row, 2))
+    if [q.name for q in frontal] != [q.name for q in nonfrontal]:
+        raise SequenceError(_cam_dir(crops_dir, row, 2),
+                            f"frames differ from cam1's ({len(frontal)} vs {len(nonfrontal)} files, or other names)")
+    try:
+        pose_code(row["pose"])
+        int(row["label_code"] or st.UNLABELED)
+    except ValueError as e:
+        raise SequenceError(crops_dir / CROPS_CSV, f"line {index + 2}: {e}") from None
+    return SequenceTask(index, [str(q) for q in frontal], [str(q) for q in nonfrontal],
+                        _fingerprint(frontal + nonfrontal), str(parts_dir / f"{index:06d}.npz"), p.recorded())
+
+
+def _part_fingerprint(part: Path) -> str | None:
+    try:
+        with np.load(part, allow_pickle=False) as z:
+            return str(json.loads(str(z["meta"]))["fingerprint"])
+    except (OSError, ValueError, KeyError):  # truncated or foreign file: recompute
+        return None
+
+
+def run_sequence_task(task: SequenceTask, cv2_threads: int = 1) -> dict[str, Any]:
+    """Compute one sequence and commit it atomically to task.part; return its pair count or error."""
+    import cv2
+
+    cv2.setNumThreads(cv2_threads)  # one OpenCV thread per worker process: processes scale, threads don't
+    p = FlowParams(**task.params)
+    try:
+        arrays = compute_sequence(task.frontal, task.nonfrontal, p)
+    except SequenceError as e:
+        return {"index": task.index, "n": 0, "error": {"file": e.file, "reason": e.reason}}
+    except Exception as e:  # noqa: BLE001 - any failure of one sequence must not stop the others
+        return {"index": task.index, "n": 0,
+                "error": {"file": str(Path(task.frontal[0]).parent.parent), "reason": f"{type(e).__name__}: {e}"}}
+    meta = json.dumps({"fingerprint": task.fingerprint, "index": task.index})
+    tmp = f"{task.part}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        np.savez(f, meta=np.array(meta), **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, task.part)  # the atomic commit: the part exists only once complete
+    return {"index": task.index, "n": int(len(arrays["step"])), "error": None}
+
+
+# ---------------------------------------------------------------- the stage
+
+@dataclass
+class FlowReport:
+    """What a flow run did: rows written, sequences done/resumed, errors (file, reason) in manifest order."""
+
+    out: Path
+    n_rows: int
+    n_sequences: int
+    n_resumed: int
+    errors: list[dict[str, Any]]
+
+
+def _run_tasks(tasks: list[SequenceTask], p: FlowParams, dask_address: str | None, progress: bool,
+               on_result: Callable[[dict[str, Any]], None]) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(tasks), desc="flow", unit="seq", disable=not progress or not tasks)
+    try:
+        if dask_address is None and p.workers == 0:
+            import cv2
+
+            before = cv2.getNumThreads()
+            try:
+                for task in tasks:
+                    on_result(run_sequence_task(task, p.cv2_threads))
+                    bar.update()
+            finally:
+                cv2.setNumThreads(before)
+            return
+        if not tasks:
+            return
+        from dask.distributed import Client, LocalCluster, as_completed
+
+        with contextlib.ExitStack() as stack:
+            if dask_address is not None:
+                client = stack.enter_context(Client(dask_address))
+            else:
+                # spawn (dask's default) keeps workers clear of the parent's OpenCV/zarr threads.
+                cluster = stack.enter_context(LocalCluster(
+                    n_workers=p.workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None, silence_logs=logging.WARNING))
+                client = stack.enter_context(Client(cluster))
+            futures = [client.submit(run_sequence_task, t, p.cv2_threads, key=f"flow-seq-{t.index}-{t.fingerprint[:12]}",
+                                     pure=False) for t in tasks]
+            for fut in as_completed(futures):
+                on_result(fut.result())
+                bar.update()
+    finally:
+        bar.close()
+
+
+def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, dataset: str | None = None,
+                  dask_address: str | None = None, progress: bool = True) -> FlowReport:
+    """Run the flow stage: crops of every crops.csv sequence -> flow store at `out` (resumable)."""
+    crops_dir, out = Path(crops_dir), Path(out)
+    rows = read_crops_csv(crops_dir)
+    if not rows:
+        raise EmoganError(f"{crops_dir / CROPS_CSV}: no sequences listed")
+    manifest_sha = st.file_sha256(crops_dir / CROPS_CSV)
+    parts_dir = out.with_name(out.name + ".parts")
+    key = json.dumps({"params": p.recorded(), "crops_csv_sha256": manifest_sha,
+                      "crops_dir": str(crops_dir.resolve())}, sort_keys=True)
+    if parts_dir.exists() and (not (parts_dir / "key.json").is_file() or (parts_dir / "key.json").read_text() != key):
+        log.info("%s: left by a run with other params or inputs: starting over", parts_dir)
+        shutil.rmtree(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    (parts_dir / "key.json").write_text(key)
+
+    errors: dict[int, dict[str, Any]] = {}
+    tasks: list[SequenceTask] = []
+    done: set[int] = set()
+    for i, row in enumerate(rows):
+        try:
+            task = plan_sequence(crops_dir, i, row, parts_dir, p)
+        except SequenceError as e:
+            errors[i] = {"file": e.file, "reason": e.reason}
+            continue
+        if Path(task.part).is_file() and _part_fingerprint(Path(task.part)) == task.fingerprint:
+            done.add(i)  # committed by an earlier, interrupted run with the same inputs
+        else:
+            tasks.append(task)
+    n_resumed = len(done)
+    if done:
+        log.info("resuming: %d of %d sequences already done in %s", len(done), len(rows), parts_dir)
+
+    def on_result(res: dict[str, Any]) -> None:
+        if res["error"] is not None:
+            errors[res["index"]] = res["error"]
+            log.warning("skipped %s/%s: %s: %s", rows[res["index"]]["subject"], rows[res["index"]]["sequence"],
+                        res["error"]["file"], res["error"]["reason"])
+        else:
+            done.add(res["index"])
+
+    _run_tasks(tasks, p, dask_address, progress, on_result)
+    if not done:
+        raise EmoganError(f"{crops_dir}: no sequence could be processed; first error: "
+                          f"{next(iter(sorted(errors.items())))[1]}")
+    error_list = [{"subject": rows[i]["subject"], "sequence": rows[i]["sequence"], **errors[i]} for i in sorted(errors)]
+    n_rows = _assemble(crops_dir, out, parts_dir, rows, sorted(done), p, manifest_sha, error_list, dataset)
+    shutil.rmtree(parts_dir)
+    return FlowReport(out, n_rows, len(done), n_resumed, error_list)
+
+
+def _assemble(crops_dir: Path, out: Path, parts_dir: Path, rows: list[dict[str, str]], indices: list[int],
+              p: FlowParams, manifest_sha: str, errors: list[dict[str, Any]], dataset: str | None) -> int:
+    """Concatenate the committed parts in crops.csv order into the flow store (atomically)."""
+    import zarr
+
+    subject_ids = sorted({r["subject"] for r in rows}, key=natural_key)
+    subject_code = {s: k for k, s in enumerate(subject_ids)}
+    counts, sizes = {}, {}
+    for i in indices:
+        with np.load(parts_dir / f"{i:06d}.npz", allow_pickle=False) as z:
+            counts[i] = len(z["step"])
+            sizes[i] = int(z["source_size"])
+    source_sizes = sorted(set(sizes.values()))
+    if len(source_sizes) > 1:
+        odd = [f"{rows[i]['subject']}/{rows[i]['sequence']} ({sizes[i]})" for i in indices if sizes[i] != source_sizes[0]]
+        raise EmoganError(f"{crops_dir}: crops of different sizes {source_sizes} would mix flow units "
+                          f"(pixels of different crops): {', '.join(odd[:5])}")
+    n = sum(counts.values())
+    rows_per_chunk = st.chunk_rows_for(FLOW_ARRAYS, p.size, p.chunk_mib)
+    attrs = st.json_attrs({
+        "format": FLOWS_FORMAT, "format_version": FLOWS_VERSION, "dataset": dataset or crops_dir.name,
+        "size": p.size, "source_size": source_sizes[0], "units": "pixels of the source crop",
+        "flow_convention": "channel 0 = u (x), 1 = v (y); flow t->t+dt = calcOpticalFlowFarneback(prev=t, next=t+dt); "
+                           "area-averaged to size in Cartesian form, vectors not rescaled",
+        "class_names": CLASS_NAMES, "pose_names": POSE_NAMES, "strategy_names": STRATEGY_NAMES,
+        "subject_ids": subject_ids, "sequence_ids": [f"{r['subject']}/{r['sequence']}" for r in rows],
+        "source_manifest": str(crops_dir / CROPS_CSV), "source_manifest_sha256": manifest_sha,
+        "params": {"flow": p.recorded()}, "chunk_rows": min(rows_per_chunk, max(n, 1)),
+        "errors": errors,
+    })
+    with st.atomic_dir(out) as tmp:
+        g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        st.create_arrays(g, FLOW_ARRAYS, n, p.size, chunk_rows=rows_per_chunk, chunk_mib=p.chunk_mib, clevel=p.clevel)
+        g.attrs.update(attrs)
+        writer = st.RowWriter(g, FLOW_ARRAYS)
+        for i in indices:
+            r, k = rows[i], counts[i]
+            with np.load(parts_dir / f"{i:06d}.npz", allow_pickle=False) as z:
+                part = {name: z[name] for name in ("flow_input_px", "flow_target_px", "neutral", "target_image",
+                                                   "input_image", "strategy", "step", "frame_t")}
+            label = int(r["label_code"] or st.UNLABELED)
+            part.update(label=np.full(k, label, np.int16), subject=np.full(k, subject_code[r["subject"]], np.int32),
+                        sequence=np.full(k, i, np.int32), pose=np.full(k, pose_code(r["pose"]), np.int16))
+            writer.append(part)
+        writer.close()
+    return n
+
+
+def open_flows(path: Path | str) -> "Any":
+    """Open a flow store read-only and check its arrays; EmoganError naming the path otherwise."""
+    g, where = st.open_group(path)
+    attrs = dict(g.attrs)
+    if attrs.get("format") != FLOWS_FORMAT or attrs.get("format_version") != FLOWS_VERSION:
+        raise st.StoreError(f"{where}: not a flow store of format {FLOWS_FORMAT} v{FLOWS_VERSION} "
+                            "(run `emogan flow`)")
+    st.check_arrays(g, FLOW_ARRAYS, int(attrs["size"]), where)
+    return g
+
+
+# ---------------------------------------------------------------- command
+
+def cli(
+    dataset: str = typer.Argument(..., help="dataset name: reads <paths.crops>/DATASET, writes <paths.flows>/DATASET.zarr"),
+    crops: Optional[Path] = typer.Option(None, help="crop directory (default <paths.crops>/DATASET)"),
+    out: Optional[Path] = typer.Option(None, help="flow store (default <paths.flows>/DATASET.zarr)"),
+    params_file: Optional[Path] = typer.Option(None, "--params", help="params file (default ./params.yaml)"),
+    workers: Optional[int] = typer.Option(None, help="local dask worker processes (0: in this process)"),
+    max_step: Optional[int] = typer.Option(None, help="largest frame_to_frame step"),
+    dask_address: Optional[str] = typer.Option(None, help="scheduler of an existing dask.distributed cluster "
+                                               "(its workers must see the same files)"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Farneback flow of both cameras for every sequence (resumable; parallel over sequences with dask)."""
+    params = load_params(params_file)
+    p = load_flow_params(params, workers=workers, max_step=max_step)
+    crops = crops or path_param(params, "crops", "data/crops") / dataset
+    out = out or path_param(params, "flows", "data/flows") / f"{dataset}.zarr"
+    report = compute_flows(crops, out, p, dataset=dataset, dask_address=dask_address, progress=progress)
+    typer.echo(f"{out}: {report.n_rows} flow pairs from {report.n_sequences} sequences"
+               + (f" ({report.n_resumed} resumed)" if report.n_resumed else ""))
+    for e in report.errors:
+        typer.secho(f"skipped {e['subject']}/{e['sequence']}: {e['file']}: {e['reason']}", fg=typer.colors.YELLOW, err=True)

@@ -1,0 +1,213 @@
+"""Stage `stats`: distribution of the flow magnitudes (source-crop pixels) and the clip value it suggests.
+
+Magnitudes are those of the stored flows (area-averaged to flow.size, in pixels of the source
+crop), over every pixel of every pair, both cameras. Quantiles come from a histogram of bin width
+`resolution_px` built in one streaming pass over the store (it never loads the whole dataset), so
+they are exact to within one bin. The suggested clip is the Q3 of both cameras together (the
+paper picks its clip, 10.0, from the Q3 of its dataset's distribution).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import typer
+
+from pipeline.params import ParamsError, as_dict, load_params, path_param, section
+
+log = logging.getLogger(__name__)
+
+QUANTILES = {"q1": 0.25, "median": 0.5, "q3": 0.75, "p99": 0.99}
+CAMERAS = {"input": "flow_input_px", "target": "flow_target_px"}
+
+
+@dataclass
+class StatsParams:
+    """params.yaml `stats`: quantile precision and the plot's histogram."""
+
+    resolution_px: float = 0.01   # bin width of the quantile histogram: the quantiles' precision
+    max_px: float = 1024.0        # magnitudes above are counted in the last bin (a 512 crop moves < 725 px)
+    plot_bins: int = 100
+    plot_quantile: float = 0.999  # the plot spans [0, this quantile]
+
+    def __post_init__(self) -> None:
+        if not self.resolution_px > 0 or not self.max_px > self.resolution_px:
+            raise ValueError("resolution_px must be positive and below max_px")
+        if not isinstance(self.plot_bins, int) or self.plot_bins < 2:
+            raise ValueError(f"plot_bins = {self.plot_bins!r}: expected an integer >= 2")
+        if not 0 < self.plot_quantile <= 1:
+            raise ValueError(f"plot_quantile = {self.plot_quantile!r}: expected a number in (0, 1]")
+
+
+def load_stats_params(params: dict[str, Any], **overrides: Any) -> StatsParams:
+    """params.yaml `stats` section; ParamsError naming the file otherwise."""
+    try:
+        return section(params, "stats", StatsParams, **overrides)
+    except ValueError as e:
+        raise ParamsError(f"{params.get('__file__', 'params')}: section 'stats': {e}") from None
+
+
+def magnitude_px(flow_px: np.ndarray) -> np.ndarray:
+    """(..., 2, H, W) flow -> (..., H, W) magnitudes, float32."""
+    f = np.asarray(flow_px, dtype=np.float32)
+    return np.hypot(f[..., 0, :, :], f[..., 1, :, :])
+
+
+def histogram_counts(mag_px: np.ndarray, resolution_px: float, n_bins: int) -> np.ndarray:
+    """Counts of magnitudes in bins [k*res, (k+1)*res), the last bin also holding everything above."""
+    idx = np.minimum((mag_px.ravel() / np.float32(resolution_px)).astype(np.int64), n_bins - 1)
+    return np.bincount(idx, minlength=n_bins)
+
+
+def quantile_from_counts(counts: np.ndarray, resolution_px: float, q: float) -> float:
+    """The q-quantile of histogrammed values, interpolated linearly inside its bin (error < one bin)."""
+    total = counts.sum()
+    if total == 0:
+        return float("nan")
+    cum = np.cumsum(counts)
+    target = q * total
+    k = int(np.searchsorted(cum, target, side="left"))
+    k = min(k, len(counts) - 1)
+    below = cum[k] - counts[k]
+    frac = (target - below) / counts[k] if counts[k] else 0.0
+    return float((k + frac) * resolution_px)
+
+
+def summarize(counts: np.ndarray, total: float, n: int, max_px: float, res: float) -> dict[str, float]:
+    """Mean, quartiles, p99 and max of one histogram."""
+    out = {"mean": float(total / n) if n else float("nan")}
+    out.update({name: quantile_from_counts(counts, res, q) for name, q in QUANTILES.items()})
+    out["max"] = float(max_px)
+    return out
+
+
+def magnitude_stats(chunks: Iterable[dict[str, np.ndarray]], p: StatsParams) -> dict[str, Any]:
+    """Magnitude statistics of flows given as chunks {"input": (n,2,H,W), "target": (n,2,H,W)}."""
+    n_bins = int(np.ceil(p.max_px / p.resolution_px)) + 1
+    counts = {c: np.zeros(n_bins, np.int64) for c in CAMERAS}
+    sums = {c: 0.0 for c in CAMERAS}
+    maxima = {c: 0.0 for c in CAMERAS}
+    n_pairs = 0
+    for chunk in chunks:
+        n_pairs += len(chunk["input"])
+        for c in CAMERAS:
+            m = magnitude_px(chunk[c])
+            if m.size:
+                counts[c] += histogram_counts(m, p.resolution_px, n_bins)
+                sums[c] += float(m.sum(dtype=np.float64))
+                maxima[c] = max(maxima[c], float(m.max()))
+    n_values = {c: int(counts[c].sum()) for c in CAMERAS}
+    both = counts["input"] + counts["target"]
+    result: dict[str, Any] = {"n_pairs": n_pairs, "n_values": sum(n_values.values()),
+                              "resolution_px": p.resolution_px}
+    result["magnitude"] = {
+        "all": summarize(both, sums["input"] + sums["target"], sum(n_values.values()), max(maxima.values()),
+                         p.resolution_px),
+        **{c: summarize(counts[c], sums[c], n_values[c], maxima[c], p.resolution_px) for c in CAMERAS},
+    }
+    result["suggested_clip"] = result["magnitude"]["all"]["q3"]
+    result["_counts"] = {"all": both, **counts}  # for the plot; dropped from the metrics file
+    return result
+
+
+def plot_histogram(result: dict[str, Any], p: StatsParams) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Bin edges (px) over [0, plot_quantile] and the density of each camera and of both, for the plot."""
+    counts = result["_counts"]
+    top = quantile_from_counts(counts["all"], p.resolution_px, p.plot_quantile)
+    top = max(top, result["suggested_clip"], p.resolution_px * p.plot_bins)
+    edges = np.linspace(0.0, top, p.plot_bins + 1)
+    fine_edges = np.arange(len(counts["all"]) + 1) * p.resolution_px
+    dens = {}
+    for c, cnt in counts.items():
+        # Re-bin the fine histogram: cumulative counts at the coarse edges (fine bins split linearly).
+        cum = np.concatenate([[0], np.cumsum(cnt)]).astype(np.float64)
+        at = np.interp(edges, fine_edges, cum)
+        width = np.diff(edges)
+        dens[c] = np.diff(at) / max(cnt.sum(), 1) / width
+    return edges, dens
+
+
+def write_outputs(result: dict[str, Any], p: StatsParams, metrics: Path, plot: Path | None,
+                  plot_data: Path | None, title: str) -> None:
+    """Metrics JSON, plot data CSV (DVC plots) and PNG."""
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text(json.dumps({k: v for k, v in result.items() if not k.startswith("_")}, indent=2) + "\n")
+    edges, dens = plot_histogram(result, p)
+    centers = (edges[:-1] + edges[1:]) / 2
+    if plot_data is not None:
+        plot_data.parent.mkdir(parents=True, exist_ok=True)
+        with open(plot_data, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["magnitude_px", "density", "input", "target"])
+            for i, x in enumerate(centers):
+                w.writerow([f"{x:.4f}", f"{dens['all'][i]:.6g}", f"{dens['input'][i]:.6g}", f"{dens['target'][i]:.6g}"])
+    if plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+        for c, label in (("input", "non-frontal (input)"), ("target", "frontal (target)")):
+            ax.stairs(dens[c], edges, label=label)
+        mag = result["magnitude"]["all"]
+        for name, style in (("q3", "--"), ("p99", ":")):
+            ax.axvline(mag[name], color="k", linestyle=style, linewidth=1, label=f"{name} = {mag[name]:.2f} px")
+        ax.set_xlabel("flow magnitude (pixels of the source crop)")
+        ax.set_ylabel("density")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(plot)
+        plt.close(fig)
+
+
+def flow_chunks(group: Any) -> Iterable[dict[str, np.ndarray]]:
+    """A flow store's flows, one chunk of rows at a time."""
+    n = group["flow_input_px"].shape[0]
+    step = group["flow_input_px"].chunks[0]
+    for a in range(0, n, step):
+        yield {c: group[name][a:a + step] for c, name in CAMERAS.items()}
+
+
+def compute_stats(flows: Path | str, metrics: Path | str, p: StatsParams, *, plot: Path | str | None = None,
+                  plot_data: Path | str | None = None) -> dict[str, Any]:
+    """Run the stats stage on a flow store: metrics JSON (+ plot); returns the metrics."""
+    from pipeline.flow import open_flows
+
+    g = open_flows(flows)
+    attrs = dict(g.attrs)
+    result = magnitude_stats(flow_chunks(g), p)
+    result = {"dataset": attrs["dataset"], "units": f"pixels of the source crop ({attrs['source_size']})",
+              **result, "params": as_dict(p)}
+    write_outputs(result, p, Path(metrics), Path(plot) if plot else None, Path(plot_data) if plot_data else None,
+                  f"{attrs['dataset']}: flow magnitudes ({result['n_pairs']} pairs, both cameras)")
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+def cli(
+    dataset: str = typer.Argument(..., help="dataset name: reads <paths.flows>/DATASET.zarr"),
+    flows: Optional[Path] = typer.Option(None, help="flow store (default <paths.flows>/DATASET.zarr)"),
+    out: Optional[Path] = typer.Option(None, help="metrics JSON (default <paths.metrics>/stats_DATASET.json)"),
+    plot: Optional[Path] = typer.Option(None, help="histogram PNG (default <paths.metrics>/stats_DATASET.png)"),
+    plot_data: Optional[Path] = typer.Option(None, help="histogram CSV for `dvc plots` "
+                                             "(default <paths.metrics>/stats_DATASET_hist.csv)"),
+    params_file: Optional[Path] = typer.Option(None, "--params", help="params file (default ./params.yaml)"),
+) -> None:
+    """Flow magnitude distribution (quartiles, Q3, p99, histogram) as DVC metrics and plot; suggests a clip."""
+    params = load_params(params_file)
+    p = load_stats_params(params)
+    metrics_dir = path_param(params, "metrics", "metrics")
+    flows = flows or path_param(params, "flows", "data/flows") / f"{dataset}.zarr"
+    out = out or metrics_dir / f"stats_{dataset}.json"
+    plot = plot or metrics_dir / f"stats_{dataset}.png"
+    plot_data = plot_data or metrics_dir / f"stats_{dataset}_hist.csv"
+    m = compute_stats(flows, out, p, plot=plot, plot_data=plot_data)["magnitude"]["all"]
+    typer.echo(f"{out}: magnitude q1 {m['q1']:.3f}, median {m['median']:.3f}, q3 {m['q3']:.3f}, "
+               f"p99 {m['p99']:.3f}, max {m['max']:.3f} px; suggested clip (q3) {m['q3']:.3f}")
