@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from pipeline import augment, crop, manifest
 from pipeline import synth
 from pipeline import weights
 from pipeline.errors import EmoganError
@@ -26,6 +27,9 @@ def _group() -> None:
 
 # Stage commands are registered below, one line each, in stage-graph order.
 app.command("synth")(synth.command)
+app.command("manifest")(manifest.manifest_command)
+app.command("crop")(crop.crop_command)
+app.command("augment")(augment.augment_command)
 
 # Set-up commands (not stages): `emogan weights fetch NAME`.
 app.add_typer(weights.app, name="weights")
