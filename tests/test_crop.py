@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -121,21 +124,26 @@ def test_killed_run_resumes_to_the_same_output(tmp_path, monkeypatch):
     whole, resumed = tmp_path / "a", tmp_path / "b"
     crop_dataset(manifest, whole, SMALL, progress=False)
 
-    real_write, calls = crop_mod.write_png, []
-
-    def dying_write(path, rgb):
-        calls.append(path)
-        if len(calls) == 8:  # S01/001 done (6 crops), killed inside S01/002
-            raise KeyboardInterrupt
-        real_write(path, rgb)
-
-    monkeypatch.setattr(crop_mod, "write_png", dying_write)
-    with pytest.raises(KeyboardInterrupt):
-        crop_dataset(manifest, resumed, SMALL, progress=False)
+    # A real SIGKILL (no cleanup runs) in a child process, at a fixed point: the 8th crop written,
+    # i.e. S01/001 finished (6 crops) and S01/002 half done.
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "import pipeline.crop as c\n"
+        "real, n = c.write_png, [0]\n"
+        "def dying(path, rgb):\n"
+        "    n[0] += 1\n"
+        "    if n[0] == 8:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    real(path, rgb)\n"
+        "c.write_png = dying\n"
+        f"c.crop_dataset(Path({str(manifest)!r}), Path({str(resumed)!r}), c.CropParams(size=64), progress=False)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert (resumed / "S01/001/crop.json").is_file() and not (resumed / "S01/002").exists()
     assert (resumed / ".partial/S01/002/cam1").is_dir() and not (resumed / "crops.csv").exists()
 
-    monkeypatch.setattr(crop_mod, "write_png", real_write)
     detected = []
     real_detect = crop_mod.detect_face_box
     monkeypatch.setattr(crop_mod, "detect_face_box", lambda img, *a: detected.append(1) or real_detect(img, *a))
