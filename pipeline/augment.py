@@ -227,6 +227,8 @@ def augment_dataset(src: Path, out: Path, p: AugmentParams, progress: bool = Tru
     if not in_place and (src / "crop_params.json").is_file():
         shutil.copy2(src / "crop_params.json", out / "crop_params.json")
     shutil.rmtree(out / PARTIAL, ignore_errors=True)
+    if rows and not crops:
+        raise EmoganError(f"{crops_csv}: no sequence could be augmented (see {out / 'errors.csv'})")
     return counts
 
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -320,7 +321,7 @@ def crop_dataset(manifest: Path, out: Path, p: CropParams, progress: bool = True
         raise EmoganError(f"crop params out of range: size >= 8, margin >= 0, video_stride >= 1, workers >= 1 ({p})")
     rows = read_manifest(manifest)
     keys = [(r["subject"], r["sequence"]) for r in rows]
-    dup = {k for k in keys if keys.count(k) > 1}
+    dup = {k for k, n in Counter(keys).items() if n > 1}
     if dup:
         raise EmoganError(f"{manifest}: sequence(s) listed twice: {', '.join('/'.join(k) for k in sorted(dup))}")
     paired = any(r["nonfrontal"] for r in rows)
@@ -370,6 +371,9 @@ def crop_dataset(manifest: Path, out: Path, p: CropParams, progress: bool = True
     shutil.rmtree(out / PARTIAL, ignore_errors=True)
     for e in errors:
         log.warning("skipped %s/%s: %s: %s", e["subject"], e["sequence"], e["file"], e["reason"])
+    if rows and not crops:
+        raise EmoganError(f"{manifest}: no sequence could be cropped (see {out / 'errors.csv'}); "
+                          f"first error: {errors[0]['file']}: {errors[0]['reason']}")
     return counts
 
 

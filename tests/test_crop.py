@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -16,11 +15,12 @@ import pipeline.crop as crop_mod
 from face_images import astronaut, frame, grace_hopper, moving, tree_digest, write_rgb, write_video
 from pipeline.adapters.common import ManifestParams
 from pipeline.cli import app
+from pipeline.errors import EmoganError
 from pipeline.crop import (
-    Box, CropParams, box_from_detection, crop_dataset, crop_square, detect_face_box, parse_box, read_rgb,
+    CROPS_COLUMNS, ERRORS_COLUMNS, Box, CropParams, box_from_detection, crop_dataset, crop_square, detect_face_box,
+    parse_box, read_rgb,
 )
 from pipeline.manifest import MANIFEST_COLUMNS, build_manifest, read_csv, write_csv
-from pipeline.crop import CROPS_COLUMNS, ERRORS_COLUMNS
 
 SMALL = CropParams(size=64)
 
@@ -190,6 +190,18 @@ def test_frontal_only_videos_and_gray(tmp_path):
     errors = {e["subject"]: e for e in read_csv(out / "errors.csv", ERRORS_COLUMNS)}
     assert "no face" in errors["F02"]["reason"]
     assert errors["broken"]["file"].endswith("broken.avi") and "unreadable video" in errors["broken"]["reason"]
+
+
+def test_nothing_cropped_is_an_error_naming_the_cause(tmp_path):
+    root = tmp_path / "blank"
+    write_seq(root, "cam1", "S01", "001", [np.full((64, 64, 3), 90, np.uint8)] * 2)
+    manifest = tmp_path / "blank.csv"
+    write_csv(manifest, MANIFEST_COLUMNS, build_manifest(root, "emotiongan", "blank",
+                                                         ManifestParams(labels="", cameras=("cam1", "cam1")),
+                                                         root="blank"))
+    with pytest.raises(EmoganError, match=r"no sequence could be cropped .*img_001.png: no face found"):
+        crop_dataset(manifest, tmp_path / "out", SMALL, progress=False)
+    assert len(read_csv(tmp_path / "out/errors.csv", ERRORS_COLUMNS)) == 1
 
 
 def test_cli_reads_params_and_flags(tmp_path):

@@ -38,7 +38,7 @@ def frame_count(path: Path) -> int:
         cap.release()
 
 
-def read_video_labels(path: Path, params: ManifestParams) -> list[tuple[str, dict[str, str]]]:
+def read_video_labels(path: Path) -> list[tuple[str, dict[str, str]]]:
     """The labels CSV as (where, row) pairs with lower-cased column names."""
     try:
         text = path.read_text()
@@ -70,7 +70,7 @@ def scan(source: Path, params: ManifestParams) -> list[Sequence]:
             raise EmoganError(f"{lpath}: labels file not found; pass --labels PATH, or --labels '' "
                               "to list every video as unlabeled")
         missing = []
-        for where, row in read_video_labels(lpath, params):
+        for where, row in read_video_labels(lpath):
             name = row.get("video", "")
             hit = by_rel.get(name.replace("\\", "/"))
             if hit is None and len(by_name.get(Path(name).name, [])) == 1:
