@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -327,7 +328,7 @@ def run_sequence_task(task: SequenceTask, cv2_threads: int = 1) -> dict[str, Any
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, task.part)  # the atomic commit: the part exists only once complete
-    return {"index": task.index, "n": int(len(arrays["step"])), "error": None}
+    return {"index": task.index, "n": int(len(arrays["step"])), "error": None, "pid": os.getpid()}
 
 
 # ---------------------------------------------------------------- the stage
@@ -341,6 +342,7 @@ class FlowReport:
     n_sequences: int
     n_resumed: int
     errors: list[dict[str, Any]]
+    worker_pids: set[int] = dataclasses.field(default_factory=set)  # processes that computed sequences
 
 
 def _run_tasks(tasks: list[SequenceTask], p: FlowParams, dask_address: str | None, progress: bool,
@@ -384,7 +386,11 @@ def _run_tasks(tasks: list[SequenceTask], p: FlowParams, dask_address: str | Non
 
 def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, dataset: str | None = None,
                   dask_address: str | None = None, progress: bool = True) -> FlowReport:
-    """Run the flow stage: crops of every crops.csv sequence -> flow store at `out` (resumable)."""
+    """Run the flow stage: crops of every crops.csv sequence -> flow store at `out` (resumable).
+
+    With p.workers >= 1 it starts a local dask cluster of spawned processes, so a script calling
+    it needs the usual `if __name__ == "__main__":` guard (the `emogan` command has it).
+    """
     crops_dir, out = Path(crops_dir), Path(out)
     rows = read_crops_csv(crops_dir)
     if not rows:
@@ -416,6 +422,8 @@ def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, data
     if done:
         log.info("resuming: %d of %d sequences already done in %s", len(done), len(rows), parts_dir)
 
+    pids: set[int] = set()
+
     def on_result(res: dict[str, Any]) -> None:
         if res["error"] is not None:
             errors[res["index"]] = res["error"]
@@ -423,6 +431,7 @@ def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, data
                         res["error"]["file"], res["error"]["reason"])
         else:
             done.add(res["index"])
+            pids.add(res["pid"])
 
     _run_tasks(tasks, p, dask_address, progress, on_result)
     if not done:
@@ -431,7 +440,7 @@ def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, data
     error_list = [{"subject": rows[i]["subject"], "sequence": rows[i]["sequence"], **errors[i]} for i in sorted(errors)]
     n_rows = _assemble(crops_dir, out, parts_dir, rows, sorted(done), p, manifest_sha, error_list, dataset)
     shutil.rmtree(parts_dir)
-    return FlowReport(out, n_rows, len(done), n_resumed, error_list)
+    return FlowReport(out, n_rows, len(done), n_resumed, error_list, pids)
 
 
 def _assemble(crops_dir: Path, out: Path, parts_dir: Path, rows: list[dict[str, str]], indices: list[int],
