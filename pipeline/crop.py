@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -198,12 +198,10 @@ def frame_name(i: int, n: int) -> str:
     return f"img_{i + 1:0{max(3, len(str(n)))}d}.png"
 
 
-def _crop_camera(frames: Iterator[np.ndarray], first_file: str, out_dir: Path, p: CropParams,
-                 n_hint: int) -> tuple[Box, int]:
-    """Detect on the first frame, crop every frame with that one box; returns (box, frames written)."""
-    out_dir.mkdir(parents=True)
-    box, shape, n = None, None, 0
-    for n, (file, img) in enumerate(frames):
+def crop_frames(frames: Iterable[tuple[str, np.ndarray]], p: CropParams) -> Iterator[tuple[Box, np.ndarray]]:
+    """Crop (name, RGB frame) pairs with the box of the first frame; yields (box, crop). Reused by frontalize."""
+    box, shape = None, None
+    for file, img in frames:
         if box is None:
             box = detect_face_box(img, p.margin, p.model_selection, p.min_confidence)
             if box is None:
@@ -212,10 +210,18 @@ def _crop_camera(frames: Iterator[np.ndarray], first_file: str, out_dir: Path, p
         elif img.shape != shape:
             raise SequenceError(file, f"frame size {img.shape[1]}x{img.shape[0]} differs from the "
                                       f"neutral frame's {shape[1]}x{shape[0]}")
-        write_png(out_dir / frame_name(n, n_hint), crop_square(img, box, p.size, p.pad_value))
+        yield box, crop_square(img, box, p.size, p.pad_value)
+
+
+def _crop_camera(frames: Iterable[tuple[str, np.ndarray]], first_file: str, out_dir: Path, p: CropParams,
+                 n_hint: int) -> tuple[Box, int]:
+    """Crop one camera's frames into out_dir (streaming: a long video never sits in memory)."""
+    out_dir.mkdir(parents=True)
+    box, written = None, 0
+    for written, (box, crop) in enumerate(crop_frames(frames, p), start=1):
+        write_png(out_dir / frame_name(written - 1, n_hint), crop)
     if box is None:
         raise SequenceError(first_file, "no frames")
-    written = n + 1
     if len(frame_name(0, written)) != len(frame_name(0, n_hint)):  # a video longer than its header said
         for i in range(written):
             os.replace(out_dir / frame_name(i, n_hint), out_dir / frame_name(i, written))

@@ -17,8 +17,8 @@ from pipeline.adapters.common import ManifestParams
 from pipeline.cli import app
 from pipeline.errors import EmoganError
 from pipeline.crop import (
-    CROPS_COLUMNS, ERRORS_COLUMNS, Box, CropParams, box_from_detection, crop_dataset, crop_square, detect_face_box,
-    parse_box, read_rgb,
+    CROPS_COLUMNS, ERRORS_COLUMNS, Box, CropParams, SequenceError, box_from_detection, crop_dataset, crop_frames,
+    crop_square, detect_face_box, parse_box, read_rgb,
 )
 from pipeline.manifest import MANIFEST_COLUMNS, build_manifest, read_csv, write_csv
 
@@ -55,6 +55,16 @@ def test_crop_square_pads_instead_of_shifting():
     assert np.array_equal(out[:20, :20], img[30:50, 40:60]) and (out[20:] == 0).all() and (out[:, 20:] == 0).all()
     assert (crop_square(img, Box(100, 100, 10), 16) == 0).all()
     assert crop_square(img, Box(0, 0, 50), 25).shape == (25, 25, 3)
+
+
+def test_crop_frames_uses_the_first_frames_box_for_all():
+    frames = [(f"f{i}", f) for i, f in enumerate(moving(astronaut(), 3, step=10))]
+    out = list(crop_frames(frames, CropParams(size=32)))
+    box = detect_face_box(frames[0][1])
+    assert [b for b, _ in out] == [box] * 3
+    assert all(np.array_equal(c, crop_square(f, box, 32)) for (_, c), (_, f) in zip(out, frames))
+    with pytest.raises(SequenceError, match="f1: frame size 10x10 differs"):
+        list(crop_frames([frames[0], ("f1", np.zeros((10, 10, 3), np.uint8))], CropParams()))
 
 
 def write_seq(root: Path, cam: str, sub: str, seq: str, frames: list[np.ndarray]) -> list[Path]:
