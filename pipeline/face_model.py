@@ -49,29 +49,30 @@ AU_NAMES = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU
 # (dx, dy, dz) in face units at intensity 1 for the image-left side, falloff radius).
 # dx > 0 points towards the midline on the image-left side; the right side is mirrored.
 _AU_TABLE: dict[str, list[tuple[tuple[int, ...], tuple[float, float, float], float]]] = {
-    "AU1": [((55, 65, 107, 66, 52), (0.004, -0.065, 0.0), 0.07)],                       # inner brow raiser
-    "AU2": [((46, 53, 70, 63, 105), (-0.004, -0.06, 0.0), 0.075)],                      # outer brow raiser
-    "AU4": [((55, 65, 107, 66, 52, 105), (0.03, 0.04, -0.005), 0.065)],                 # brow lowerer
-    "AU5": [((159, 158, 160, 161, 157, 27, 28, 29, 30), (0.0, -0.028, 0.0), 0.03)],      # upper lid raiser
+    "AU1": [((55, 65, 107, 66, 52), (0.004, -0.08, 0.0), 0.07)],                       # inner brow raiser
+    "AU2": [((46, 53, 70, 63, 105), (-0.004, -0.07, 0.0), 0.075)],                      # outer brow raiser
+    "AU4": [((55, 65, 107, 66, 52, 105), (0.045, 0.06, -0.005), 0.07)],                 # brow lowerer
+    "AU5": [((159, 158, 160, 161, 157, 27, 28, 29, 30), (0.0, -0.035, 0.0), 0.03)],      # upper lid raiser
     "AU6": [((50, 101, 117, 118, 123, 205, 187, 36, 119, 100), (0.0, -0.04, 0.012), 0.085),
             ((145, 144, 153, 23, 24, 22), (0.0, -0.012, 0.0), 0.025)],                 # cheek raiser
     "AU7": [((145, 144, 153, 163, 154, 23, 24, 22), (0.0, -0.018, 0.0), 0.025),
             ((159, 158, 160), (0.0, 0.01, 0.0), 0.02)],                                # lid tightener
     "AU9": [((48, 64, 98, 102, 129, 219, 115, 220), (0.006, -0.035, 0.01), 0.055),
-            ((55, 65, 107), (0.01, 0.018, 0.0), 0.05),
+            ((55, 65, 107), (0.005, 0.01, 0.0), 0.05),
             ((0, 37, 39, 40), (0.0, -0.015, 0.0), 0.04)],                               # nose wrinkler
-    "AU10": [((40, 39, 37, 185, 80, 81, 82, 0, 13, 11, 12), (0.0, -0.04, 0.004), 0.05)],  # upper lip raiser
-    "AU12": [((61, 76, 62, 78, 146, 185), (-0.055, -0.05, -0.01), 0.075)],              # lip corner puller
-    "AU15": [((61, 76, 62, 78, 146), (0.006, 0.045, 0.0), 0.065)],                     # lip corner depressor
+    "AU10": [((40, 39, 37, 185, 80, 81, 82, 0, 13, 11, 12), (0.0, -0.05, 0.004), 0.05)],  # upper lip raiser
+    "AU12": [((61, 76, 62, 78, 146, 185), (-0.06, -0.06, -0.01), 0.075)],                # lip corner puller
+    "AU15": [((61, 76, 62, 78, 146), (0.01, 0.07, 0.0), 0.065)],                     # lip corner depressor
     "AU16": [((91, 181, 84, 88, 178, 87, 14, 17, 15, 16), (-0.006, 0.03, 0.006), 0.045)],  # lower lip depressor
-    "AU17": [((152, 175, 199, 200, 18, 17, 15, 16, 201, 208), (0.0, -0.03, 0.012), 0.07)],  # chin raiser
+    "AU17": [((152, 175, 199, 200, 18, 17, 15, 16, 201, 208), (0.0, -0.04, 0.015), 0.07)],  # chin raiser
     "AU20": [((61, 76, 62, 78, 146), (-0.06, 0.012, -0.006), 0.075)],                   # lip stretcher
     "AU23": [((40, 39, 37, 0, 80, 81, 82, 13), (0.0, 0.01, 0.004), 0.035),
              ((91, 181, 84, 17, 88, 178, 87, 14), (0.0, -0.01, 0.004), 0.035),
              ((61, 76, 62, 78), (0.02, 0.0, 0.004), 0.035)],                            # lip tightener
     "AU25": [((14, 87, 178, 88, 95, 15, 16, 17, 84, 181, 91), (0.0, 0.035, 0.0), 0.045)],  # lips part
     "AU26": [((14, 87, 178, 88, 95, 15, 16, 17, 84, 181, 91, 146, 18, 200, 199, 175, 152,
-               148, 176, 149, 150, 201, 208, 171, 140, 32), (0.0, 0.1, -0.015), 0.13)],  # jaw drop
+               148, 176, 149, 150, 201, 208, 171, 140, 32), (0.0, 0.12, -0.015), 0.13),
+             ((61, 76, 62, 78), (0.04, 0.035, 0.0), 0.035)],         # jaw drop: the mouth rounds
 }
 
 
@@ -106,6 +107,8 @@ class FaceModel:
     alpha: np.ndarray          # (A,A) float32 opacity in the atlas
     au_fields: np.ndarray      # (n_AU, 2, V, 3): displacement per action unit, per side (0 image-left, 1 right)
     rigid_weight: np.ndarray   # (V,) 0 at rigid points, rising smoothly to 1 away from them
+    shading: dict[int, tuple[tuple[int, int, int, int], np.ndarray]]   # AU -> (box y0,y1,x0,x1; (2,h,w) float32
+    #                                  relative brightness change per side inside the box)
 
     @property
     def n_vertices(self) -> int:
@@ -325,7 +328,84 @@ def build_face_model() -> FaceModel:
     alpha = cv2.GaussianBlur(alpha, (0, 0), 1.5)
     return FaceModel(shape=shape, atlas_uv=atlas_uv.astype(np.float32), triangles=tri,
                      mouth_triangles=mouth, mirror=mirror, textures=textures, alpha=alpha,
-                     au_fields=fields, rigid_weight=rigid_weight)
+                     au_fields=fields, rigid_weight=rigid_weight,
+                     shading=appearance_maps(atlas_uv, mirror))
+
+
+# Appearance of the action units, drawn in the atlas so it moves with the skin: creases darken,
+# bulging skin catches the light. Each entry: (AU, polyline of landmarks on the image-left side
+# or the midline, strength (negative darkens), thickness and blur in atlas pixels, offset in
+# atlas pixels applied to every point). Real expressions change appearance as well as shape;
+# a model trained on real faces reads these cues (issue: synthetic expressions it recognizes).
+_CREASES: list[tuple[str, tuple[int, ...], float, int, float, tuple[float, float]]] = [
+    ("AU4", (107, 55, 193), -0.45, 3, 2.5, (6.0, 0.0)),          # vertical furrow between the brows
+    ("AU4", (66, 107, 9), -0.3, 3, 3.0, (4.0, 6.0)),             # oblique furrow at the nose root
+    ("AU1", (67, 109, 10), -0.3, 2, 2.5, (0.0, 22.0)),           # forehead lines, centre
+    ("AU1", (67, 109, 10), -0.25, 2, 2.5, (0.0, 34.0)),
+    ("AU2", (103, 67, 109), -0.3, 2, 2.5, (0.0, 28.0)),          # forehead lines, sides
+    ("AU2", (54, 103, 67), -0.25, 2, 2.5, (6.0, 40.0)),
+    ("AU6", (226, 31, 228, 229, 230), -0.35, 3, 3.0, (0.0, 6.0)),  # lower-lid furrow as the cheek rises
+    ("AU6", (130, 247), -0.35, 2, 2.0, (-8.0, 3.0)),              # crow's feet, away from the corner
+    ("AU6", (130, 25), -0.3, 2, 2.0, (-9.0, 9.0)),
+    ("AU6", (50, 205), 0.18, 10, 6.0, (0.0, 0.0)),                # raised cheek catches the light
+    ("AU9", (6, 197), -0.45, 2, 1.8, (3.0, 0.0)),                 # nose wrinkles across the bridge
+    ("AU9", (122, 196, 3), -0.4, 2, 1.8, (0.0, 2.0)),
+    ("AU9", (129, 49), -0.4, 3, 2.5, (0.0, 0.0)),                 # nose wing crease
+    ("AU10", (129, 203, 206), -0.35, 3, 3.0, (0.0, 0.0)),         # upper nasolabial fold
+    ("AU12", (129, 203, 206, 216, 212), -0.5, 3, 3.0, (-3.0, 0.0)),   # nasolabial fold deepens
+    ("AU12", (205, 207), 0.15, 8, 5.0, (0.0, 0.0)),               # bulging cheek above the fold
+    ("AU15", (61, 57, 43, 202), -0.4, 3, 3.0, (0.0, 3.0)),        # marionette line at the mouth corner
+    ("AU17", (84, 17), -0.35, 3, 3.0, (0.0, 8.0)),                # chin crease under the lower lip
+    ("AU17", (200, 199), -0.2, 6, 5.0, (0.0, 0.0)),               # dimpled chin
+    ("AU20", (61, 146, 204), -0.3, 2, 2.5, (-4.0, 0.0)),          # stretched lip corner
+    ("AU23", (40, 39, 37, 0), -0.25, 3, 2.0, (0.0, 0.0)),         # pressed, darker lips
+    ("AU23", (91, 181, 84, 17), -0.25, 3, 2.0, (0.0, 0.0)),
+]
+
+
+def appearance_maps(atlas_uv: np.ndarray, mirror: np.ndarray) -> dict[int, np.ndarray]:
+    """Per action unit and side, a smooth (A,A) map of relative brightness change at intensity 1."""
+    maps: dict[int, np.ndarray] = {}
+    for au, chain, strength, thick, blur, offset in _CREASES:
+        a = AU_NAMES.index(au)
+        m = maps.setdefault(a, np.zeros((2, ATLAS_SIZE, ATLAS_SIZE), np.float32))
+        for side in (0, 1):
+            idx = list(chain) if side == 0 else [int(mirror[i]) for i in chain]
+            pts = atlas_uv[idx].copy()
+            off = np.array(offset) * np.array([1.0 if side == 0 else -1.0, 1.0])
+            pts += off * (ATLAS_SIZE / 640.0)
+            canvas = np.zeros((ATLAS_SIZE, ATLAS_SIZE), np.float32)
+            cv2.polylines(canvas, [np.round(pts * 16).astype(np.int32)], False, 1.0, thick, cv2.LINE_AA, 4)
+            canvas = cv2.GaussianBlur(canvas, (0, 0), blur)
+            canvas /= max(canvas.max(), 1e-6)
+            # A crease on the midline belongs half to each side.
+            on_mid = all(mirror[i] == i for i in chain)
+            m[side] += (0.5 if on_mid else 1.0) * strength * canvas
+    out = {}
+    for a, m in maps.items():        # keep only the box where the map is not ~0: shading is per frame
+        ys, xs = np.nonzero(np.abs(m).max(0) > 1e-3)
+        box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
+        out[a] = (box, np.ascontiguousarray(m[:, box[0]:box[1], box[2]:box[3]]))
+    return out
+
+
+def shade(texture: np.ndarray, model: FaceModel, au_gains: np.ndarray) -> np.ndarray:
+    """The atlas texture (A,A,C) uint8 with the creases and highlights of these gains (n_AU,2); a copy."""
+    active = [(a, *model.shading[a]) for a in model.shading if np.abs(au_gains[a]).max() > 1e-3]
+    if not active:
+        return texture
+    y0 = min(b[0] for _, b, _ in active)
+    y1 = max(b[1] for _, b, _ in active)
+    x0 = min(b[2] for _, b, _ in active)
+    x1 = max(b[3] for _, b, _ in active)
+    gain = np.ones((y1 - y0, x1 - x0), np.float32)
+    for a, (by0, by1, bx0, bx1), m in active:
+        gain[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0] += au_gains[a, 0] * m[0] + au_gains[a, 1] * m[1]
+    np.clip(gain, 0.3, 1.5, out=gain)
+    out = texture.copy()
+    region = out[y0:y1, x0:x1, :3]
+    region[:] = np.clip(region * gain[..., None], 0, 255)
+    return out
 
 
 def save_debug(model: FaceModel, out: Path) -> None:

@@ -11,7 +11,8 @@ import dataclasses
 import cv2
 import numpy as np
 
-from pipeline.face_model import AU_NAMES, INNER_LIPS, N_MESH, FaceModel, pixel_maps, rasterize, triangle_affines
+from pipeline.face_model import (AU_NAMES, INNER_LIPS, N_MESH, FaceModel, pixel_maps, rasterize, shade,
+                                 triangle_affines)
 
 MOUTH_COLOUR = (52, 18, 22)
 UPPER_TEETH_COLOUR = (228, 222, 206)
@@ -30,6 +31,10 @@ class Subject:
     style: np.ndarray        # (n_AU,) per-action-unit gain of this person
     background: tuple[tuple[int, int, int], tuple[int, int, int]]   # two RGB colours of the backdrop
     backdrop_seed: int = 0   # seeds the backdrop's faint texture
+
+    def __post_init__(self) -> None:
+        # The texture with its opacity as a 4th channel: one remap samples both.
+        self.rgba = np.dstack([self.texture, np.clip(self.alpha * 255, 0, 255).astype(np.uint8)])
 
 
 @dataclasses.dataclass
@@ -101,8 +106,12 @@ def _teeth(model: FaceModel, subject: Subject, au_gains: np.ndarray, pose: np.nd
     jaw = AU_NAMES.index("AU26")
     jaw_drop = au_gains[jaw].sum() * 0.5 * model.au_fields[jaw].sum(0)[14]   # lower-lip centre's displacement
     up_top = line + np.array([0.0, -0.05, 0.0])
-    up_bot = line + np.array([0.0, 0.02, 0.0])
-    lo_top = line + np.array([0.0, 0.02, 0.0]) + jaw_drop
+    # Upper teeth show below the upper lip only when the lips are pulled back (smile, raised lip).
+    retract = np.clip(sum(au_gains[AU_NAMES.index(a)].mean() for a in ("AU10", "AU12", "AU20")), 0.0, 1.0)
+    up_bot = line + np.array([0.0, -0.012 + 0.032 * retract, 0.0])
+    # Lower teeth likewise only when the lower lip is pulled down or stretched (fear, smile).
+    lower_retract = np.clip(sum(au_gains[AU_NAMES.index(a)].mean() for a in ("AU12", "AU16", "AU20")), 0.0, 1.0)
+    lo_top = line + np.array([0.0, 0.055 - 0.035 * lower_retract, 0.0]) + jaw_drop
     lo_bot = line + np.array([0.0, 0.07, 0.0]) + jaw_drop
     upper_poly = project(posed(np.concatenate([up_top, up_bot[::-1]]), pose), cam)
     lower_poly = project(posed(np.concatenate([lo_top, lo_bot[::-1]]), pose), cam)
@@ -127,7 +136,7 @@ def render(model: FaceModel, subject: Subject, au_gains: np.ndarray, pose: np.nd
     order = order[np.argsort(depth[order], kind="stable")]      # far first: painter's order
     ids = rasterize(tri_px, order, (cam.size, cam.size))
     mx, my = pixel_maps(ids, aff)
-    rgba = np.dstack([subject.texture, (subject.alpha * 255).astype(np.uint8)])
+    rgba = shade(subject.rgba, model, au_gains)
     face = cv2.remap(rgba, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
     # Behind the face: mouth interior and teeth, seen only where the lips part.

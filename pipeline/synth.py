@@ -34,17 +34,19 @@ CKPLUS_CODES = {"neutral": 0, "anger": 1, "disgust": 3, "fear": 4, "happiness": 
 # EMFACS prototypes: (action unit, weight, probability that this person/sequence shows it).
 EXPRESSION_AUS: dict[str, list[tuple[str, float, float]]] = {
     "neutral": [],
-    "happiness": [("AU6", 0.8, 1.0), ("AU12", 1.0, 1.0), ("AU25", 0.7, 0.5), ("AU26", 0.3, 0.2)],
-    "surprise": [("AU1", 1.0, 1.0), ("AU2", 1.0, 1.0), ("AU5", 0.8, 0.8), ("AU26", 1.0, 1.0), ("AU25", 0.5, 1.0)],
-    "sadness": [("AU1", 0.9, 1.0), ("AU4", 0.7, 1.0), ("AU15", 1.0, 1.0), ("AU17", 0.6, 0.6)],
-    "anger": [("AU4", 1.0, 1.0), ("AU5", 0.5, 0.6), ("AU7", 0.9, 1.0), ("AU23", 1.0, 1.0), ("AU17", 0.5, 0.4)],
-    "disgust": [("AU9", 1.0, 1.0), ("AU10", 0.8, 0.8), ("AU15", 0.5, 0.7), ("AU16", 0.5, 0.4),
+    "happiness": [("AU6", 0.8, 1.0), ("AU12", 1.0, 1.0), ("AU25", 0.7, 0.85), ("AU26", 0.3, 0.2)],
+    "surprise": [("AU1", 1.3, 1.0), ("AU2", 1.3, 1.0), ("AU5", 1.0, 0.9), ("AU26", 1.3, 1.0), ("AU25", 0.5, 1.0)],
+    "sadness": [("AU1", 1.3, 1.0), ("AU4", 0.15, 1.0), ("AU15", 1.3, 1.0), ("AU17", 0.9, 0.8)],
+    "anger": [("AU4", 1.2, 1.0), ("AU5", 0.5, 0.6), ("AU7", 1.0, 1.0), ("AU23", 1.0, 1.0), ("AU17", 0.6, 0.6)],
+    "disgust": [("AU9", 1.0, 1.0), ("AU10", 1.0, 1.0), ("AU15", 0.5, 0.7), ("AU16", 0.5, 0.4),
                 ("AU17", 0.6, 0.5), ("AU25", 0.4, 0.5)],
     "fear": [("AU1", 0.9, 1.0), ("AU2", 0.7, 1.0), ("AU4", 0.6, 1.0), ("AU5", 0.9, 1.0), ("AU20", 1.0, 1.0),
              ("AU25", 0.8, 1.0), ("AU26", 0.5, 0.6)],
 }
-# Texture recipes cycled over subjects: weight of the first photograph in the blend.
-_BLENDS = (1.0, 0.0, 0.7, 0.3, 0.5, 0.88, 0.12, 0.6, 0.4, 0.8, 0.2, 0.55)
+# Texture recipes cycled over subjects: weight of the closed-mouth neutral photograph (Grace
+# Hopper) in the blend. The other photograph smiles with raised cheeks; where it dominates,
+# every expression still reads as happy to a model trained on real faces.
+_BLENDS = (0.6, 0.5, 0.7, 0.55, 0.65, 0.45, 0.75, 0.5, 0.6, 0.7, 0.55, 0.65)
 
 
 @dataclasses.dataclass
@@ -64,8 +66,8 @@ class SynthParams:
     translation_frac: float = 0.12
     face_frac: float = 0.42
     focal_frac: float = 3.0
-    intensity_range: tuple[float, float] = (0.55, 1.0)
-    au_jitter: float = 0.25
+    intensity_range: tuple[float, float] = (0.3, 1.0)
+    au_jitter: float = 0.35
     asymmetry: float = 0.2
     onset_range: tuple[float, float] = (0.0, 0.35)
     pose_onset_range: tuple[float, float] = (0.0, 0.3)
@@ -191,7 +193,7 @@ def sequence_motion(spec: SequenceSpec, subject, p: SynthParams, px_per_unit: fl
             base[a] = gain * np.array([1 + asym, 1 - asym])
     if spec.expression == "neutral":        # a neutral face is not a statue: faint random activity
         for a in rng.choice(len(AU_NAMES), 2, replace=False):
-            base[a] = rng.uniform(0.0, 0.12)
+            base[a] = rng.uniform(0.0, 0.25)
     onset = rng.uniform(*p.onset_range)
     lag = rng.uniform(-0.08, 0.08, len(AU_NAMES))            # muscles do not all start together
     curve = _smoothstep((t[:, None] - onset - np.maximum(lag, 0)[None, :]) / max(1e-6, 1 - onset - 0.08))
