@@ -10,6 +10,7 @@ from pipeline import augment, crop, manifest
 from pipeline import synth
 from pipeline import weights
 from pipeline.errors import EmoganError
+from training import commands as train_commands
 
 app = typer.Typer(
     name="emogan",
@@ -30,6 +31,8 @@ app.command("synth")(synth.command)
 app.command("manifest")(manifest.manifest_command)
 app.command("crop")(crop.crop_command)
 app.command("augment")(augment.augment_command)
+app.command("train-fer")(train_commands.train_fer_command)
+app.command("train")(train_commands.train_command)
 
 # Set-up commands (not stages): `emogan weights fetch NAME`.
 app.add_typer(weights.app, name="weights")

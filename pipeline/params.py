@@ -59,6 +59,16 @@ def section(params: dict[str, Any], name: str, cls: type[T], **overrides: Any) -
     return obj
 
 
+def subsection(params: dict[str, Any], path: str, cls: type[T], **overrides: Any) -> T:
+    """Like `section`, for a nested mapping named by a dotted path ("train.small")."""
+    node: Any = params
+    for key in path.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    if node is not None and not isinstance(node, dict):
+        raise ParamsError(f"{params.get('__file__', 'params')}: {path!r} is not a mapping")
+    return section({"__file__": params.get("__file__", "params"), path: node}, path, cls, **overrides)
+
+
 def as_dict(obj: Any) -> dict[str, Any]:
     """A dataclass as a JSON-able dict (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(obj), default=str))

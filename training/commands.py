@@ -1,0 +1,95 @@
+"""Thin typer commands of the trainer: `emogan train` and `emogan train-fer` (torch imported inside)."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+log = logging.getLogger(__name__)
+
+STORES_HELP = "training store(s) (Zarr, from `emogan normalize`); several are merged, each evaluated on its own"
+FOLDS_HELP = ("folds file (subject,fold) per store, in store order; default <paths.manifests>/<dataset>_folds.csv, "
+              "else the rule: subjects sorted, dealt round-robin over train.folds_k")
+
+
+def _dry_run_check(c: dict) -> None:
+    """Stores and folds checked, row counts printed: what the run would train and test on."""
+    from training.data import check_compatible, check_store, fold_rows
+
+    infos = [check_store(s) for s in c["stores"]]
+    check_compatible(infos)
+    for info, f in zip(infos, c["folds_files"]):
+        ff = Path(f) if f else None
+        tr = fold_rows(info, c["fold"], "train", ff, c["folds_k"])
+        te = fold_rows(info, c["fold"], "test", ff, c["folds_k"])
+        typer.echo(f"{info.path}: {info.n} rows, {len(tr)} train, {len(te)} test (fold {c['fold']} held out)")
+
+
+def train_command(
+    stores: List[Path] = typer.Argument(..., help=STORES_HELP),
+    out: Path = typer.Option(..., "--out", help="run folder (e.g. models/RUN)"),
+    fold: Optional[int] = typer.Option(None, "--fold", help="held-out test fold (default params train.fold)"),
+    config: Optional[str] = typer.Option(None, "--config", help="paper | small (default params train.config)"),
+    folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
+    efer: Optional[str] = typer.Option(None, "--efer", help="e_FER: own | fer2013 | file"),
+    efer_path: Optional[Path] = typer.Option(None, "--efer-path", help="own: train-fer folder; file: .pt/.ts/.onnx"),
+    efer_classes: Optional[str] = typer.Option(None, "--efer-classes", help="file: its class order, comma-separated"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="cap batches per epoch"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (spawned)"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)"),
+    live_dir: Optional[Path] = typer.Option(None, "--live-dir", help="dvclive folder (default OUT/dvclive)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the run folder's last checkpoint"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config, check stores and folds, exit"),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+) -> None:
+    """Train eMotion-GAN (G_F, D_P, D_E, G_W) on the training folds; multi-GPU with `torchrun ... -m pipeline.cli train`."""
+    from training.config import resolve_run
+
+    c = resolve_run(params, stores=stores, out=out, config=config, fold=fold, folds=folds, live_dir=live_dir,
+                    device=device, efer=efer, efer_path=efer_path, efer_classes=efer_classes, epochs=epochs,
+                    batch_size=batch_size, steps_per_epoch=steps_per_epoch, workers=workers, seed=seed)
+    c["resume"] = resume
+    if dry_run:
+        typer.echo(json.dumps(c, indent=2, sort_keys=True))
+        _dry_run_check(c)
+        return
+    from training.loop import run_training
+
+    m = run_training(c)
+    if m.get("test"):
+        for name, e in m["test"].items():
+            typer.echo(f"{name}: held-out fold {c['fold']} EPE {e['epe_frontalized_px']:.3f} px frontalized vs "
+                       f"{e['epe_input_px']:.3f} px input ({100 * e['epe_reduction']:.1f}% lower)")
+
+
+def train_fer_command(
+    stores: List[Path] = typer.Argument(..., help=STORES_HELP),
+    out: Path = typer.Option(..., "--out", help="output folder (fer.safetensors, fer.json)"),
+    fold: Optional[int] = typer.Option(None, "--fold", help="held-out test fold: its subjects are never trained on"),
+    folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and exit"),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+) -> None:
+    """Train the project's own image e_FER on the frontal expressive faces of the training folds, then freeze it."""
+    from training.train_fer import resolve_fer_run
+
+    c = resolve_fer_run(params, stores=stores, out=out, fold=fold, folds=folds, epochs=epochs,
+                        batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed)
+    if dry_run:
+        typer.echo(json.dumps(c, indent=2, sort_keys=True))
+        return
+    from training.train_fer import run_train_fer
+
+    m = run_train_fer(c)
+    typer.echo(f"e_FER: held-out fold {c['fold']} accuracy {m['test_accuracy']:.3f} on {m['test_rows']} faces "
+               f"(trained on {m['train_rows']} rows)")

@@ -1,0 +1,216 @@
+"""e_FER, the frozen image expression classifier that judges G_W's faces, pluggable by name.
+
+- `own`: the project's image FER network, trained by `emogan train-fer` on the frontal
+  expressive faces of the TRAINING folds only (it plays the paper's pretrained DMUE);
+- `fer2013`: the FER2013 mini-Xception (training/fer2013.py);
+- `file`: a user's TorchScript or ONNX classifier plus its class order.
+Every e_FER maps RGB (N,3,H,W) in [0,1] to (N,7) logits in CLASS_NAMES order. The perceptual
+loss's backbone is chosen here too: ImageNet VGG16 when its weights are in the torch hub cache,
+else e_FER's own features (logged and recorded in config.json).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.errors import EmoganError
+from pipeline.schema import CLASS_NAMES
+
+log = logging.getLogger(__name__)
+
+# Spellings of the project's classes found in other models' class lists.
+ALIASES: dict[str, str] = {
+    "angry": "anger", "anger": "anger", "disgust": "disgust", "disgusted": "disgust", "fear": "fear",
+    "fearful": "fear", "afraid": "fear", "happy": "happiness", "happiness": "happiness", "joy": "happiness",
+    "sad": "sadness", "sadness": "sadness", "surprise": "surprise", "surprised": "surprise",
+    "neutral": "neutral",
+}
+FER_WEIGHTS = "fer.safetensors"
+FER_CONFIG = "fer.json"
+
+
+def class_order(classes: Sequence[str], where: str) -> list[int]:
+    """For each project class, its column in a model whose outputs are `classes` (aliases accepted)."""
+    canon = [ALIASES.get(c.strip().lower(), c.strip().lower()) for c in classes]
+    missing = [c for c in CLASS_NAMES if c not in canon]
+    if missing:
+        raise EmoganError(f"{where}: the classifier's classes {list(classes)} lack {', '.join(missing)}; "
+                          f"e_FER must score all of {', '.join(CLASS_NAMES)}")
+    return [canon.index(c) for c in CLASS_NAMES]
+
+
+class FrozenClassifier(nn.Module):
+    """A frozen e_FER: RGB (N,3,H,W) in [0,1] -> (N,7) logits in CLASS_NAMES order; gradients reach the input only."""
+
+    def __init__(self, net: nn.Module, order: Sequence[int] | None = None, size: int | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 differentiable: bool = True, source: str = ""):
+        super().__init__()
+        self.net = net
+        self.size = size
+        self.differentiable = differentiable
+        self.source = source
+        self.register_buffer("order", torch.tensor(list(order) if order is not None else range(len(CLASS_NAMES))),
+                             persistent=False)
+        self.register_buffer("mean", torch.tensor(mean or (0.0, 0.0, 0.0)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std or (1.0, 1.0, 1.0)).view(1, 3, 1, 1), persistent=False)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "FrozenClassifier":
+        """Always eval: its BatchNorm statistics are part of the frozen judge."""
+        return super().train(False)
+
+    def _prep(self, rgb01: torch.Tensor) -> torch.Tensor:
+        x = rgb01
+        if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        return (x - self.mean) / self.std
+
+    def forward(self, rgb01: torch.Tensor) -> torch.Tensor:
+        """(N,3,H,W) in [0,1] -> (N,7) logits, CLASS_NAMES order."""
+        return self.net(self._prep(rgb01)).index_select(1, self.order)
+
+    def has_features(self) -> bool:
+        """Whether the wrapped net exposes intermediate features (for the perceptual fallback)."""
+        return callable(getattr(self.net, "features", None))
+
+    def features(self, rgb01: torch.Tensor) -> list[torch.Tensor]:
+        """The wrapped net's intermediate activations for images in [0,1]."""
+        return list(self.net.features(self._prep(rgb01)))
+
+
+class _OnnxNet(nn.Module):
+    """An ONNX classifier run by onnxruntime: (N,3,H,W) float -> (N,K) logits; no gradients."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        import onnxruntime as ort
+
+        try:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise EmoganError(f"{path}: cannot load the ONNX classifier ({e})") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the session on the batch; the result comes back on the input's device."""
+        out = self.session.run(None, {self.input_name: x.detach().float().cpu().numpy()})[0]
+        return torch.from_numpy(out).to(x.device)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file (recorded in config.json for every external model used)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_own(spec: dict[str, Any], fold: int | None) -> tuple[FrozenClassifier, dict[str, Any]]:
+    from safetensors.torch import load_file
+
+    from training.registry import build_from
+
+    raw = spec.get("path")
+    if not raw:
+        raise EmoganError("e_FER `own` needs the output folder of `emogan train-fer` (--efer-path DIR)")
+    d = Path(raw)
+    cfg_p, w_p = d / FER_CONFIG, d / FER_WEIGHTS
+    if not cfg_p.is_file() or not w_p.is_file():
+        raise EmoganError(f"{d}: no {FER_CONFIG} and {FER_WEIGHTS} here; train the e_FER first with "
+                          f"`emogan train-fer STORE... --fold K --out {d}`")
+    meta = json.loads(cfg_p.read_text())
+    if fold is not None and meta.get("fold") != fold:
+        raise EmoganError(f"{d}: this e_FER was trained with fold {meta.get('fold')} held out, but this run holds out "
+                          f"fold {fold}: it has seen the test subjects. Train one with `--fold {fold}`")
+    net = build_from(meta["net"])
+    net.load_state_dict(load_file(str(w_p)))
+    model = FrozenClassifier(net, class_order(meta["class_names"], str(d)), source=str(d))
+    return model, {"name": "own", "path": str(d), "sha256": file_sha256(w_p), "fold": meta.get("fold"),
+                   "stores": meta.get("stores"), "test_accuracy": meta.get("metrics", {}).get("test_accuracy")}
+
+
+def _load_file(spec: dict[str, Any]) -> tuple[FrozenClassifier, dict[str, Any]]:
+    raw = spec.get("path")
+    if not raw:
+        raise EmoganError("e_FER `file` needs --efer-path FILE (TorchScript .pt/.ts or ONNX .onnx)")
+    p = Path(raw)
+    if not p.is_file():
+        raise EmoganError(f"{p}: e_FER model file not found")
+    classes = spec.get("classes")
+    if not classes:
+        raise EmoganError(f"{p}: give the classifier's class order, e.g. --efer-classes "
+                          "angry,disgust,fear,happy,sad,surprise,neutral")
+    order = class_order(classes, str(p))
+    if p.suffix.lower() == ".onnx":
+        net: nn.Module = _OnnxNet(p)
+        differentiable = False
+    else:
+        try:
+            net = torch.jit.load(str(p), map_location="cpu")
+        except Exception as e:  # noqa: BLE001 - TorchScript raises several types for bad files
+            raise EmoganError(f"{p}: not a TorchScript model ({e}); export one with torch.jit.save, "
+                              "or give an .onnx file") from None
+        differentiable = True
+    model = FrozenClassifier(net, order, spec.get("size"), spec.get("mean"), spec.get("std"),
+                             differentiable=differentiable, source=str(p))
+    return model, {"name": "file", "path": str(p), "sha256": file_sha256(p), "classes": list(classes),
+                   "differentiable": differentiable}
+
+
+def load_efer(spec: dict[str, Any], fold: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """e_FER from its config mapping ({"name": own|fer2013|file, "path": ..., ...}) and a record of what was loaded."""
+    name = spec.get("name")
+    if name == "own":
+        return _load_own(spec, fold)
+    if name == "fer2013":
+        from training.fer2013 import default_weights_path, load_fer2013
+
+        path = spec.get("path")
+        model = load_fer2013(path)
+        p = Path(path) if path else default_weights_path()
+        return model, {"name": "fer2013", "path": str(p), "sha256": file_sha256(p)}
+    if name == "file":
+        return _load_file(spec)
+    raise EmoganError(f"unknown e_FER {name!r}; expected own, fer2013 or file")
+
+
+def vgg16_weights_path() -> Path:
+    """Where torchvision would cache the ImageNet VGG16 weights (the torch hub cache)."""
+    from training.networks import VGG16_FILE
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
+
+
+def perceptual_backbone(kind: str, efer: nn.Module) -> tuple[Callable[[torch.Tensor], list[torch.Tensor]], nn.Module | None, dict[str, Any]]:
+    """The perceptual loss's frozen feature extractor: (features(rgb01), module to move, record for config.json)."""
+    from training.networks import Vgg16Features
+
+    vgg = vgg16_weights_path()
+    if kind in ("auto", "vgg16") and vgg.is_file():
+        net = Vgg16Features()
+        net.load_imagenet(vgg)
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net, net, {"backbone": "vgg16", "weights": str(vgg)}
+    if kind == "vgg16":
+        raise EmoganError(f"{vgg}: ImageNet VGG16 weights not found (perceptual: vgg16); put torchvision's "
+                          f"{vgg.name} there or set perceptual: auto to fall back to e_FER features")
+    has = getattr(efer, "has_features", None)
+    if not callable(has) or not has():
+        raise EmoganError(f"no ImageNet VGG16 weights at {vgg} and this e_FER exposes no features: the perceptual "
+                          "loss has no backbone; put the VGG16 weights there or use e_FER `own`")
+    reason = f"no ImageNet VGG16 weights at {vgg}: perceptual loss on e_FER features instead"
+    log.warning(reason)
+    return efer.features, None, {"backbone": "efer", "fallback_reason": reason}

@@ -1,0 +1,281 @@
+"""The eMotion-GAN networks (paper section III), registered by name: gf, dp, de, gw, fer_cnn.
+
+Flows are (N,2,S,S) in the store's normalized representation ([-1,1]); images given to G_W are
+(N,3,S,S) RGB in [-1,1]; image classifiers take RGB in [0,1] and return (N,K) logits in
+`pipeline.schema.CLASS_NAMES` order.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.errors import EmoganError
+from pipeline.schema import CLASS_NAMES
+from training.registry import register
+
+
+def _instance_norm(ch: int) -> nn.Module:
+    return nn.InstanceNorm2d(ch, affine=False, track_running_stats=False)
+
+
+def _layer_norm(ch: int) -> nn.Module:
+    # LayerNorm over (C,H,W) with a per-channel affine, as the paper's decoder uses; GroupNorm with
+    # one group computes exactly that normalization and is 2.5-10x faster than a hand-written one.
+    return nn.GroupNorm(1, ch, affine=True)
+
+
+class ResBlock(nn.Module):
+    """Residual block: x + IN(conv(ReLU(IN(conv(x))))), 3x3 reflection-padded convs; shape kept."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(ch, ch, 3, padding=1, padding_mode="reflect"), _instance_norm(ch), nn.ReLU(inplace=True),
+            nn.Conv2d(ch, ch, 3, padding=1, padding_mode="reflect"), _instance_norm(ch),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,C,H,W) -> (N,C,H,W)."""
+        return x + self.body(x)
+
+
+class Encoder(nn.Module):
+    """Reflection-padded stem, `n_down` stride-2 blocks (conv + IN + ReLU), `n_res` residual blocks."""
+
+    def __init__(self, in_ch: int, ngf: int, max_ch: int, n_down: int, n_res: int, stem_kernel: int = 7):
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(stem_kernel // 2), nn.Conv2d(in_ch, ngf, stem_kernel),
+            _instance_norm(ngf), nn.ReLU(inplace=True),
+        ]
+        ch = ngf
+        self.channels = [ch]
+        for _ in range(n_down):
+            nxt = min(ch * 2, max_ch)
+            layers += [nn.Conv2d(ch, nxt, 3, stride=2, padding=1, padding_mode="reflect"),
+                       _instance_norm(nxt), nn.ReLU(inplace=True)]
+            ch = nxt
+            self.channels.append(ch)
+        layers += [ResBlock(ch) for _ in range(n_res)]
+        self.net = nn.Sequential(*layers)
+        self.out_ch = ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,in_ch,S,S) -> (N,out_ch,S/2^n_down,S/2^n_down)."""
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """`n_res` residual blocks, then upsampling blocks (x2 nearest + conv + LayerNorm + ReLU), tanh head."""
+
+    def __init__(self, channels: Sequence[int], out_ch: int, n_res: int, stem_kernel: int = 7):
+        super().__init__()
+        # `channels` are the encoder's, from full resolution to the bottleneck; we walk them back.
+        chans = list(channels)
+        ch = chans[-1]
+        layers: list[nn.Module] = [ResBlock(ch) for _ in range(n_res)]
+        for nxt in reversed(chans[:-1]):
+            # Nearest upsampling then a conv avoids the checkerboard of transposed convolutions.
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"),
+                       nn.Conv2d(ch, nxt, 3, padding=1, padding_mode="reflect"),
+                       _layer_norm(nxt), nn.ReLU(inplace=True)]
+            ch = nxt
+        layers += [nn.ReflectionPad2d(stem_kernel // 2), nn.Conv2d(ch, out_ch, stem_kernel), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(N,C,s,s) bottleneck -> (N,out_ch,S,S) in [-1,1]."""
+        return self.net(z)
+
+
+@register("gf")
+class FlowGenerator(nn.Module):
+    """G_F: non-frontal flow (N,2,S,S) -> frontalized flow (N,2,S,S) in [-1,1]."""
+
+    def __init__(self, in_ch: int = 2, out_ch: int = 2, ngf: int = 64, max_ch: int = 1024, n_down: int = 4,
+                 n_res_enc: int = 2, n_res_dec: int = 5, stem_kernel: int = 7):
+        super().__init__()
+        self.encoder = Encoder(in_ch, ngf, max_ch, n_down, n_res_enc, stem_kernel)
+        self.decoder = Decoder(self.encoder.channels, out_ch, n_res_dec, stem_kernel)
+
+    def forward(self, flow: torch.Tensor) -> torch.Tensor:
+        """(N,2,S,S) -> (N,2,S,S); S must be divisible by 2^n_down."""
+        return self.decoder(self.encoder(flow))
+
+
+@register("dp")
+class PatchDiscriminator(nn.Module):
+    """D_P PatchGAN: (N,in_ch,S,S) -> (N,1,h,w) real/fake logits per patch.
+
+    Blocks of conv k4 s2 + InstanceNorm + LeakyReLU(0.2) (no norm on the first), then one stride-1
+    block and a stride-1 conv to one channel, as in pix2pix's 70x70 PatchGAN. With the default
+    `in_ch=4` it is conditional: the input flow and a frontal flow, concatenated.
+    """
+
+    def __init__(self, in_ch: int = 4, ndf: int = 64, n_layers: int = 3, max_ch: int = 512, slope: float = 0.2):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_ch, ndf, 4, stride=2, padding=1), nn.LeakyReLU(slope, inplace=True)]
+        ch = ndf
+        for _ in range(1, n_layers):
+            nxt = min(ch * 2, max_ch)
+            layers += [nn.Conv2d(ch, nxt, 4, stride=2, padding=1), _instance_norm(nxt), nn.LeakyReLU(slope, inplace=True)]
+            ch = nxt
+        nxt = min(ch * 2, max_ch)
+        layers += [nn.Conv2d(ch, nxt, 4, stride=1, padding=1), _instance_norm(nxt), nn.LeakyReLU(slope, inplace=True),
+                   nn.Conv2d(nxt, 1, 4, stride=1, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,in_ch,S,S) -> (N,1,S/2^n_layers - 2, same) logits."""
+        return self.net(x)
+
+
+@register("de")
+class FlowCNN(nn.Module):
+    """D_E Flow-CNN: flow (N,2,S,S) -> (N,n_classes) expression logits.
+
+    Three blocks of conv 3x3 + BatchNorm + ReLU + max-pool, an adaptive average pool to a
+    `pool` x `pool` grid (the identity at S=128 with three blocks and pool=16), then an MLP.
+    """
+
+    def __init__(self, in_ch: int = 2, channels: Sequence[int] = (32, 64, 128), pool: int = 16, hidden: int = 256,
+                 dropout: float = 0.5, n_classes: int = len(CLASS_NAMES)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch = in_ch
+        for c in channels:
+            layers += [nn.Conv2d(ch, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            ch = c
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(ch * pool * pool, hidden), nn.ReLU(inplace=True),
+                                 nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+
+    def forward(self, flow: torch.Tensor) -> torch.Tensor:
+        """(N,2,S,S) -> (N,n_classes) logits."""
+        return self.mlp(self.pool(self.features(flow)))
+
+
+@register("gw")
+class ImageGenerator(nn.Module):
+    """G_W: frontal flow (N,2,S,S) and neutral face (N,3,S,S) in [-1,1] -> expressive face (N,3,S,S) in [-1,1].
+
+    Identity encoder and motion encoder (each a stem, `n_down` downsampling and `n_res_enc`
+    residual blocks); their codes are concatenated, fused by a 1x1 conv, and decoded by
+    `n_res_dec` residual and `n_down` upsampling blocks.
+    """
+
+    def __init__(self, flow_ch: int = 2, img_ch: int = 3, ngf: int = 64, max_ch: int = 512, n_down: int = 3,
+                 n_res_enc: int = 3, n_res_dec: int = 3, stem_kernel: int = 7):
+        super().__init__()
+        self.identity = Encoder(img_ch, ngf, max_ch, n_down, n_res_enc, stem_kernel)
+        self.motion = Encoder(flow_ch, ngf, max_ch, n_down, n_res_enc, stem_kernel)
+        ch = self.identity.out_ch
+        self.fuse = nn.Sequential(nn.Conv2d(2 * ch, ch, 1), _instance_norm(ch), nn.ReLU(inplace=True))
+        self.decoder = Decoder(self.identity.channels, img_ch, n_res_dec, stem_kernel)
+
+    def forward(self, flow: torch.Tensor, neutral: torch.Tensor) -> torch.Tensor:
+        """flow (N,2,S,S), neutral (N,3,S,S) in [-1,1] -> (N,3,S,S) in [-1,1]."""
+        z = torch.cat([self.identity(neutral), self.motion(flow)], dim=1)
+        return self.decoder(self.fuse(z))
+
+
+@register("fer_cnn")
+class ImageFER(nn.Module):
+    """The project's own image e_FER: RGB (N,3,H,W) in [0,1] -> (N,n_classes) logits, CLASS_NAMES order.
+
+    Resizes its input to `size` (antialiased), then blocks of two conv 3x3 + BatchNorm + ReLU and a
+    max-pool, global average pooling and a linear classifier.
+    """
+
+    def __init__(self, size: int = 64, channels: Sequence[int] = (32, 64, 128, 256), dropout: float = 0.3,
+                 n_classes: int = len(CLASS_NAMES)):
+        super().__init__()
+        self.size = size
+        blocks = []
+        ch = 3
+        for c in channels:
+            blocks.append(nn.Sequential(
+                nn.Conv2d(ch, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.MaxPool2d(2)))
+            ch = c
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(ch, n_classes))
+
+    def _prep(self, rgb01: torch.Tensor) -> torch.Tensor:
+        if rgb01.shape[-1] != self.size or rgb01.shape[-2] != self.size:
+            rgb01 = F.interpolate(rgb01, size=(self.size, self.size), mode="bilinear", antialias=True,
+                                  align_corners=False)
+        return rgb01 * 2.0 - 1.0
+
+    def features(self, rgb01: torch.Tensor) -> list[torch.Tensor]:
+        """Activations of every block, for a perceptual loss: list of (N,C_i,H_i,W_i)."""
+        x = self._prep(rgb01)
+        out = []
+        for b in self.blocks:
+            x = b(x)
+            out.append(x)
+        return out
+
+    def forward(self, rgb01: torch.Tensor) -> torch.Tensor:
+        """(N,3,H,W) in [0,1] -> (N,n_classes) logits."""
+        return self.head(self.features(rgb01)[-1])
+
+
+# VGG16's convolutional trunk up to relu4_3, with torchvision's module indices so that the
+# ImageNet state_dict (`features.<i>.weight`) loads as is.
+_VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)
+VGG16_TAPS = (3, 8, 15, 22)  # relu1_2, relu2_2, relu3_3, relu4_3
+VGG16_FILE = "vgg16-397923af.pth"
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Vgg16Features(nn.Module):
+    """VGG16 trunk to relu4_3: RGB (N,3,H,W) in [0,1] -> activations at relu1_2/2_2/3_3/4_3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch = 3
+        for v in _VGG16_CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(ch, int(v), 3, padding=1), nn.ReLU(inplace=False)]
+                ch = int(v)
+        self.features = nn.Sequential(*layers)
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def load_imagenet(self, path: Path) -> None:
+        """Load torchvision's ImageNet VGG16 state_dict file (classifier weights ignored)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+            raise EmoganError(f"{path}: cannot read VGG16 weights ({e})") from None
+        n = len(self.features)
+        trunk = {k: v for k, v in state.items() if k.startswith("features.") and int(k.split(".")[1]) < n}
+        try:
+            self.load_state_dict(trunk, strict=True)
+        except RuntimeError as e:
+            raise EmoganError(f"{path}: not a torchvision VGG16 state_dict ({e})") from None
+
+    def forward(self, rgb01: torch.Tensor) -> list[torch.Tensor]:
+        """(N,3,H,W) in [0,1] -> list of 4 activations."""
+        x = (rgb01 - self.mean) / self.std
+        out = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in VGG16_TAPS:
+                out.append(x)
+        return out
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Number of parameters (trainable or not) of a network."""
+    return sum(p.numel() for p in net.parameters())
