@@ -286,6 +286,9 @@ def _cam_dir(crops_dir: Path, row: dict[str, str], cam: int) -> Path:
 def plan_sequence(crops_dir: Path, index: int, row: dict[str, str], parts_dir: Path,
                   p: FlowParams) -> SequenceTask:
     """The task of one crops.csv row; SequenceError for missing directories or mismatched cameras."""
+    if "cam2_dir" in row and not row["cam2_dir"].strip():
+        raise SequenceError(crops_dir / CROPS_CSV, f"line {index + 2}: no non-frontal camera (cam2_dir empty); "
+                                                   "frontal-only sets get one from `emogan augment`")
     frontal = list_frames(_cam_dir(crops_dir, row, 1))
     nonfrontal = list_frames(_cam_dir(crops_dir, row, 2))
     if [q.name for q in frontal] != [q.name for q in nonfrontal]:

@@ -181,13 +181,15 @@ def normalize_store(flows: Path | str, out: Path | str, p: NormalizeParams, *,
     }
     n = int(src["flow_input_px"].shape[0])
     step = int(src["flow_input_px"].chunks[0])
+    # The 1-D arrays are small and stored in long chunks: read each once, not once per row chunk.
+    codes = {k: src[k][...] for k in _COPIED}
     with st.atomic_dir(out) as tmp:
         g = st.create_store(tmp, n, p.size, attrs, extra_arrays=_EXTRA_ARRAYS, chunk_mib=p.chunk_mib,
                             clevel=p.clevel)
         writer = st.RowWriter(g, list(st.STORE_ARRAYS) + list(_EXTRA_ARRAYS))
         for a in range(0, n, step):  # aligned with the source chunks: each is read once
             b = min(n, a + step)
-            rows = {k: src[k][a:b] for k in _COPIED}
+            rows = {k: v[a:b] for k, v in codes.items()}
             for name, src_name in (("flow_input", "flow_input_px"), ("flow_target", "flow_target_px")):
                 # Resize (if any) in Cartesian pixels first, then convert: angles are never averaged.
                 f = area_resize(src[src_name][a:b].astype(np.float32), p.size)

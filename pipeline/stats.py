@@ -18,7 +18,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import typer
 
-from pipeline.params import ParamsError, as_dict, load_params, path_param, section
+from pipeline.params import ParamsError, load_params, path_param, section
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +184,9 @@ def compute_stats(flows: Path | str, metrics: Path | str, p: StatsParams, *, plo
     g = open_flows(flows)
     attrs = dict(g.attrs)
     result = magnitude_stats(flow_chunks(g), p)
-    result = {"dataset": attrs["dataset"], "units": f"pixels of the source crop ({attrs['source_size']})",
-              **result, "params": as_dict(p)}
+    # No params block: DVC tracks them, and a plot-only change must leave this file (a dependency
+    # of normalize) unchanged; resolution_px, which the numbers depend on, is in `result`.
+    result = {"dataset": attrs["dataset"], "units": f"pixels of the source crop ({attrs['source_size']})", **result}
     write_outputs(result, p, Path(metrics), Path(plot) if plot else None, Path(plot_data) if plot_data else None,
                   f"{attrs['dataset']}: flow magnitudes ({result['n_pairs']} pairs, both cameras)")
     return {k: v for k, v in result.items() if not k.startswith("_")}

@@ -87,7 +87,9 @@ def test_rows_follow_the_manifest(tmp_path):
 
 
 def test_bad_input_is_reported_and_the_rest_is_processed(tmp_path):
-    crops = make_crops(tmp_path / "crops", n_sequences=4, frames=3, side=64, subjects=4)
+    crops = make_crops(tmp_path / "crops", n_sequences=5, frames=3, side=64, subjects=5)
+    table = (crops / "crops.csv").read_text().replace("S005/005/cam2", "")  # frontal-only, not augmented
+    (crops / "crops.csv").write_text(table)
     corrupt = crops / "S002" / "002" / "cam2" / "img_002.png"
     corrupt.write_bytes(b"not a png")
     missing_dir = crops / "S003" / "003" / "cam2"
@@ -106,8 +108,10 @@ def test_bad_input_is_reported_and_the_rest_is_processed(tmp_path):
     assert set(g["sequence"][...]) == {0}
     errors = g.attrs["errors"]
     assert [(e["subject"], e["file"]) for e in errors] == [
-        ("S002", str(corrupt)), ("S003", str(missing_dir)), ("S004", str(crops / "S004" / "004" / "cam2"))]
+        ("S002", str(corrupt)), ("S003", str(missing_dir)), ("S004", str(crops / "S004" / "004" / "cam2")),
+        ("S005", str(crops / "crops.csv"))]
     assert "missing camera directory" in errors[1]["reason"] and "frames differ" in errors[2]["reason"]
+    assert "line 6: no non-frontal camera" in errors[3]["reason"]
 
 
 def test_no_crops_table_or_nothing_usable_is_an_error(tmp_path):

@@ -59,8 +59,9 @@ def test_folds_errors_name_the_file(tmp_path):
         fo.make_folds(tmp_path / "absent.csv", tmp_path / "f.csv", fo.FoldsParams())
     manifest = tmp_path / "m.csv"
     write_manifest(manifest, ["S1", "S2", "S3"])
-    with pytest.raises(EmoganError, match=r"m.csv.*3 subject"):
-        fo.make_folds(manifest, tmp_path / "f.csv", fo.FoldsParams(k=10))
+    manifest.write_text("dataset,subject\nd,S1\nd,\n")
+    with pytest.raises(EmoganError, match=r"m.csv.*empty subject on line\(s\) \[3\]"):
+        fo.make_folds(manifest, tmp_path / "f.csv", fo.FoldsParams(k=2))
     manifest.write_text("dataset,sequence\nd,001\n")
     with pytest.raises(EmoganError, match="subject"):
         fo.make_folds(manifest, tmp_path / "f.csv", fo.FoldsParams(k=2))
@@ -77,3 +78,11 @@ def test_store_folds_follow_the_folds_file(tmp_path):
     fo.write_folds({"S1": 2}, csv_path)
     with pytest.raises(EmoganError, match="no fold"):
         fo.store_folds(g, csv_path)
+
+
+def test_fewer_subjects_than_folds_warns_and_leaves_folds_empty(tmp_path, caplog):
+    manifest = tmp_path / "m.csv"
+    write_manifest(manifest, ["S1", "S2", "S3"])
+    folds = fo.make_folds(manifest, tmp_path / "f.csv", fo.FoldsParams(k=10))
+    assert folds == {"S1": 0, "S2": 1, "S3": 2}
+    assert "3 subject(s) for 10 folds" in caplog.text and str(manifest) in caplog.text
