@@ -8,6 +8,7 @@ import typer
 
 from pipeline import augment, crop, manifest
 from pipeline import synth
+from pipeline import flow, folds, normalize, stats
 from pipeline import weights
 from pipeline.errors import EmoganError
 from training import commands as train_commands
@@ -31,6 +32,10 @@ app.command("synth")(synth.command)
 app.command("manifest")(manifest.manifest_command)
 app.command("crop")(crop.crop_command)
 app.command("augment")(augment.augment_command)
+app.command("flow")(flow.cli)
+app.command("stats")(stats.cli)
+app.command("normalize")(normalize.cli)
+app.command("folds")(folds.cli)
 app.command("train-fer")(train_commands.train_fer_command)
 app.command("train")(train_commands.train_command)
 
