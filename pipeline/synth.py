@@ -396,8 +396,11 @@ def synth(p: SynthParams, out: Path, overwrite: bool = False, progress: bool = T
             old = {}
         if old.get("params_sha256") != stamp["params_sha256"]:
             shutil.rmtree(partial)        # made by other params: start over
-    partial.mkdir(exist_ok=True)
-    (partial / "synth.json").write_text(json.dumps(stamp, indent=2))
+    try:
+        partial.mkdir(exist_ok=True)
+        (partial / "synth.json").write_text(json.dumps(stamp, indent=2))
+    except OSError as e:
+        raise EmoganError(f"{out}: the folder {parent} is not writable ({e.strerror})") from None
     done = {f.stem for f in (partial / "_meta").glob("*.npz")} if (partial / "_meta").exists() else set()
     todo = [s for s in specs if f"{s.subject}_{s.sequence}" not in done]
     if done:

@@ -112,6 +112,42 @@ def premise(records: list[dict], folds: int = 3, seed: int = 0) -> dict:
     }
 
 
+def fer_accuracy(root: Path, cam: str = "cam1", margin: float = 0.1, weights: Optional[Path] = None) -> dict:
+    """The pretrained FER2013 model on each sequence's apex frame, face box from mediapipe detection.
+
+    margin 0.1 of the face size matches how the `fer` package crops faces for this model.
+    """
+    from pipeline.crop import crop_square, detect_face_box
+    from training.fer2013 import load_fer2013, predict_proba
+
+    model = load_fer2013(weights)
+    labels = root / "labels.csv"
+    if not labels.exists():
+        raise EmoganError(f"{labels}: not found; is {root} a folder written by `emogan synth`?")
+    crops, y, missed = [], [], 0
+    with open(labels, newline="") as f:
+        for row in csv.DictReader(f, delimiter=";"):
+            frames = sorted((root / cam / row["subject"] / row["sequence"]).glob("img_*.png"))
+            if not frames:
+                raise EmoganError(f"{root / cam / row['subject'] / row['sequence']}: no frames")
+            img = cv2.cvtColor(cv2.imread(str(frames[-1]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            box = detect_face_box(img, margin=margin)
+            if box is None:
+                missed += 1
+                continue
+            crops.append(crop_square(img, box, 128))
+            y.append(CLASS_NAMES.index(row["expression"]))
+    y_arr = np.array(y)
+    pred = predict_proba(np.stack(crops), model).argmax(1) if crops else np.zeros(0, int)
+    n = len(CLASS_NAMES)
+    conf = np.zeros((n, n), int)
+    np.add.at(conf, (y_arr, pred), 1)
+    per_class = {c: float(conf[k, k] / conf[k].sum()) if conf[k].sum() else float("nan")
+                 for k, c in enumerate(CLASS_NAMES)}
+    return {"accuracy": float(np.trace(conf) / max(conf.sum(), 1)), "per_class": per_class,
+            "confusion": conf.tolist(), "faces_not_found": missed, "camera": cam, "margin": margin}
+
+
 def plot(result: dict, out: Path) -> None:
     """Bar chart of the accuracies and the two confusion matrices."""
     import matplotlib
