@@ -121,6 +121,13 @@ def _units(paths: Sequence[str], rows: Sequence[np.ndarray], chunk_rows: Sequenc
     return out
 
 
+@dataclass
+class _EpochValue:
+    """Stand-in for the shared epoch counter in copies of a dataset (same `.value` interface)."""
+
+    value: int
+
+
 def _to_torch(name: str, a: np.ndarray) -> torch.Tensor:
     # Integer codes become int64 (what cross-entropy and indexing want); flows stay float16 and
     # images uint8 until the device, so worker-to-trainer transfers stay small.
@@ -156,6 +163,9 @@ class StreamingStoreDataset(IterableDataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_groups"] = None  # zarr handles are opened again in each worker
+        if mp.context.get_spawning_popen() is None:
+            # Pickled outside a worker's creation (a copy): the epoch travels as a plain value.
+            state["_epoch"] = _EpochValue(self._epoch.value)
         return state
 
     def set_epoch(self, epoch: int) -> None:

@@ -1,0 +1,113 @@
+"""Networks: output shapes of every registered net, paper parameter counts as printed in docs/MODEL.md,
+registry errors, the VGG16 trunk's torchvision key layout, the LayerNorm-as-GroupNorm equivalence."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.errors import EmoganError
+from pipeline.params import as_dict, load_params
+from training import model_card
+from training.config import ROLES, train_config
+from training.networks import VGG16_TAPS, Vgg16Features, count_parameters
+from training.registry import build, build_from, names
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_params(ROOT / "params.yaml")
+
+
+def test_registry_lists_every_role_and_rejects_unknowns():
+    assert {"gf", "dp", "de", "gw", "fer_cnn"} <= set(names())
+    with pytest.raises(EmoganError, match="unknown network 'nope'"):
+        build("nope")
+    with pytest.raises(EmoganError, match="unknown option.*widht"):
+        build("gf", widht=3)
+
+
+@pytest.mark.parametrize("config", ["paper", "small"])
+def test_output_shapes_of_every_network(params, config):
+    t = as_dict(train_config(params, config))
+    s = t["size"] or 128
+    n = 2
+    # Meta tensors: the paper nets' shapes without allocating 200M parameters.
+    with torch.device("meta"):
+        nets = {r: build_from(t["nets"][r]) for r in ROLES}
+        efer = build_from(params["train_fer"]["net"])
+        flow, img = torch.zeros(n, 2, s, s), torch.zeros(n, 3, s, s)
+        assert nets["gf"](flow).shape == (n, 2, s, s)
+        patches = nets["dp"](torch.zeros(n, 4, s, s))
+        assert patches.shape[:2] == (n, 1) and patches.shape[2] == patches.shape[3] == s // 8 - 2
+        assert nets["de"](flow).shape == (n, 7)
+        assert nets["gw"](flow, img).shape == (n, 3, s, s)
+        assert efer(img).shape == (n, 7)
+        assert [f.shape[1] for f in efer.features(img)] == list(params["train_fer"]["net"]["channels"])
+
+
+def test_small_networks_run_for_real_and_stay_in_range(params):
+    t = as_dict(train_config(params, "small"))
+    torch.manual_seed(0)
+    nets = {r: build_from(t["nets"][r]) for r in ROLES}
+    flow = torch.rand(2, 2, 32, 32) * 2 - 1
+    out = nets["gf"](flow)
+    assert out.shape == flow.shape and out.abs().max() <= 1.0
+    face = nets["gw"](out, torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert face.shape == (2, 3, 32, 32) and face.abs().max() <= 1.0
+    assert torch.isfinite(nets["de"](flow)).all()
+
+
+def test_model_card_counts_match_the_code(params):
+    text = (ROOT / "docs" / "MODEL.md").read_text()
+    printed = {}
+    for m in re.finditer(r"^\| (paper|small) \| [^|]+ \| `(\w+)` \| ([\d,]+) \|", text, re.M):
+        printed[(m.group(1), m.group(2))] = int(m.group(3).replace(",", ""))
+    rows = model_card.table(params)
+    assert len(rows) == 10
+    for r in rows:
+        assert printed[(r["config"], r["net"])] == r["params"], f"docs/MODEL.md is stale for {r}: run python -m training.model_card"
+    # The paper's G_F is the big one: 64 to 1024 channels at an 8x8 bottleneck.
+    paper = {r["net"]: r["params"] for r in rows if r["config"] == "paper"}
+    assert paper["gf"] > 100_000_000 and paper["gw"] > paper["de"] > paper["dp"]
+
+
+def test_vgg16_trunk_has_torchvision_keys_and_loads_them(tmp_path):
+    # torchvision's vgg16: convs at these indices of `features`; we keep the trunk to relu4_3.
+    conv_idx = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21]
+    net = Vgg16Features()
+    assert set(net.state_dict()) == {f"features.{i}.{k}" for i in conv_idx for k in ("weight", "bias")}
+    assert VGG16_TAPS == (3, 8, 15, 22)
+    full = {k: torch.randn_like(v) for k, v in net.state_dict().items()}
+    full.update({"features.24.weight": torch.zeros(512, 512, 3, 3), "classifier.0.weight": torch.zeros(4, 4)})
+    p = tmp_path / "vgg16-397923af.pth"
+    torch.save(full, p)
+    net.load_imagenet(p)
+    assert torch.equal(net.features[21].weight, full["features.21.weight"])
+    feats = net(torch.rand(1, 3, 32, 32))
+    assert [f.shape[1] for f in feats] == [64, 128, 256, 512]
+    torch.save({"features.0.weight": torch.zeros(1)}, p)
+    with pytest.raises(EmoganError, match="not a torchvision VGG16"):
+        net.load_imagenet(p)
+
+
+def test_layernorm_of_the_decoder_equals_the_papers_handwritten_one():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 6, 7)
+    gn = nn.GroupNorm(1, 5, affine=True)
+    nn.init.normal_(gn.weight)
+    nn.init.normal_(gn.bias)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    var = x.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+    ref = (x - mean) / torch.sqrt(var + gn.eps) * gn.weight.view(1, -1, 1, 1) + gn.bias.view(1, -1, 1, 1)
+    assert torch.allclose(gn(x), ref, atol=1e-5)
+
+
+def test_parameter_count_helper():
+    assert count_parameters(nn.Linear(3, 2)) == 8
