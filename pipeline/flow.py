@@ -48,10 +48,10 @@ FLOW_ARRAYS: dict[str, tuple[tuple[Any, ...], str]] = {
     "neutral": (("N", 3, "S", "S"), "uint8"),           # cam1 frame t, RGB
     "target_image": (("N", 3, "S", "S"), "uint8"),      # cam1 frame t+dt, RGB
     "input_image": (("N", 3, "S", "S"), "uint8"),       # cam2 frame t+dt, RGB
-    "label": (("N",), "int16"),       # label_code of crops.csv (-1: unlabeled)
+    "label": (("N",), "int16"),       # label_code of crops.csv (-1: unlabeled/excluded; >= 7: extra_class_names)
     "subject": (("N",), "int32"),     # index into attrs subject_ids
     "sequence": (("N",), "int32"),    # index into attrs sequence_ids (crops.csv row)
-    "pose": (("N",), "int16"),        # index into POSE_NAMES
+    "pose": (("N",), "int16"),        # index into POSE_NAMES (-1: not given by the source)
     "strategy": (("N",), "int16"),    # index into STRATEGY_NAMES
     "step": (("N",), "int16"),        # dt in frames
     "frame_t": (("N",), "int16"),     # 0-based index of frame t in the sequence's sorted frames
@@ -295,12 +295,20 @@ def plan_sequence(crops_dir: Path, index: int, row: dict[str, str], parts_dir: P
         raise SequenceError(_cam_dir(crops_dir, row, 2),
                             f"frames differ from cam1's ({len(frontal)} vs {len(nonfrontal)} files, or other names)")
     try:
-        pose_code(row["pose"])
-        int(row["label_code"] or st.UNLABELED)
+        row_pose_code(row)
+        if int(row["label_code"] or st.UNLABELED) < st.UNLABELED:
+            raise ValueError(f"label_code {row['label_code']} < -1")
     except ValueError as e:
         raise SequenceError(crops_dir / CROPS_CSV, f"line {index + 2}: {e}") from None
-    return SequenceTask(index, [str(q) for q in frontal], [str(q) for q in nonfrontal],
-                        _fingerprint(frontal + nonfrontal), str(parts_dir / f"{index:06d}.npz"), p.recorded())
+    # Absolute paths: workers of an external dask cluster may run in another directory.
+    return SequenceTask(index, [os.path.abspath(q) for q in frontal], [os.path.abspath(q) for q in nonfrontal],
+                        _fingerprint(frontal + nonfrontal), os.path.abspath(parts_dir / f"{index:06d}.npz"),
+                        p.recorded())
+
+
+def row_pose_code(row: dict[str, str]) -> int:
+    """The pose code of a crops.csv row; -1 where the source gives no pose (empty column)."""
+    return pose_code(row["pose"]) if row["pose"].strip() else st.UNKNOWN_POSE
 
 
 def _part_fingerprint(part: Path) -> str | None:
@@ -376,7 +384,9 @@ def _run_tasks(tasks: list[SequenceTask], p: FlowParams, dask_address: str | Non
                 # spawn (dask's default) keeps workers clear of the parent's OpenCV/zarr threads.
                 cluster = stack.enter_context(LocalCluster(
                     n_workers=p.workers, threads_per_worker=1, processes=True,
-                    dashboard_address=None, silence_logs=logging.WARNING))
+                    # any free port: several runs (or developers) share this machine's 8787
+                    dashboard_address=":0", scheduler_kwargs={"dashboard": False},
+                    silence_logs=logging.WARNING))
                 client = stack.enter_context(Client(cluster))
             futures = [client.submit(run_sequence_task, t, p.cv2_threads, key=f"flow-seq-{t.index}-{t.fingerprint[:12]}",
                                      pure=False) for t in tasks]
@@ -427,8 +437,13 @@ def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, data
 
     pids: set[int] = set()
 
+    crops_abs = os.path.abspath(crops_dir)
+
     def on_result(res: dict[str, Any]) -> None:
         if res["error"] is not None:
+            file = res["error"]["file"]
+            if file.startswith(crops_abs + os.sep):  # name it as the user gave the crops folder
+                res["error"]["file"] = str(crops_dir / os.path.relpath(file, crops_abs))
             errors[res["index"]] = res["error"]
             log.warning("skipped %s/%s: %s: %s", rows[res["index"]]["subject"], rows[res["index"]]["sequence"],
                         res["error"]["file"], res["error"]["reason"])
@@ -444,6 +459,17 @@ def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, data
     n_rows = _assemble(crops_dir, out, parts_dir, rows, sorted(done), p, manifest_sha, error_list, dataset)
     shutil.rmtree(parts_dir)
     return FlowReport(out, n_rows, len(done), n_resumed, error_list, pids)
+
+
+def extra_class_names(rows: list[dict[str, str]]) -> list[str]:
+    """Names of label codes beyond CLASS_NAMES (code len(CLASS_NAMES) + k is entry k), from crops.csv."""
+    names: dict[int, str] = {}
+    for r in rows:
+        code = int(r["label_code"] or st.UNLABELED)
+        if code >= len(CLASS_NAMES):
+            names.setdefault(code, r.get("label") or f"class_{code}")
+    top = max(names, default=len(CLASS_NAMES) - 1)
+    return [names.get(c, f"class_{c}") for c in range(len(CLASS_NAMES), top + 1)]
 
 
 def _assemble(crops_dir: Path, out: Path, parts_dir: Path, rows: list[dict[str, str]], indices: list[int],
@@ -471,6 +497,7 @@ def _assemble(crops_dir: Path, out: Path, parts_dir: Path, rows: list[dict[str, 
         "flow_convention": "channel 0 = u (x), 1 = v (y); flow t->t+dt = calcOpticalFlowFarneback(prev=t, next=t+dt); "
                            "area-averaged to size in Cartesian form, vectors not rescaled",
         "class_names": CLASS_NAMES, "pose_names": POSE_NAMES, "strategy_names": STRATEGY_NAMES,
+        "extra_class_names": extra_class_names(rows),
         "subject_ids": subject_ids, "sequence_ids": [f"{r['subject']}/{r['sequence']}" for r in rows],
         "source_manifest": str(crops_dir / CROPS_CSV), "source_manifest_sha256": manifest_sha,
         "params": {"flow": p.recorded()}, "chunk_rows": min(rows_per_chunk, max(n, 1)),
@@ -488,7 +515,7 @@ def _assemble(crops_dir: Path, out: Path, parts_dir: Path, rows: list[dict[str, 
                                                    "input_image", "strategy", "step", "frame_t")}
             label = int(r["label_code"] or st.UNLABELED)
             part.update(label=np.full(k, label, np.int16), subject=np.full(k, subject_code[r["subject"]], np.int32),
-                        sequence=np.full(k, i, np.int32), pose=np.full(k, pose_code(r["pose"]), np.int16))
+                        sequence=np.full(k, i, np.int32), pose=np.full(k, row_pose_code(r), np.int16))
             writer.append(part)
         writer.close()
     return n

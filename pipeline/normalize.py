@@ -176,6 +176,7 @@ def normalize_store(flows: Path | str, out: Path | str, p: NormalizeParams, *,
         "source_size": fa["source_size"], "dataset": fa["dataset"],
         "source_manifest": fa["source_manifest"], "source_manifest_sha256": fa["source_manifest_sha256"],
         "params": recorded, "params_sha256": params_hash(recorded),
+        "extra_class_names": fa.get("extra_class_names", []),
         "subject_ids": fa["subject_ids"], "sequence_ids": fa["sequence_ids"],
         "label_unlabeled": st.UNLABELED, "errors": fa.get("errors", []),
     }

@@ -34,8 +34,11 @@ if TYPE_CHECKING:  # zarr costs ~0.2 s to import: only functions that touch a st
 
 MIB = 1 << 20
 REPRESENTATIONS = ("polar", "cartesian")
-# label -1 marks an unlabeled sequence (manifest label_code -1); codes >= 0 index CLASS_NAMES.
+# label -1: unlabeled or excluded class (manifest label_code -1); codes >= 0 index CLASS_NAMES, then
+# attr `extra_class_names` (e.g. CK+ contempt kept on request as code 7).
 UNLABELED = -1
+# pose -1: the source does not say (manifest pose empty); codes >= 0 index POSE_NAMES.
+UNKNOWN_POSE = -1
 # Per-array specs: name -> (shape with "N" for rows and "S" for the image side, dtype).
 Spec = Mapping[str, tuple[tuple[Any, ...], str]]
 
@@ -279,7 +282,8 @@ def check_store(store: "zarr.Group | Path | str") -> dict[str, Any]:
         raise StoreError(f"{where}: attr params is not a mapping")
     n = check_arrays(g, STORE_ARRAYS, size, where)
     # The 1-D codes are small: check them whole so a bad code fails here, not deep in training.
-    for name, n_codes, low in (("label", len(CLASS_NAMES), UNLABELED), ("pose", len(POSE_NAMES), 0),
+    n_labels = len(CLASS_NAMES) + len(attrs.get("extra_class_names") or [])
+    for name, n_codes, low in (("label", n_labels, UNLABELED), ("pose", len(POSE_NAMES), UNKNOWN_POSE),
                                ("strategy", len(STRATEGY_NAMES), 0)):
         v = g[name][...] if n else np.zeros(0)
         if v.size and (v.min() < low or v.max() >= n_codes):

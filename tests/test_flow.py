@@ -222,3 +222,25 @@ def test_two_dask_workers_give_the_same_store(crops5, reference, tmp_path):
     assert report.n_sequences == 5 and report.worker_pids and os.getpid() not in report.worker_pids
     assert st.tree_sha256(out) == reference
     assert os.environ.get("OMP_NUM_THREADS") == "1"  # conftest: workers inherit one thread
+
+
+def test_unknown_pose_and_extra_class_reach_a_valid_store(tmp_path):
+    import csv
+
+    from pipeline.normalize import NormalizeParams, normalize_store
+
+    crops = make_crops(tmp_path / "crops", n_sequences=2, frames=2, side=64)
+    with open(crops / "crops.csv") as f:
+        rows = list(csv.DictReader(f))
+    rows[0].update(pose="")                                  # the source gives no pose
+    rows[1].update(label="contempt", label_code="7")         # CK+ contempt kept on request
+    with open(crops / "crops.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    fl.compute_flows(crops, tmp_path / "f.zarr", P, progress=False)
+    attrs = normalize_store(tmp_path / "f.zarr", tmp_path / "s.zarr", NormalizeParams(size=32))
+    g = st.open_store(tmp_path / "s.zarr")
+    assert attrs["extra_class_names"] == ["contempt"]
+    seq = g["sequence"][...]
+    assert set(g["pose"][...][seq == 0]) == {st.UNKNOWN_POSE} and set(g["label"][...][seq == 1]) == {7}
