@@ -43,7 +43,7 @@ PAIRS = ((33, 263), (133, 362), (61, 291), (234, 454), (70, 300), (105, 334), (1
 MIDLINE = (1, 4, 6, 168, 10, 152, 0, 17, 13, 14, 199, 9, 151, 2, 164)
 
 AU_NAMES = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU15", "AU16",
-            "AU17", "AU20", "AU23", "AU25", "AU26")
+            "AU17", "AU20", "AU23", "AU25", "AU26", "AU43")
 
 # Action units as (anchor landmarks on the image-left side or the midline, displacement
 # (dx, dy, dz) in face units at intensity 1 for the image-left side, falloff radius).
@@ -73,6 +73,7 @@ _AU_TABLE: dict[str, list[tuple[tuple[int, ...], tuple[float, float, float], flo
     "AU26": [((14, 87, 178, 88, 95, 15, 16, 17, 84, 181, 91, 146, 18, 200, 199, 175, 152,
                148, 176, 149, 150, 201, 208, 171, 140, 32), (0.0, 0.12, -0.015), 0.13),
              ((61, 76, 62, 78), (0.04, 0.035, 0.0), 0.035)],         # jaw drop: the mouth rounds
+    "AU43": [((159, 158, 160, 161, 157, 27, 28, 29, 30), (0.0, 0.03, 0.0), 0.03)],        # eyelids droop
 }
 
 
