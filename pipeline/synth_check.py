@@ -187,11 +187,16 @@ def command(
     root: Path = typer.Argument(..., help="A folder written by `emogan synth` (emotiongan layout)."),
     out: Optional[Path] = typer.Option(None, help="Write the result as JSON here (and a PNG next to it)."),
     folds: int = typer.Option(3, help="Subject-wise cross-validation folds."),
+    fer: bool = typer.Option(True, help="Also score cam1 apex faces with the pretrained FER2013 model."),
 ) -> None:
     """Check the premise: expressions are easy from frontal flows, hard under head rotation."""
     res = premise(load_flows(root), folds=folds)
     typer.echo(f"cam1 accuracy {res['cam1_accuracy']:.3f}; cam2 (yaw/pitch/roll/diagonal) "
                f"{res['cam2_rotating_accuracy']:.3f}; cam1-trained on cam2 {res['cam1_to_cam2_rotating_accuracy']:.3f}")
+    if fer:
+        res["fer2013_cam1_apex"] = fer_accuracy(root)
+        per = ", ".join(f"{k} {v:.2f}" for k, v in res["fer2013_cam1_apex"]["per_class"].items())
+        typer.echo(f"FER2013 model on cam1 apex faces: {res['fer2013_cam1_apex']['accuracy']:.3f} ({per})")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2))
