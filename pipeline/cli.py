@@ -7,7 +7,7 @@ import sys
 import typer
 
 from pipeline import augment, crop, manifest
-from pipeline import synth
+from pipeline import synth, synth_check
 from pipeline import flow, folds, normalize, stats
 from pipeline import weights
 from pipeline.errors import EmoganError
@@ -29,6 +29,7 @@ def _group() -> None:
 
 # Stage commands are registered below, one line each, in stage-graph order.
 app.command("synth")(synth.command)
+app.command("synth-check")(synth_check.command)
 app.command("manifest")(manifest.manifest_command)
 app.command("crop")(crop.crop_command)
 app.command("augment")(augment.augment_command)
