@@ -3,7 +3,8 @@
 - `own`: the project's image FER network, trained by `emogan train-fer` on the frontal
   expressive faces of the TRAINING folds only (it plays the paper's pretrained DMUE);
 - `fer2013`: the FER2013 mini-Xception (training/fer2013.py);
-- `file`: a user's TorchScript or ONNX classifier plus its class order.
+- `file`: a user's TorchScript (.pt/.ts), torch.export (.pt2) or ONNX (.onnx) classifier plus
+  its class order.
 Every e_FER maps RGB (N,3,H,W) in [0,1] to (N,7) logits in CLASS_NAMES order. The perceptual
 loss's backbone is chosen here too: ImageNet VGG16 when its weights are in the torch hub cache,
 else e_FER's own features (logged and recorded in config.json).
@@ -67,7 +68,13 @@ class FrozenClassifier(nn.Module):
 
     def train(self, mode: bool = True) -> "FrozenClassifier":
         """Always eval: its BatchNorm statistics are part of the frozen judge."""
-        return super().train(False)
+        self.training = False
+        for m in self.children():
+            try:
+                m.train(False)
+            except NotImplementedError:
+                pass  # a torch.export module stays in the mode it was exported in
+        return self
 
     def _prep(self, rgb01: torch.Tensor) -> torch.Tensor:
         x = rgb01
@@ -143,7 +150,7 @@ def _load_own(spec: dict[str, Any], fold: int | None) -> tuple[FrozenClassifier,
 def _load_file(spec: dict[str, Any]) -> tuple[FrozenClassifier, dict[str, Any]]:
     raw = spec.get("path")
     if not raw:
-        raise EmoganError("e_FER `file` needs --efer-path FILE (TorchScript .pt/.ts or ONNX .onnx)")
+        raise EmoganError("e_FER `file` needs --efer-path FILE (TorchScript .pt/.ts, torch.export .pt2 or ONNX .onnx)")
     p = Path(raw)
     if not p.is_file():
         raise EmoganError(f"{p}: e_FER model file not found")
@@ -155,6 +162,13 @@ def _load_file(spec: dict[str, Any]) -> tuple[FrozenClassifier, dict[str, Any]]:
     if p.suffix.lower() == ".onnx":
         net: nn.Module = _OnnxNet(p)
         differentiable = False
+    elif p.suffix.lower() == ".pt2":
+        # torch.export's format, the successor of TorchScript in recent torch releases.
+        try:
+            net = torch.export.load(str(p)).module()
+        except Exception as e:  # noqa: BLE001 - torch.export raises several types for bad files
+            raise EmoganError(f"{p}: not a torch.export program ({e})") from None
+        differentiable = True
     else:
         try:
             net = torch.jit.load(str(p), map_location="cpu")

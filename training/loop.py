@@ -49,6 +49,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owned: bool = False  # this code created the process group (and destroys it at the end)
 
     @property
     def main(self) -> bool:
@@ -63,9 +64,11 @@ def init_distributed(device_kind: str) -> Dist:
         return Dist()
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    owned = not dist.is_initialized()
+    if owned:
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                owned=owned)
 
 
 def _all_true(flag: bool, d: Dist, device: torch.device) -> bool:
@@ -193,6 +196,24 @@ def _image_selection(mask: torch.Tensor, c: StepContext) -> tuple[torch.Tensor |
     return idx, 1.0
 
 
+@contextlib.contextmanager
+def frozen_batch_stats(net: nn.Module) -> Iterator[None]:
+    """BatchNorm layers keep normalizing with batch statistics but stop updating their running ones.
+
+    D_E judges G_F's flows inside L_GF: its running statistics stay those of real frontal flows
+    (and identical across DDP ranks, which only synchronize them in D_E's own forward).
+    """
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, v in zip(bns, saved):
+            m.momentum = v
+
+
 def gan_step(batch: dict[str, torch.Tensor], epoch: int, c: StepContext) -> dict[str, torch.Tensor]:
     """One optimisation step of D_P, D_E, G_W and G_F on a device batch; the (detached) losses."""
     t, w, n, o = c.t, c.wrapped, c.nets, c.optims
@@ -236,7 +257,7 @@ def gan_step(batch: dict[str, torch.Tensor], epoch: int, c: StepContext) -> dict
 
     # G_F: L_GF = l1 L_GAN + l2 L_epe + l3 L_char + 1[epoch >= e_c] l4 L_GW.
     fake_cond = torch.cat([y, fake], 1) if cond else fake
-    with c.amp():
+    with c.amp(), frozen_batch_stats(n["de"]):
         dp_fake = n["dp"](fake_cond).float()
         de_fake = n["de"](fake).float()
     gan = L.gan_loss_gf(dp_fake, de_fake, labels)
@@ -314,19 +335,36 @@ def _config_drift(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(diff)
 
 
-def _ddp_checksums(nets: dict[str, nn.Module], d: Dist) -> list[float]:
-    """Every rank's sum of all parameters (gathered): equal values mean the ranks hold the same weights."""
+def _broadcast_buffers(nets: dict[str, nn.Module], d: Dist) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) to every rank, as DDP does at each forward.
+
+    D_E's running statistics follow each rank's own batches between forwards; at an epoch's end
+    the ranks take rank 0's, so that checkpoints and the final nets are the same on every rank.
+    """
     import torch.distributed as dist
 
-    s = torch.tensor([sum(float(p.detach().double().sum()) for net in nets.values() for p in net.parameters())],
-                     dtype=torch.float64)
+    for net in nets.values():
+        for b in net.buffers():
+            dist.broadcast(b, src=0)
+
+
+def _ddp_checksums(nets: dict[str, nn.Module], d: Dist) -> list[float]:
+    """Every rank's sum of all parameters and buffers (gathered): equal values mean the ranks hold the same weights."""
+    import torch.distributed as dist
+
+    s = torch.tensor([sum(float(p.detach().double().sum()) for net in nets.values()
+                          for p in list(net.parameters()) + list(net.buffers()))], dtype=torch.float64)
     out = [torch.zeros(1, dtype=torch.float64) for _ in range(d.world)]
     dist.all_gather(out, s)
     return [float(x.item()) for x in out]
 
 
-def run_training(c: dict[str, Any]) -> dict[str, Any]:
-    """Train eMotion-GAN as config dict `c` says (see training.config.resolve_run); returns the final metrics."""
+def run_training(c: dict[str, Any],
+                 on_finish: Callable[[dict[str, nn.Module], Dist], None] | None = None) -> dict[str, Any]:
+    """Train eMotion-GAN as config dict `c` says (see training.config.resolve_run); returns the final metrics.
+
+    `on_finish(nets, dist)` runs on every rank with the trained bare nets (e.g. to inspect DDP ranks).
+    """
     t = c["train"]
     requested = c.get("device")
     kind = torch.device(requested).type if requested else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -477,7 +515,10 @@ def run_training(c: dict[str, Any]) -> dict[str, Any]:
                 name = Path(info.path.rstrip("/")).name.removesuffix(".zarr")
                 ev[name] = evaluate_epe(nets["gf"], info.path, rows, rep, clip, t["eval_batch_size"], device, amp,
                                         t["size"])
-        checks = _ddp_checksums(nets, d) if d.world > 1 else None
+        checks = None
+        if d.world > 1:
+            _broadcast_buffers(nets, d)
+            checks = _ddp_checksums(nets, d)
         if d.main:
             rec = {"event": "epoch", "epoch": epoch, "step": global_step, "batches": n_batches,
                    "samples_per_s": n_batches * t["batch_size"] * d.world / max(dt, 1e-9),
@@ -511,7 +552,14 @@ def run_training(c: dict[str, Any]) -> dict[str, Any]:
 
             dist.barrier()
 
+    if on_finish is not None:
+        on_finish(nets, d)
     if d.main:
+        if not final:  # resumed a finished run: evaluate what it holds
+            for info, rows in zip(infos, test_rows):
+                name = Path(info.path.rstrip("/")).name.removesuffix(".zarr")
+                final[name] = evaluate_epe(nets["gf"], info.path, rows, rep, clip, t["eval_batch_size"], device,
+                                           amp, t["size"])
         ck.export_weights(out, nets, cfg_record)
         metrics = {"fold": c["fold"], "epochs": t["epochs"], "test": final}
         if final:
@@ -523,5 +571,9 @@ def run_training(c: dict[str, Any]) -> dict[str, Any]:
             live.summary.update({k: metrics[k] for k in ("epe_frontalized_px", "epe_input_px", "epe_reduction")})
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         live.end()
-        return metrics
-    return {}
+    if d.owned:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics if d.main else {}

@@ -1,0 +1,363 @@
+"""The trainer end to end on a tiny learnable store: one GAN step lowers every loss, G_F overfits,
+resume equals uninterrupted, the NaN guard, 2-process gloo DDP, the run folder, e_FER plug-ins."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.errors import EmoganError
+from pipeline.params import as_dict
+from pipeline.schema import CLASS_NAMES
+from training import flowrep
+from training import losses as L
+from training.checkpoint import list_checkpoints, load_checkpoint
+from training.config import TrainConfig
+from training.efer import FrozenClassifier, load_efer, perceptual_backbone
+from training.fixture import make_arrays, write_fixture_store
+from training.loop import Dist, StepContext, TrainingDiverged, autocast_ctx, build_nets, gan_step, make_optimizer
+from training.registry import build
+from training.run import load_run
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+TINY_NETS = {
+    "gf": {"name": "gf", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
+    "dp": {"name": "dp", "in_ch": 4, "ndf": 8, "n_layers": 2, "max_ch": 32},
+    "de": {"name": "de", "channels": [8, 16, 16], "pool": 4, "hidden": 16, "dropout": 0.0},
+    "gw": {"name": "gw", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
+}
+TINY_FER = {"name": "fer_cnn", "size": 32, "channels": [8, 16], "dropout": 0.0}
+
+
+def write_params(dest: Path, **train) -> Path:
+    """The project's params.yaml with tiny nets in `train.small` (plus overrides) and a tiny e_FER."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    small = p["train"]["small"]
+    small.update({"size": None, "nets": copy.deepcopy(TINY_NETS), "epochs": 2, "batch_size": 4, "e_c": 1,
+                  "steps_per_epoch": 3, "workers": 0, "log_every": 1, "eval_batch_size": 16,
+                  "image_steps": [0, 5], "keep_checkpoints": 0})
+    small.update(train)
+    p["train_fer"].update({"net": TINY_FER, "epochs": 1, "steps_per_epoch": 3, "batch_size": 8})
+    dest.write_text(yaml.safe_dump(p))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("loop")
+    store = write_fixture_store(d / "fx.zarr", n_subjects=6, rows_per_subject=10, size=32, chunk_mib=0.02)
+    params = write_params(d / "params.yaml")
+    r = CliRunner().invoke(app, ["train-fer", str(store), "--fold", "0", "--out", str(d / "fer"), "--params",
+                                 str(params)])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    return {"dir": d, "store": store, "params": params, "fer": d / "fer"}
+
+
+def train(env, out: Path, *extra: str, params: Path | None = None):
+    """`emogan train` through the CLI on the fixture store, fold 0."""
+    args = ["train", str(env["store"]), "--fold", "0", "--out", str(out), "--efer-path", str(env["fer"]),
+            "--params", str(params or env["params"]), *extra]
+    return CliRunner().invoke(app, args)
+
+
+def _batch(n: int = 4, size: int = 32) -> dict[str, torch.Tensor]:
+    a = make_arrays(n_subjects=1, rows_per_subject=n, size=size, seed=5)
+    return {"flow_input": torch.from_numpy(a["flow_input"]).float(),
+            "flow_target": torch.from_numpy(a["flow_target"]).float(),
+            "neutral": torch.from_numpy(a["neutral"]).float() / 127.5 - 1,
+            "target_image": torch.from_numpy(a["target_image"]).float() / 127.5 - 1,
+            "label": torch.from_numpy(a["label"]).long(), "step": torch.full((n,), 4)}
+
+
+def test_one_step_of_the_whole_gan_lowers_each_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    t = as_dict(TrainConfig())
+    t.update({"nets": TINY_NETS, "image_steps": [3, 5], "e_c": 0, "amp": "off"})
+    t["optim"] = {r: {"kind": "adam", "lr": 1e-4, "betas": [0.5, 0.999]} for r in ("gf", "dp", "gw")}
+    t["optim"]["de"] = {"kind": "sgd", "lr": 1e-3, "momentum": 0.9}
+    nets = build_nets(t)
+    efer = FrozenClassifier(build("fer_cnn", **{k: v for k, v in TINY_FER.items() if k != "name"}))
+    opt = {r: make_optimizer(m.parameters(), t["optim"][r], True, torch.device("cpu")) for r, m in nets.items()}
+    b = _batch()
+    y, ys, xt, xs, lab = b["flow_input"], b["flow_target"], b["neutral"], b["target_image"], b["label"]
+
+    def d_loss(n, fake):
+        logits = n["dp"](torch.cat([torch.cat([y, ys], 1), torch.cat([y, fake], 1)]))
+        return (L.dp_loss(logits[:4], logits[4:]) + L.de_loss(n["de"](ys), lab)).item()
+
+    def gw_loss(gw, flow):
+        x = gw(flow, xt)
+        return L.total_gw(L.l1_image(x, xs), L.perceptual(efer.features, (x + 1) / 2, (xs + 1) / 2),
+                          L.efer_loss(efer((x + 1) / 2), lab), t["alphas"])
+
+    def gf_loss(gf, n):
+        fake = gf(y)
+        gan = L.gan_loss_gf(n["dp"](torch.cat([y, fake], 1)), n["de"](fake), lab)
+        return L.total_gf(gan, L.epe(fake, ys), L.charbonnier(fake, ys, t["char_eps"]), gw_loss(n["gw"], fake),
+                          t["lambdas"], connected=True).item()
+
+    before = copy.deepcopy(nets)
+    with torch.no_grad():
+        fake0 = nets["gf"](y)
+        d0, w0 = d_loss(nets, fake0), gw_loss(nets["gw"], fake0).item()
+    ctx = StepContext(nets, nets, opt, efer, efer.features, t, autocast_ctx(t, torch.device("cpu")), Dist(),
+                      torch.device("cpu"))
+    out = gan_step(b, epoch=0, c=ctx)
+    assert all(torch.isfinite(v) for v in out.values()) and out["gw"] > 0
+    with torch.no_grad():
+        # Each player's objective, on what it was optimized against, is lower after the step.
+        assert d_loss(nets, fake0) < d0
+        assert gw_loss(nets["gw"], fake0).item() < w0
+        assert gf_loss(nets["gf"], nets) < gf_loss(before["gf"], nets)
+
+
+def test_gf_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    b = _batch(4)
+    y, ys = b["flow_input"], b["flow_target"]
+    gf = build("gf", ngf=16, max_ch=64, n_down=2, n_res_enc=1, n_res_dec=1)
+    opt = torch.optim.Adam(gf.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    with torch.no_grad():
+        start = flowrep.epe_px(gf(y), ys, "polar", 10.0).mean().item()
+    for _ in range(200):
+        out = gf(y)
+        loss = 7 * L.epe(out, ys) + 3 * L.charbonnier(out, ys, 1e-3)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        end = flowrep.epe_px(gf(y), ys, "polar", 10.0).mean().item()
+    assert end * 5 <= start, (start, end)
+
+
+def _steps(run: Path) -> list[dict]:
+    recs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    return [r for r in recs if r["event"] in ("step", "epoch") and r.pop("samples_per_s", True)]
+
+
+def test_a_run_folder_holds_config_log_metrics_checkpoints_and_weights(env):
+    run = env["dir"] / "run"
+    r = train(env, run)
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert "held-out fold 0 EPE" in r.output
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["config_name"] == "small" and cfg["fold"] == 0 and cfg["train"]["nets"] == TINY_NETS
+    assert cfg["runtime"]["efer"]["name"] == "own" and cfg["runtime"]["perceptual"]["backbone"] in ("vgg16", "efer")
+    if cfg["runtime"]["perceptual"]["backbone"] == "efer":
+        assert "no ImageNet VGG16 weights" in cfg["runtime"]["perceptual"]["fallback_reason"]
+    assert [e for e, _ in list_checkpoints(run)] == [1, 2]
+    state = load_checkpoint(list_checkpoints(run)[-1][1])  # weights_only=True
+    assert state["epoch"] == 2 and set(state["nets"]) == {"gf", "dp", "de", "gw"}
+    assert set(load_file(str(run / "weights" / "gf.safetensors"))) == set(state["nets"]["gf"])
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["epe_input_px"] > 0 and m["epe_frontalized_px"] > 0
+    assert m["test"]["fx"]["rows"] == 10  # subject S000 (fold 0 of the rule over k=10) has 10 rows
+    live = json.loads((run / "dvclive" / "metrics.json").read_text())
+    assert live["epe_reduction"] == pytest.approx(m["epe_reduction"])
+    assert "loss_gf" in json.dumps(live)
+    # The public loading API runs the trained nets.
+    run_ = load_run(run)
+    import zarr
+    g = zarr.open_group(str(env["store"]))
+    f = torch.from_numpy(g["flow_input"][:3].astype(np.float32))
+    fr = run_.frontalize(f)
+    assert fr.shape == (3, 2, 32, 32)
+    assert run_.warp(fr, torch.from_numpy(g["neutral"][:3])).dtype == torch.uint8
+    with torch.no_grad():
+        assert torch.equal(fr, run_.gf(f))
+    # The dry run prints the resolved config and the selection, and writes nothing.
+    dry = train(env, env["dir"] / "dry", "--dry-run", "--config", "paper")
+    assert dry.exit_code == 0 and '"config_name": "paper"' in dry.output and "50 train, 10 test" in dry.output
+    assert not (env["dir"] / "dry").exists()
+
+
+def test_resume_equals_uninterrupted(env):
+    full, part = env["dir"] / "full", env["dir"] / "part"
+    assert train(env, full, "--epochs", "3").exit_code == 0
+    assert train(env, part, "--epochs", "1").exit_code == 0
+    # An interrupted epoch's records are dropped on resume: fake one.
+    with (part / "log.jsonl").open("a") as f:
+        f.write(json.dumps({"event": "step", "epoch": 1, "step": 99, "gf": 1.0}) + "\n")
+    r = train(env, part, "--epochs", "3", "--resume")
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    a, b = _steps(full), _steps(part)
+    assert len(a) == len(b) > 6 and a == b
+    for role in ("gf", "dp", "de", "gw"):
+        wa, wb = load_file(str(full / "weights" / f"{role}.safetensors")), load_file(str(part / "weights" / f"{role}.safetensors"))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # A changed config cannot resume exactly.
+    r = train(env, part, "--epochs", "4", "--batch-size", "2", "--resume")
+    assert r.exit_code != 0 and "train.batch_size" in str(r.exception)
+    # Nor can a fresh run overwrite checkpoints.
+    r = train(env, part, "--epochs", "1")
+    assert r.exit_code != 0 and "--resume" in str(r.exception)
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(env, tmp_path):
+    import shutil
+
+    import zarr
+
+    store = tmp_path / "fx.zarr"
+    shutil.copytree(env["store"], store)
+    e = dict(env, store=store)
+    run = tmp_path / "run"
+    assert train(e, run, "--epochs", "1").exit_code == 0
+    g = zarr.open_group(str(store), mode="r+")
+    g["flow_input"][:] = np.full(g["flow_input"].shape, np.nan, dtype=np.float16)
+    r = train(e, run, "--epochs", "2", "--resume")
+    assert isinstance(r.exception, TrainingDiverged), r.output
+    assert "non-finite loss" in str(r.exception) and "epoch_001.pt" in str(r.exception)
+    assert [ep for ep, _ in list_checkpoints(run)] == [1]
+    last = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "diverged" and last["last_good"].endswith("epoch_001.pt")
+
+
+DDP_SCRIPT = """
+import json, sys, torch
+from training.config import resolve_run
+from training.loop import run_training
+torch.set_num_threads(1)
+store, out, fer, params = sys.argv[1:5]
+c = resolve_run(params, stores=[store], out=out, fold=0, efer_path=fer)
+c["resume"] = False
+def save(nets, d):
+    torch.save({r: m.state_dict() for r, m in nets.items()}, f"{out}_rank{d.rank}.pt")
+run_training(c, on_finish=save)
+"""
+
+
+def test_two_process_gloo_ddp_run_completes_with_identical_weights(env, tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    envv = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(env["store"]), str(out), str(env["fer"]), str(env["params"])]
+    p = subprocess.run(cmd, cwd=ROOT, env=envv, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    w0 = torch.load(f"{out}_rank0.pt", weights_only=True)
+    w1 = torch.load(f"{out}_rank1.pt", weights_only=True)
+    for role in w0:
+        for k in w0[role]:
+            assert torch.equal(w0[role][k], w1[role][k]), (role, k)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["runtime"]["world_size"] == 2
+    recs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    epochs = [r for r in recs if r["event"] == "epoch"]
+    assert len(epochs) == 2 and all(len(set(e["ddp_param_sums"])) == 1 for e in epochs)
+    single = torch.load(list_checkpoints(out)[-1][1], weights_only=True)["nets"]["gf"]
+    assert all(torch.equal(single[k], w0["gf"][k]) for k in single)
+
+
+def test_own_efer_trains_on_the_training_folds_only(env):
+    meta = json.loads((env["fer"] / "fer.json").read_text())
+    assert meta["fold"] == 0 and meta["class_names"] == list(CLASS_NAMES)
+    import zarr
+    g = zarr.open_group(str(env["store"]))
+    subj, strat, lab = (np.asarray(g[k][:]) for k in ("subject", "strategy", "label"))
+    # Fold 0 of the rule over k=10 is S000 alone: training rows are the neutral-apex rows of the others.
+    assert meta["metrics"]["train_rows"] == int(((subj != 0) & (strat == 0) & (lab >= 0)).sum())
+    model, info = load_efer({"name": "own", "path": str(env["fer"])}, fold=0)
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 7) and info["fold"] == 0
+    with pytest.raises(EmoganError, match="held out, but this run holds out fold 3"):
+        load_efer({"name": "own", "path": str(env["fer"])}, fold=3)
+
+
+def _onnx_linear(w: np.ndarray) -> bytes:
+    """A hand-encoded ONNX model (no `onnx` package here): global average pool, flatten, matmul by w (3,K)."""
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            b, n = n & 0x7F, n >> 7
+            out.append(b | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    def f(field: int, v) -> bytes:
+        if isinstance(v, int):
+            return varint(field << 3) + varint(v)
+        v = v.encode() if isinstance(v, str) else v
+        return varint(field << 3 | 2) + varint(len(v)) + v
+
+    def info(name, dims):
+        shape = b"".join(f(1, f(2, d) if isinstance(d, str) else f(1, d)) for d in dims)
+        return f(1, name) + f(2, f(1, f(1, 1) + f(2, shape)))
+
+    nodes = [f(1, "x") + f(2, "p") + f(4, "GlobalAveragePool"),
+             f(1, "p") + f(2, "f") + f(4, "Flatten") + f(5, f(1, "axis") + f(3, 1) + f(20, 2)),
+             f(1, "f") + f(1, "W") + f(2, "logits") + f(4, "MatMul")]
+    init = f(1, w.shape[0]) + f(1, w.shape[1]) + f(2, 1) + f(8, "W") + f(9, w.astype("<f4").tobytes())
+    graph = b"".join(f(1, n) for n in nodes) + f(2, "g") + f(5, init) + f(11, info("x", ["N", 3, "H", "W"])) \
+        + f(12, info("logits", ["N", w.shape[1]]))
+    return f(1, 7) + f(8, f(1, "") + f(2, 13)) + f(7, graph)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_external_efer_files_are_reordered_to_the_projects_classes(env, tmp_path):
+    order = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear", "contempt"]
+    x = torch.rand(2, 3, 20, 20)
+    # TorchScript: differentiable, columns mapped by name (aliases accepted, extra class dropped).
+    net = build("fer_cnn", size=16, channels=[4], n_classes=8).eval()
+    ts = tmp_path / "fer.ts"
+    torch.jit.save(torch.jit.script(net), str(ts))
+    m, info = load_efer({"name": "file", "path": str(ts), "classes": order})
+    raw = net(x)
+    for i, name in enumerate(CLASS_NAMES):
+        j = [o.replace("happy", "happiness").replace("sad", "sadness").replace("angry", "anger") for o in order].index(name)
+        assert torch.allclose(m(x)[:, i], raw[:, j], atol=1e-5)
+    xg = x.clone().requires_grad_(True)
+    m(xg).sum().backward()
+    assert xg.grad is not None and info["differentiable"]
+    # torch.export (.pt2), TorchScript's successor: the same.
+    pt2 = tmp_path / "fer.pt2"
+    torch.export.save(torch.export.export(net, (x,)), str(pt2))
+    m2, _ = load_efer({"name": "file", "path": str(pt2), "classes": order})
+    assert torch.allclose(m2(x), m(x), atol=1e-5)
+    # ONNX: scored by onnxruntime, same mapping, no gradients.
+    w = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    p = tmp_path / "fer.onnx"
+    p.write_bytes(_onnx_linear(w))
+    m, info = load_efer({"name": "file", "path": str(p), "classes": order})
+    ref = x.mean(dim=(2, 3)).numpy() @ w
+    assert np.allclose(m(x).numpy()[:, CLASS_NAMES.index("happiness")], ref[:, 0], atol=1e-5)
+    assert not info["differentiable"]
+    with pytest.raises(EmoganError, match="lack neutral"):
+        load_efer({"name": "file", "path": str(p), "classes": ["happy"] * 8})
+    # Training needs L_eFER's gradient: an ONNX e_FER is refused with the reason.
+    r = CliRunner().invoke(app, ["train", str(env["store"]), "--fold", "0", "--out", str(tmp_path / "run"),
+                                 "--efer", "file", "--efer-path", str(p), "--efer-classes", ",".join(order),
+                                 "--params", str(env["params"])])
+    assert r.exit_code != 0 and "cannot pass gradients" in str(r.exception)
+
+
+def test_fer2013_efer_scores_the_projects_classes():
+    m, info = load_efer({"name": "fer2013"})
+    assert m(torch.rand(2, 3, 48, 48)).shape == (2, 7) and len(info["sha256"]) == 64
+
+
+def test_perceptual_backbone_is_vgg16_when_cached_else_efer_logged(monkeypatch, tmp_path):
+    from training.networks import Vgg16Features
+
+    efer = FrozenClassifier(build("fer_cnn", size=16, channels=[4, 8]))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    fn, mod, rec = perceptual_backbone("auto", efer)
+    assert rec["backbone"] == "efer" and mod is None and len(fn(torch.rand(1, 3, 16, 16))) == 2
+    with pytest.raises(EmoganError, match="VGG16 weights not found"):
+        perceptual_backbone("vgg16", efer)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(Vgg16Features().state_dict(), tmp_path / "checkpoints" / "vgg16-397923af.pth")
+    fn, mod, rec = perceptual_backbone("auto", efer)
+    assert rec["backbone"] == "vgg16" and len(fn(torch.rand(1, 3, 16, 16))) == 4
