@@ -77,6 +77,7 @@ def train_fer_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch"),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="also write the metrics JSON here (DVC metrics)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and exit"),
     params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
 ) -> None:
@@ -91,5 +92,8 @@ def train_fer_command(
     from training.train_fer import run_train_fer
 
     m = run_train_fer(c)
+    if metrics is not None:
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        metrics.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
     typer.echo(f"e_FER: held-out fold {c['fold']} accuracy {m['test_accuracy']:.3f} on {m['test_rows']} faces "
                f"(trained on {m['train_rows']} rows)")
