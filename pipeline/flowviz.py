@@ -3,9 +3,9 @@ Methodology for Optical Flow", IJCV 2011): hue = direction, saturation = magnitu
 
 The wheel has 55 colours on six ramps (red->yellow 15, yellow->green 6, green->cyan 4,
 cyan->blue 11, blue->magenta 13, magenta->red 6): motion to the right is red, to the left
-cyan, downwards (+v, image rows) yellow, upwards violet, as in the Middlebury figures. Flows are (2,H,W) Cartesian in pixels (channel 0 = u along x, 1 = v along y,
-docs/ARCHITECTURE.md); a store's normalized flow is decoded with `pipeline.normalize.denormalize`
-first. Shared by `emogan report` (figures like the paper's Fig. 1 and 5) and `emogan frontalize`.
+cyan, downwards (+v, image rows) yellow, upwards violet, as in the Middlebury figures.
+Flows are (2,H,W) Cartesian in pixels (channel 0 = u along x, 1 = v along y, docs/ARCHITECTURE.md);
+a store's normalized flow is decoded with `pipeline.normalize.denormalize` first. Shared by `emogan report` (figures like the paper's Fig. 1 and 5) and `emogan frontalize`.
 """
 from __future__ import annotations
 
