@@ -12,6 +12,7 @@ from pipeline import flow, folds, normalize, stats
 from pipeline import weights
 from pipeline.errors import EmoganError
 from training import commands as train_commands
+from training import infer_cli
 
 app = typer.Typer(
     name="emogan",
@@ -39,6 +40,10 @@ app.command("normalize")(normalize.cli)
 app.command("folds")(folds.cli)
 app.command("train-fer")(train_commands.train_fer_command)
 app.command("train")(train_commands.train_command)
+app.command("export")(infer_cli.export_command)
+app.command("average-face")(infer_cli.average_face_command)
+app.command("frontalize")(infer_cli.frontalize_command)
+app.command("transfer")(infer_cli.transfer_command)
 
 # Set-up commands (not stages): `emogan weights fetch NAME`.
 app.add_typer(weights.app, name="weights")
