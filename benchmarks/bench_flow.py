@@ -15,6 +15,8 @@ best of the repeats (the machine is shared: the best run is the least disturbed 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -66,29 +68,37 @@ def make_dataset(root: Path, sequences: int, frames: int, side: int) -> Path:
     return root
 
 
-def raw_farneback(crops: Path, p: fl.FlowParams) -> tuple[int, float]:
-    """Farneback calls and seconds for the stage's pairs, frames decoded beforehand (not timed)."""
+def raw_farneback(crops: Path, p: fl.FlowParams) -> tuple[int, float, float]:
+    """Farneback calls, wall and CPU seconds for the stage's pairs, frames decoded beforehand (not timed)."""
     cv2.setNumThreads(1)
-    calls, seconds = 0, 0.0
+    calls, seconds, cpu = 0, 0.0, 0.0
     for row in fl.read_crops_csv(crops):
         for cam in ("cam1", "cam2"):
             frames = [cv2.cvtColor(cv2.imread(str(q)), cv2.COLOR_BGR2GRAY)
                       for q in sorted((crops / row[f"{cam}_dir"]).glob("img_*.png"))]
             pairs = {(q.t, q.t2) for q in fl.frame_pairs(len(frames), p.strategies, p.max_step)}
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             for t, t2 in sorted(pairs):
                 cv2.calcOpticalFlowFarneback(frames[t], frames[t2], None, p.pyr_scale, p.levels, p.winsize,
                                              p.iterations, p.poly_n, p.poly_sigma, p.flags)
             seconds += time.perf_counter() - t0
+            cpu += cpu_seconds() - c0
             calls += len(pairs)
-    return calls, seconds
+    return calls, seconds, cpu
 
 
-def timed_stage(crops: Path, out: Path, p: fl.FlowParams) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (the dask worker processes)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed_stage(crops: Path, out: Path, p: fl.FlowParams) -> tuple[float, float]:
+    """Wall and CPU seconds of one flow stage run (workers are reaped on return, so counted)."""
     shutil.rmtree(out, ignore_errors=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     fl.compute_flows(crops, out, p, progress=False)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, cpu_seconds() - c0
 
 
 def main() -> None:
@@ -105,29 +115,39 @@ def main() -> None:
         crops = make_dataset(tmp / "crops", args.sequences, args.frames, args.side)
         base = dict(size=128, max_step=args.max_step)
         best: dict[str, float] = {}
+        best_cpu: dict[str, float] = {}
 
-        def keep(name: str, seconds: float) -> None:
-            best[name] = min(best.get(name, float("inf")), seconds)
+        def keep(name: str, wall_cpu: tuple[float, float]) -> None:
+            best[name] = min(best.get(name, float("inf")), wall_cpu[0])
+            best_cpu[name] = min(best_cpu.get(name, float("inf")), wall_cpu[1])
 
         calls = 0
+        load = [os.getloadavg()[0]]
         for _ in range(args.repeats):
             # Interleaved, so a burst of load on the shared machine hits every configuration alike.
-            calls, raw_s = raw_farneback(crops, fl.FlowParams(**base))
-            keep("raw", raw_s)
+            calls, raw_s, raw_cpu = raw_farneback(crops, fl.FlowParams(**base))
+            keep("raw", (raw_s, raw_cpu))
             keep("stage_inprocess", timed_stage(crops, tmp / "f0.zarr", fl.FlowParams(**base, workers=0)))
             keep("stage_1worker", timed_stage(crops, tmp / "f1.zarr", fl.FlowParams(**base, workers=1)))
             keep("stage_2workers", timed_stage(crops, tmp / "f2.zarr", fl.FlowParams(**base, workers=2)))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             normalize_store(tmp / "f1.zarr", tmp / "store.zarr", NormalizeParams(clip=10.0, size=128))
-            keep("normalize", time.perf_counter() - t0)
+            keep("normalize", (time.perf_counter() - t0, cpu_seconds() - c0))
+        load.append(os.getloadavg()[0])
 
         rate = {k: calls / v for k, v in best.items() if k != "normalize"}
         print(f"{args.sequences} sequences x {args.frames} frames at {args.side}px, max_step {args.max_step}: "
-              f"{calls} Farneback calls per run (both cameras); best of {args.repeats}")
+              f"{calls} Farneback calls per run (both cameras); best of {args.repeats}; "
+              f"load average {load[0]:.1f} at start, {load[1]:.1f} at end on {os.cpu_count()} CPUs")
         for k, v in rate.items():
-            print(f"  {k:16s} {best[k]:7.2f} s  {v:6.2f} pairs/s")
-        print(f"  {'normalize':16s} {best['normalize']:7.2f} s")
-        print("ratios:")
+            print(f"  {k:16s} {best[k]:7.2f} s wall {best_cpu[k]:7.2f} s CPU  {v:6.2f} pairs/s")
+        print(f"  {'normalize':16s} {best['normalize']:7.2f} s wall {best_cpu['normalize']:7.2f} s CPU")
+        print("CPU-time ratios (robust to load: what the stage spends beyond Farneback itself):")
+        print(f"  raw CPU / stage in-process CPU  {best_cpu['raw'] / best_cpu['stage_inprocess']:.2f}")
+        print(f"  raw CPU / stage 1 worker CPU    {best_cpu['raw'] / best_cpu['stage_1worker']:.2f}"
+              "  (incl. worker start-up)")
+        print(f"  normalize CPU / stage 1 worker CPU  {best_cpu['normalize'] / best_cpu['stage_1worker']:.3f}")
+        print("wall-time ratios:")
         print(f"  stage in-process / raw        {rate['stage_inprocess'] / rate['raw']:.2f}  (aim >= 0.85)")
         print(f"  stage 1 dask worker / raw     {rate['stage_1worker'] / rate['raw']:.2f}  (aim >= 0.85)")
         print(f"  stage 2 workers / 1 worker    {rate['stage_2workers'] / rate['stage_1worker']:.2f}  (aim >= 1.7)")
