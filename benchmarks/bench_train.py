@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -88,7 +89,8 @@ def loader_rate(store: Path, batch_size: int, workers: int, epochs: int = 2) -> 
 def render(res: dict[str, Any]) -> str:
     """The docs/BENCHMARKS.md section."""
     lines = [START, "## Trainer (`benchmarks/bench_train.py`)", "",
-             f"One run on {res['machine']}, torch {res['torch']}, {res['threads']} threads; "
+             f"One run on {res['machine']} (shared with other work), torch {res['torch']}, {res['threads']} torch "
+             "thread(s); "
              f"store {res['store_size']}x{res['store_size']}, {res['store_rows']} rows, "
              f"{res['chunk_rows']} rows per chunk (1 MiB chunks, blosc lz4). A step is the whole GAN step "
              "(D_P + D_E update, G_W update, G_F update with L_GW connected; perceptual loss on e_FER features).", "",
@@ -111,6 +113,11 @@ def render(res: dict[str, Any]) -> str:
         for s in extra["steps"]:
             lines.append(f"| {s['config']}{' bf16' if s['amp'] == 'on' else ''} | {s['device']} | {s['batch_size']} | "
                          f"{s['size']} | {s['s_per_step']:.4f} | {s['steps_per_s']:.1f} | {s['samples_per_s']:.0f} |")
+        top = max(extra["steps"], key=lambda s: s["samples_per_s"])
+        one = max(ld["samples_per_s"] for ld in res["loader"] if ld["workers"] == 1)
+        lines += ["", f"Across machines (indicative only): the GPU's fastest row consumes {top['samples_per_s']:.0f} "
+                  f"samples/s, {one / top['samples_per_s']:.1f}x below what one loader worker delivered here; "
+                  "there the loader needs several workers (`workers`, one process each) to stay >= 10x ahead."]
     lines.append(END)
     return "\n".join(lines)
 
@@ -130,12 +137,18 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the raw results here")
     ap.add_argument("--extra-json", type=Path, action="append", default=[],
                     help="results of another machine's run (e.g. a GPU) to list in their own table")
+    ap.add_argument("--render", type=Path, help="no measurement: render the docs section from a saved --json")
     ap.add_argument("--batch-sizes", default="", help="GPU runs: extra paper batch sizes, comma-separated")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     params = load_params(ROOT / "params.yaml")
     dev = torch.device(a.device)
-    res: dict[str, Any] = {"machine": f"{platform.machine()} {torch.get_num_threads()} threads"
+    if a.render:
+        res = json.loads(a.render.read_text())
+        res["extra"] = [json.loads(p.read_text()) for p in a.extra_json]
+        _finish(res, a)
+        return
+    res: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs"
                            + (f", {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else ""),
                            "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": [], "loader": []}
     runs = [("small", a.small_steps, "off", None), ("paper", a.paper_steps, "off", None)]
@@ -172,11 +185,17 @@ def main() -> None:
     if "small" in cpu:
         ratios.append(f"one loader worker delivers {best / cpu['small']['samples_per_s']:.0f}x what the small step consumes")
     res["ratios"] = ratios
-    res["extra"] = [json.loads(p.read_text()) for p in a.extra_json]
-    text = render(res) if cpu else json.dumps(res, indent=2)
-    print(text)
     if a.json:
         a.json.write_text(json.dumps(res, indent=2))
+    res["extra"] = [json.loads(p.read_text()) for p in a.extra_json]
+    _finish(res, a)
+
+
+def _finish(res: dict[str, Any], a: argparse.Namespace) -> None:
+    """Print the section and, with --write-docs, put it into docs/BENCHMARKS.md."""
+    cpu = {s["config"]: s for s in res["steps"] if s["device"] == "cpu" and s["amp"] == "off"}
+    text = render(res) if cpu else json.dumps(res, indent=2)
+    print(text)
     if a.write_docs and cpu:
         doc = ROOT / "docs" / "BENCHMARKS.md"
         old = doc.read_text() if doc.exists() else "# Benchmarks\n\nRatios measured within one run of each script.\n"
