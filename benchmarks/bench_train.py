@@ -49,7 +49,7 @@ def step_rate(params: dict[str, Any], name: str, steps: int, warmup: int, device
     torch.manual_seed(0)
     nets = {r: m.to(device) for r, m in build_nets(t).items()}
     efer = FrozenClassifier(build_from(params["train_fer"]["net"])).to(device)
-    opt = {r: make_optimizer(m.parameters(), t["optim"][r], t["fused_optim"], device) for r, m in nets.items()}
+    opt = {r: make_optimizer(m.parameters(), t["optim"][r], t["fused_optim"]) for r, m in nets.items()}
     ctx = StepContext(nets, nets, opt, efer, efer.features, t, autocast_ctx(t, device), Dist(), device)
     raw = _batch(t["batch_size"], store_size)
     for i in range(warmup + steps):

@@ -89,7 +89,7 @@ def test_one_step_of_the_whole_gan_lowers_each_loss_on_a_fixed_batch():
     t["optim"]["de"] = {"kind": "sgd", "lr": 1e-3, "momentum": 0.9}
     nets = build_nets(t)
     efer = FrozenClassifier(build("fer_cnn", **{k: v for k, v in TINY_FER.items() if k != "name"}))
-    opt = {r: make_optimizer(m.parameters(), t["optim"][r], True, torch.device("cpu")) for r, m in nets.items()}
+    opt = {r: make_optimizer(m.parameters(), t["optim"][r], True) for r, m in nets.items()}
     b = _batch()
     y, ys, xt, xs, lab = b["flow_input"], b["flow_target"], b["neutral"], b["target_image"], b["label"]
 

@@ -90,7 +90,7 @@ def build_nets(t: dict[str, Any]) -> dict[str, nn.Module]:
     return {role: build_from(t["nets"][role]) for role in ROLES}
 
 
-def make_optimizer(params: Any, spec: dict[str, Any], fused: bool, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(params: Any, spec: dict[str, Any], fused: bool = True) -> torch.optim.Optimizer:
     """Adam or SGD from a config mapping ({kind, lr, betas | momentum, weight_decay})."""
     kind = spec["kind"]
     wd = float(spec.get("weight_decay", 0.0))
@@ -260,7 +260,7 @@ def gan_step(batch: dict[str, torch.Tensor], epoch: int, c: StepContext) -> dict
     with c.amp(), frozen_batch_stats(n["de"]):
         dp_fake = n["dp"](fake_cond).float()
         de_fake = n["de"](fake).float()
-    gan = L.gan_loss_gf(dp_fake, de_fake, labels)
+    gan = L.gan_loss_gf(dp_fake, de_fake, labels, t.get("gan_weights", (1.0, 1.0)))
     l_epe = L.epe(fake, y_star)
     l_char = L.charbonnier(fake, y_star, t["char_eps"])
     l_gw = None
@@ -302,6 +302,17 @@ def evaluate_epe(gf: nn.Module, store: str, rows: np.ndarray, representation: st
     fr, inp = s_fr / max(n, 1), s_in / max(n, 1)
     return {"epe_frontalized_px": fr, "epe_input_px": inp,
             "epe_reduction": (1.0 - fr / inp) if inp > 0 else 0.0, "rows": n}
+
+
+def evaluate_stores(gf: nn.Module, infos: list[Any], rows: list[np.ndarray], t: dict[str, Any], device: torch.device,
+                    amp: Callable[[], Any]) -> dict[str, dict[str, float]]:
+    """evaluate_epe on each store's held-out rows, keyed by dataset name (the store's stem)."""
+    out = {}
+    for info, r in zip(infos, rows):
+        name = Path(info.path.rstrip("/")).name.removesuffix(".zarr")
+        out[name] = evaluate_epe(gf, info.path, r, info.representation, info.clip, t["eval_batch_size"], device, amp,
+                                 t["size"])
+    return out
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -359,6 +370,37 @@ def _ddp_checksums(nets: dict[str, nn.Module], d: Dist) -> list[float]:
     return [float(x.item()) for x in out]
 
 
+def _restore(path: Path, c: dict[str, Any], nets: dict[str, nn.Module], optims: dict[str, Any],
+             scheds: dict[str, Any], d: Dist, device: torch.device) -> tuple[int, int]:
+    """Load a checkpoint into nets, optimizers, schedulers and the RNG; (completed epochs, global step)."""
+    state = ck.load_checkpoint(path)
+    drift = _config_drift(state["config"], c)
+    if drift:
+        raise EmoganError(f"{path}: cannot resume exactly, the config changed: {', '.join(drift)}")
+    for r in ROLES:
+        nets[r].load_state_dict(state["nets"][r])
+        optims[r].load_state_dict(state["optims"][r])
+        scheds[r].load_state_dict(state["scheds"][r])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"][min(d.rank, len(rng["torch"]) - 1)])
+    if device.type == "cuda" and rng.get("cuda"):
+        torch.cuda.set_rng_state(rng["cuda"][min(d.rank, len(rng["cuda"]) - 1)])
+    return int(state["epoch"]), int(state["global_step"])
+
+
+def _state(c: dict[str, Any], epoch: int, step: int, nets: dict[str, nn.Module], optims: dict[str, Any],
+           scheds: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A checkpoint: state_dicts of nets, optimizers and schedulers, the RNG, the config (no pickled objects)."""
+    return {
+        "format": 1, "config": c, "epoch": epoch, "global_step": step,
+        "nets": {r: m.state_dict() for r, m in nets.items()},
+        "optims": {r: o.state_dict() for r, o in optims.items()},
+        "scheds": {r: s.state_dict() for r, s in scheds.items()},
+        "rng": {"torch": [torch.get_rng_state()],
+                "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []},
+    }
+
+
 def run_training(c: dict[str, Any],
                  on_finish: Callable[[dict[str, nn.Module], Dist], None] | None = None) -> dict[str, Any]:
     """Train eMotion-GAN as config dict `c` says (see training.config.resolve_run); returns the final metrics.
@@ -376,11 +418,11 @@ def run_training(c: dict[str, Any],
         torch.backends.cudnn.benchmark = True
     out = Path(c["out"])
     resume = bool(c.get("resume"))
+    if not resume and ck.list_checkpoints(out):  # every rank sees the same folder: all stop together
+        raise EmoganError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue it "
+                          "or choose another --out")
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        if not resume and ck.list_checkpoints(out):
-            raise EmoganError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue it "
-                              "or choose another --out")
 
     # Data: every store checked against the schema, rows chosen by fold.
     infos = [check_store(s) for s in c["stores"]]
@@ -407,7 +449,7 @@ def run_training(c: dict[str, Any],
     perc_fn, perc_mod, perc_info = perceptual_backbone(t["perceptual"], efer)
     if perc_mod is not None:
         perc_mod.to(device)
-    optims = {r: make_optimizer(nets[r].parameters(), t["optim"][r], t["fused_optim"], device) for r in ROLES}
+    optims = {r: make_optimizer(nets[r].parameters(), t["optim"][r], t["fused_optim"]) for r in ROLES}
     gamma = float(t["lr_gamma"])
     scheds = {r: torch.optim.lr_scheduler.LambdaLR(o, lambda e: gamma ** e) for r, o in optims.items()}
 
@@ -428,19 +470,7 @@ def run_training(c: dict[str, Any],
         cks = ck.list_checkpoints(out)
         if not cks:
             raise EmoganError(f"{out}: --resume but no checkpoint in {out / ck.CKPT_DIR}")
-        state = ck.load_checkpoint(cks[-1][1])
-        drift = _config_drift(state["config"], c)
-        if drift:
-            raise EmoganError(f"{cks[-1][1]}: cannot resume exactly, the config changed: {', '.join(drift)}")
-        for r in ROLES:
-            nets[r].load_state_dict(state["nets"][r])
-            optims[r].load_state_dict(state["optims"][r])
-            scheds[r].load_state_dict(state["scheds"][r])
-        start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
-        torch.set_rng_state(state["rng"]["torch"][d.rank] if d.rank < len(state["rng"]["torch"])
-                            else state["rng"]["torch"][0])
-        if device.type == "cuda" and state["rng"].get("cuda"):
-            torch.cuda.set_rng_state(state["rng"]["cuda"][min(d.rank, len(state["rng"]["cuda"]) - 1)])
+        start_epoch, global_step = _restore(cks[-1][1], c, nets, optims, scheds, d, device)
         log.info("resuming %s after epoch %d (step %d)", out, start_epoch, global_step)
     else:
         # Per-rank randomness (dropout) after the identical initialisation.
@@ -509,12 +539,7 @@ def run_training(c: dict[str, Any],
             s.step()
         dt = time.time() - t0
         means = {k: v / max(n_batches, 1) for k, v in sums.items()}
-        ev: dict[str, Any] = {}
-        if d.main:
-            for info, rows in zip(infos, test_rows):
-                name = Path(info.path.rstrip("/")).name.removesuffix(".zarr")
-                ev[name] = evaluate_epe(nets["gf"], info.path, rows, rep, clip, t["eval_batch_size"], device, amp,
-                                        t["size"])
+        ev = evaluate_stores(nets["gf"], infos, test_rows, t, device, amp) if d.main else {}
         checks = None
         if d.world > 1:
             _broadcast_buffers(nets, d)
@@ -532,15 +557,8 @@ def run_training(c: dict[str, Any],
                 for kk in ("epe_frontalized_px", "epe_input_px", "epe_reduction"):
                     live.log_metric(f"test/{name}/{kk}", e[kk])
             live.next_step()
-            state = {
-                "format": 1, "config": c, "epoch": epoch + 1, "global_step": global_step,
-                "nets": {r: m.state_dict() for r, m in nets.items()},
-                "optims": {r: o.state_dict() for r, o in optims.items()},
-                "scheds": {r: s.state_dict() for r, s in scheds.items()},
-                "rng": {"torch": [torch.get_rng_state()],
-                        "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []},
-            }
-            ck.save_checkpoint(ck.checkpoint_path(out, epoch + 1), state)
+            ck.save_checkpoint(ck.checkpoint_path(out, epoch + 1),
+                               _state(c, epoch + 1, global_step, nets, optims, scheds, device))
             ck.prune_checkpoints(out, t["keep_checkpoints"])
             log.info("epoch %d/%d: L_GF %.4f (epe %.4f) D_P %.4f D_E %.4f L_GW %.4f; %s", epoch + 1, t["epochs"],
                      means["gf"], means["epe"], means["dp"], means["de"], means["gw"],
@@ -556,10 +574,7 @@ def run_training(c: dict[str, Any],
         on_finish(nets, d)
     if d.main:
         if not final:  # resumed a finished run: evaluate what it holds
-            for info, rows in zip(infos, test_rows):
-                name = Path(info.path.rstrip("/")).name.removesuffix(".zarr")
-                final[name] = evaluate_epe(nets["gf"], info.path, rows, rep, clip, t["eval_batch_size"], device,
-                                           amp, t["size"])
+            final = evaluate_stores(nets["gf"], infos, test_rows, t, device, amp)
         ck.export_weights(out, nets, cfg_record)
         metrics = {"fold": c["fold"], "epochs": t["epochs"], "test": final}
         if final:
