@@ -12,6 +12,7 @@ from pipeline import flow, folds, normalize, stats
 from pipeline import weights
 from pipeline.errors import EmoganError
 from training import commands as train_commands
+from training import eval_commands
 from training import infer_cli
 
 app = typer.Typer(
@@ -40,6 +41,10 @@ app.command("normalize")(normalize.cli)
 app.command("folds")(folds.cli)
 app.command("train-fer")(train_commands.train_fer_command)
 app.command("train")(train_commands.train_command)
+app.command("train-flowcnn")(eval_commands.train_flowcnn_command)
+app.command("baseline-landmark")(eval_commands.baseline_landmark_command)
+app.command("evaluate")(eval_commands.evaluate_command)
+app.command("report")(eval_commands.report_command)
 app.command("export")(infer_cli.export_command)
 app.command("average-face")(infer_cli.average_face_command)
 app.command("frontalize")(infer_cli.frontalize_command)

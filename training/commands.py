@@ -44,6 +44,8 @@ def train_command(
     seed: Optional[int] = typer.Option(None, "--seed"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)"),
     live_dir: Optional[Path] = typer.Option(None, "--live-dir", help="dvclive folder (default OUT/dvclive)"),
+    ablation: Optional[str] = typer.Option(None, "--ablation", help="Table IV variant of params train.ablations "
+                                           "(full, no_rec, no_de, no_gw): those L_GF terms are zeroed"),
     resume: bool = typer.Option(False, "--resume", help="continue from the run folder's last checkpoint"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config, check stores and folds, exit"),
     params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
@@ -52,7 +54,8 @@ def train_command(
     from training.config import resolve_run
 
     c = resolve_run(params, stores=stores, out=out, config=config, fold=fold, folds=folds, live_dir=live_dir,
-                    device=device, efer=efer, efer_path=efer_path, efer_classes=efer_classes, epochs=epochs,
+                    device=device, efer=efer, efer_path=efer_path, efer_classes=efer_classes, ablation=ablation,
+                    epochs=epochs,
                     batch_size=batch_size, steps_per_epoch=steps_per_epoch, workers=workers, seed=seed)
     c["resume"] = resume
     if dry_run:

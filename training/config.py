@@ -46,6 +46,7 @@ class TrainConfig:
     batch_size: int = 4
     e_c: int = 5                                   # epoch from which L_GW enters L_GF
     lambdas: tuple[float, ...] = (1.0, 7.0, 3.0, 1.0)   # L_GAN, L_epe, L_char, L_GW in L_GF
+    gan_weights: tuple[float, ...] = (1.0, 1.0)         # D_P and D_E terms inside L_GAN (ablation w/o L_DE: D_E 0)
     alphas: tuple[float, ...] = (2.0, 7.0, 1.0)         # L_1, L_perc, L_eFER in L_GW
     char_eps: float = 1e-3
     image_steps: tuple[int, ...] | None = (3, 5)   # rows with lo < step <= hi feed the image losses
@@ -76,6 +77,31 @@ class TrainSection:
     folds_k: int = 10
     paper: dict[str, Any] = field(default_factory=dict)
     small: dict[str, Any] = field(default_factory=dict)
+    # Table IV: `emogan train --ablation NAME` zeroes these terms of L_GF in the chosen config.
+    ablations: dict[str, list[str]] = field(default_factory=lambda: {
+        "full": [], "no_rec": ["epe", "char"], "no_de": ["gan_de"], "no_gw": ["gw"]})
+
+
+# Terms an ablation can remove: which weight of the config it zeroes.
+ABLATION_TERMS: dict[str, tuple[str, int]] = {
+    "gan_dp": ("gan_weights", 0), "gan_de": ("gan_weights", 1),
+    "epe": ("lambdas", 1), "char": ("lambdas", 2), "gw": ("lambdas", 3),
+}
+
+
+def apply_ablation(cfg: "TrainConfig", sec: "TrainSection", name: str | None) -> None:
+    """Zero the L_GF terms that ablation `name` (params `train.ablations`) removes; None or `full` keeps all."""
+    if name is None:
+        return
+    if name not in sec.ablations:
+        raise ParamsError(f"unknown ablation {name!r}; params.yaml `train.ablations` has {', '.join(sec.ablations)}")
+    for term in sec.ablations[name]:
+        if term not in ABLATION_TERMS:
+            raise ParamsError(f"train.ablations.{name}: unknown term {term!r}; known: {', '.join(ABLATION_TERMS)}")
+        key, i = ABLATION_TERMS[term]
+        w = list(getattr(cfg, key))
+        w[i] = 0.0
+        setattr(cfg, key, tuple(w))
 
 
 @dataclass
@@ -121,6 +147,8 @@ def validate(cfg: TrainConfig, where: str) -> None:
             bad(f"optim.{role}.kind must be adam or sgd")
     if len(cfg.lambdas) != 4 or len(cfg.alphas) != 3:
         bad("lambdas needs 4 numbers (GAN, epe, char, GW), alphas 3 (L1, perc, eFER)")
+    if len(cfg.gan_weights) != 2:
+        bad("gan_weights needs 2 numbers (D_P term, D_E term of L_GAN)")
     if cfg.image_steps is not None and len(cfg.image_steps) != 2:
         bad("image_steps is [lo, hi] (lo < step <= hi) or null")
     if cfg.gw_flow not in ("generated", "target"):
@@ -169,7 +197,7 @@ def resolve_folds(params: dict[str, Any], stores: Sequence[str | Path], folds: S
 def resolve_run(params_path: Path | str | None, *, stores: Sequence[Path], out: Path, config: str | None = None,
                 fold: int | None = None, folds: Sequence[Path] | None = None, live_dir: Path | None = None,
                 device: str | None = None, efer: str | None = None, efer_path: Path | None = None,
-                efer_classes: str | None = None, **overrides: Any) -> dict[str, Any]:
+                efer_classes: str | None = None, ablation: str | None = None, **overrides: Any) -> dict[str, Any]:
     """The whole resolved config of an `emogan train` run, as written to config.json."""
     params = load_params(params_path)
     sec = section(params, "train", TrainSection)
@@ -186,10 +214,12 @@ def resolve_run(params_path: Path | str | None, *, stores: Sequence[Path], out: 
     if efer_classes is not None:
         e["classes"] = [c.strip() for c in efer_classes.split(",") if c.strip()]
     cfg.efer = e
+    apply_ablation(cfg, sec, ablation)
     validate(cfg, where=f"train.{name}")
     k = sec.folds_k
     return {
         "config_name": name,
+        "ablation": ablation or "full",
         "stores": [str(s) for s in stores],
         "fold": sec.fold if fold is None else int(fold),
         "folds_files": resolve_folds(params, stores, folds),

@@ -55,9 +55,13 @@ def de_loss(logits_real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return cross_entropy(logits_real, labels)
 
 
-def gan_loss_gf(dp_logits_fake: torch.Tensor, de_logits_fake: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """L_GAN = 1/2 (L_GAN(G_F, D_P) + L_GAN(G_F, D_E)): fool D_P into 'real', make D_E read the true label."""
-    return 0.5 * (bce_logits(dp_logits_fake, True) + cross_entropy(de_logits_fake, labels))
+def gan_loss_gf(dp_logits_fake: torch.Tensor, de_logits_fake: torch.Tensor, labels: torch.Tensor,
+                weights: Sequence[float] = (1.0, 1.0)) -> torch.Tensor:
+    """L_GAN = 1/2 (w_P L_GAN(G_F, D_P) + w_E L_GAN(G_F, D_E)): fool D_P into 'real', make D_E read the true label.
+
+    The paper's weights are (1, 1); Table IV's "w/o L_DE" ablation sets w_E = 0.
+    """
+    return 0.5 * (weights[0] * bce_logits(dp_logits_fake, True) + weights[1] * cross_entropy(de_logits_fake, labels))
 
 
 def l1_image(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,315 @@
+"""Evaluation (issue 5): each metric on hand-made cases, the landmark baseline's geometry on a real
+face, held-out subjects never in any judge's or model's training data, and the whole CV report
+rendered from a tiny run (fixture store, tiny nets)."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.errors import EmoganError
+from training import evaluate as ev
+from training.baselines import (RIGID_LANDMARKS, border_points, frontal_template, frontalize_landmarks, umeyama,
+                                warp_to_mesh, triangulate)
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- metrics on hand-made cases -------------------------------------------------------------
+
+def test_epe_of_known_flows():
+    gt = np.zeros((2, 2, 4, 4))
+    pred = np.zeros_like(gt)
+    pred[0, 0] = 3.0
+    pred[0, 1] = 4.0          # every vector of sample 0 is off by (3, 4): 5 px
+    pred[1, 0, :2] = 1.0      # half of sample 1's vectors off by 1 px along u
+    assert ev.epe_px(pred, gt) == pytest.approx([5.0, 0.5])
+    assert ev.epe_px(gt, gt) == pytest.approx([0.0, 0.0])
+    # The end-point error is a per-vector norm, not a per-channel error: (1, 1) -> sqrt 2.
+    assert ev.epe_px(np.ones((1, 2, 3, 3)), np.zeros((1, 2, 3, 3)))[0] == pytest.approx(math.sqrt(2))
+
+
+def test_ssim_and_rmse_of_images():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
+    assert ev.ssim_u8(a, a) == pytest.approx([1.0, 1.0, 1.0])
+    assert ev.rmse_u8(a, a) == pytest.approx([0.0, 0.0, 0.0])
+    b = np.clip(a.astype(int) + 10, 0, 255).astype(np.uint8)
+    flat = np.full((1, 3, 32, 32), 100, np.uint8)
+    assert ev.rmse_u8(flat + 10, flat)[0] == pytest.approx(10.0)
+    noisy = np.clip(a.astype(int) + rng.normal(0, 40, a.shape), 0, 255).astype(np.uint8)
+    s_b, s_noisy = ev.ssim_u8(b, a), ev.ssim_u8(noisy, a)
+    assert (s_noisy < s_b).all() and (s_b < 1.0).all()
+
+
+def test_delta_accuracy_and_confusion_arithmetic():
+    assert ev.delta_percent(0.6, 0.4) == pytest.approx(50.0)
+    assert ev.delta_percent(0.3, 0.4) == pytest.approx(-25.0)
+    assert ev.gain_points(0.6, 0.4) == pytest.approx(20.0)
+    assert ev.delta_percent(0.5, 0.0) is None and ev.delta_percent(None, 0.4) is None
+    labels = np.array([0, 1, 1, 2, -1])
+    preds = np.array([0, 1, 2, 2, 3])           # the unlabeled row does not count
+    c = ev.confusion(labels, preds)
+    assert c.sum() == 4 and c[1, 2] == 1 and np.trace(c) == 3
+    assert ev.accuracy(labels, preds) == pytest.approx(0.75)
+    assert ev.accuracy(np.array([-1]), np.array([0])) is None
+
+
+def test_summaries_group_rows_and_compute_delta():
+    rec = {
+        "dataset": np.array(["a", "a", "a", "a", "b", "b"]),
+        "pose": np.array(["yaw", "yaw", "roll", "nothing", "augmented", "augmented"]),
+        "strategy": np.array(["neutral_apex"] * 6),
+        "label": np.array([1, 2, 3, 4, 5, 6]),
+        "flowcnn_nonfrontal": np.array([1, 0, 0, 4, 5, 0]),
+        "flowcnn_emotiongan": np.array([1, 2, 3, 4, 5, 0]),
+        "epe_nonfrontal": np.array([4.0, 6.0, 2.0, 1.0, 3.0, 3.0]),
+        "epe_emotiongan": np.array([1.0, 1.0, 1.0, 1.0, 1.0, np.nan]),
+    }
+    bd = ev.breakdown(rec, {"large": ["yaw", "pitch", "roll", "diagonal"]})
+    large = bd["a/large/neutral_apex"]
+    assert large["n"] == 3
+    assert large["flowcnn"]["accuracy"] == {"nonfrontal": pytest.approx(1 / 3), "emotiongan": 1.0}
+    assert large["flowcnn"]["delta_percent"]["emotiongan"] == pytest.approx(200.0)
+    assert large["flowcnn"]["gain_pts"]["emotiongan"] == pytest.approx(200 / 3)
+    assert large["epe_px"] == {"nonfrontal": pytest.approx(4.0), "emotiongan": pytest.approx(1.0)}
+    assert bd["all/all/all"]["n"] == 6
+    assert bd["b/all/all"]["epe_px"]["emotiongan"] == pytest.approx(1.0)   # NaN rows are left out of means
+    assert "a/pitch/all" not in bd                                      # no empty groups
+    assert np.asarray(bd["all/large/all"]["flowcnn"]["confusion"]["emotiongan"]).sum() == 3
+
+
+def test_flow_flip_mirrors_and_inverts():
+    from training import flowrep
+    from training.flowcnn import flip_flows
+
+    px = torch.zeros(1, 2, 4, 4)
+    px[0, 0, :, 0] = 3.0     # rightward motion in the left column
+    x = flowrep.encode(px, "polar", 10.0)
+    f = flowrep.decode(flip_flows(x, "polar", 10.0), "polar", 10.0)
+    assert f[0, 0, :, 3] == pytest.approx(torch.full((4,), -3.0), abs=1e-4)   # leftward, right column
+    assert f[0, 0, :, 0].abs().max() < 1e-4
+    back = flowrep.decode(flip_flows(flip_flows(x, "polar", 10.0), "polar", 10.0), "polar", 10.0)
+    assert torch.allclose(back, px, atol=1e-4)
+
+
+# --- landmark baseline geometry -------------------------------------------------------------
+
+def _rotation(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
+    y, p, r = (math.radians(a) for a in (yaw_deg, pitch_deg, roll_deg))
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return rz @ rx @ ry
+
+
+def test_umeyama_recovers_a_similarity():
+    rng = np.random.default_rng(1)
+    src = rng.normal(size=(30, 3))
+    r = _rotation(25, -10, 15)
+    dst = 2.5 * src @ r.T + np.array([4.0, -2.0, 1.0])
+    s, r_hat, t = umeyama(src, dst)
+    assert s == pytest.approx(2.5) and np.allclose(r_hat, r) and np.allclose(t, [4.0, -2.0, 1.0])
+
+
+def test_frontalized_landmarks_undo_the_head_rotation():
+    """A face mesh (random 3-D points, the rigid ones fixed) turned by yaw/pitch/roll and moved comes back
+    where the frontal frame put it, while a non-rigid point keeps its own (expression) offset."""
+    from training.baselines import FOREHEAD, NOSE_TIP, RIGID_PAIRS
+
+    rng = np.random.default_rng(2)
+    mesh = rng.normal(0, 30, (468, 3))
+    mesh[FOREHEAD] = [0, -60, 10]
+    mesh[NOSE_TIP] = [0, 0, 10]        # same depth as the forehead: the frontal frame is the image frame
+    for k, (l, r) in enumerate(RIGID_PAIRS):
+        mesh[l] = [-40 - 5 * k, -20 + 8 * k, 0]
+        mesh[r] = [40 + 5 * k, -20 + 8 * k, 0]
+    frontal = mesh + [256, 256, 0]
+    template, scale, centre = frontal_template(frontal)
+    base = frontalize_landmarks(frontal, template, scale, centre)
+    moved = mesh.copy()
+    moved[61] += [0, 12, 0]                       # a mouth corner drops: expression, not pose
+    turned = moved @ _rotation(25, 10, -15).T * 0.9 + [280, 240, 5]
+    out = frontalize_landmarks(turned, template, scale, centre)
+    rigid = list(RIGID_LANDMARKS)
+    assert np.abs(out[rigid] - base[rigid]).max() < 1e-6
+    assert out[61] - base[61] == pytest.approx([0, 12], abs=1e-6)
+    # the raw turned mesh is far from it: the test is not trivially satisfied
+    assert np.abs(turned[rigid, :2] - base[rigid]).max() > 20
+
+
+def test_mesh_warp_moves_texture_with_the_points():
+    """Mesh points all shifted by (5, 3): inside every triangle of mesh points the image is shifted by (5, 3)."""
+    from pipeline.face_model import rasterize
+
+    rng = np.random.default_rng(3)
+    img = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    g = np.linspace(16, 48, 5)
+    pts = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    anchors = border_points(64, 2)
+    src = np.concatenate([pts, anchors])
+    dst = np.concatenate([pts + [5, 3], anchors])
+    tris = triangulate(dst)
+    out = warp_to_mesh(img, src, dst, tris)
+    inner = np.flatnonzero((tris < len(pts)).all(1))
+    ids = rasterize(dst[tris].astype(np.float32), np.arange(len(tris)), (64, 64))
+    # Pixels strictly inside mesh triangles (edges may belong to a neighbour triangle).
+    mask = np.isin(ids, inner)
+    mask[1:-1, 1:-1] &= mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    yy, xx = np.nonzero(mask)
+    assert len(yy) > 400
+    assert np.array_equal(out[yy, xx], img[yy - 3, xx - 5])
+    # Far from the mesh, the anchored border stays in place.
+    assert np.array_equal(out[0, :], img[0, :])
+
+
+@pytest.mark.slow
+def test_landmark_frontalization_removes_an_in_plane_head_turn():
+    """On a real face (scikit-image's astronaut), FaceMesh + mesh warp remove most of a 20 degree roll:
+    the Farneback flow inside the face falls several fold."""
+    import cv2
+
+    from face_images import astronaut
+    from pipeline.flow import FlowParams, farneback_px
+    from training.baselines import LandmarkParams, frontalize_frames, landmarks
+
+    img = cv2.resize(astronaut()[10:210, 40:240], (256, 256))
+    m = cv2.getRotationMatrix2D((128, 128), 20, 1.0)
+    m[0, 2] += 6
+    turned = cv2.warpAffine(img, m, (256, 256), borderMode=cv2.BORDER_REFLECT)
+    out, found = frontalize_frames([img, turned], LandmarkParams(workers=1))
+    assert found.all()
+    lm = landmarks(img, 0.3)
+    mask = np.zeros((256, 256), np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(lm[:, :2].astype(np.float32)).astype(np.int32), 1)
+    mask = mask.astype(bool)
+    gray = [cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (img, turned, out[0], out[1])]
+    fp = FlowParams()
+    raw = np.hypot(*farneback_px(gray[0], gray[1], fp).transpose(2, 0, 1))[mask].mean()
+    fr = np.hypot(*farneback_px(gray[2], gray[3], fp).transpose(2, 0, 1))[mask].mean()
+    assert raw > 15 and fr < raw / 5
+
+
+# --- a tiny CV run: held-out subjects, refusals, the report ---------------------------------
+
+TINY_NETS = {
+    "gf": {"name": "gf", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
+    "dp": {"name": "dp", "in_ch": 4, "ndf": 8, "n_layers": 2, "max_ch": 32},
+    "de": {"name": "de", "channels": [8, 16, 16], "pool": 4, "hidden": 16, "dropout": 0.0},
+    "gw": {"name": "gw", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A fixture store named like the default dataset, tiny nets, both folds of a 2-fold CV trained and evaluated."""
+    from training.fixture import write_fixture_store
+
+    d = tmp_path_factory.mktemp("cv")
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["train"]["folds_k"] = 3
+    p["train"]["small"].update({"size": None, "nets": copy.deepcopy(TINY_NETS), "epochs": 1, "batch_size": 4,
+                                "e_c": 0, "steps_per_epoch": 2, "workers": 0, "image_steps": None,
+                                "keep_checkpoints": 0})
+    p["train_fer"].update({"net": {"name": "fer_cnn", "size": 32, "channels": [8, 16], "dropout": 0.0},
+                           "epochs": 1, "steps_per_epoch": 2, "batch_size": 8})
+    p["evaluate"]["flowcnn"].update({"net": copy.deepcopy(TINY_NETS["de"]), "size": 32, "epochs": 1,
+                                     "steps_per_epoch": 3, "batch_size": 16})
+    p["evaluate"]["samples_per_pose"] = 1
+    for key in ("models", "metrics", "reports", "manifests", "baselines"):
+        p["paths"][key] = str(d / key)
+    params = d / "params.yaml"
+    params.write_text(yaml.safe_dump(p))
+    store = write_fixture_store(d / "synth.zarr", n_subjects=6, rows_per_subject=12, size=32, chunk_mib=0.02)
+    runner = CliRunner()
+
+    def run(*args):
+        r = runner.invoke(app, [str(a) for a in args] + ["--params", str(params)])
+        assert r.exit_code == 0, r.output + repr(r.exception)
+        return r
+
+    for fold in (0, 1):
+        run("train-fer", store, "--fold", fold, "--out", d / f"models/efer_fold{fold}")
+        run("train-flowcnn", store, "--fold", fold)
+        for variant in ("full", "no_rec"):
+            out = d / f"models/{variant}_fold{fold}"
+            run("train", store, "--fold", fold, "--out", out, "--efer-path", d / f"models/efer_fold{fold}",
+                "--ablation", variant)
+            run("evaluate", out, store)
+    run("report", d / "metrics/eval")
+    return {"dir": d, "store": store, "params": params, "run": run}
+
+
+def test_held_out_subjects_are_never_trained_on(tiny):
+    from training.data import check_store, fold_rows
+    from training.flowcnn import subjects_of
+
+    d, store = tiny["dir"], str(tiny["store"])
+    info = check_store(store)
+    for fold in (0, 1):
+        test = set(subjects_of(store, fold_rows(info, fold, "test", None, 3)))
+        train = set(subjects_of(store, fold_rows(info, fold, "train", None, 3)))
+        assert test and train and not (test & train)
+        judge = json.loads((d / f"models/flowcnn_fold{fold}/flowcnn.json").read_text())
+        assert not (set(judge["train_subjects"][store]) & test)
+        bd = json.loads((d / f"metrics/eval/full/fold_{fold}/breakdown.json").read_text())
+        assert set(bd["meta"]["stores"]["synth"]["test_subjects"]) == test
+        rows = ev.read_rows_csv(d / f"metrics/eval/full/fold_{fold}/rows.csv")
+        assert set(rows["subject"]) == test
+
+
+def test_evaluate_refuses_judges_and_models_of_another_fold(tiny):
+    d, store = tiny["dir"], tiny["store"]
+    r = CliRunner().invoke(app, ["evaluate", str(d / "models/full_fold0"), str(store), "--fold", "1",
+                                 "--params", str(tiny["params"]), "--out", str(d / "x")])
+    assert r.exit_code != 0 and "fold 0" in str(r.exception)
+    r = CliRunner().invoke(app, ["evaluate", str(d / "models/full_fold0"), str(store), "--flowcnn",
+                                 str(d / "models/flowcnn_fold1"), "--params", str(tiny["params"]), "--out", str(d / "x")])
+    assert r.exit_code != 0 and "held out fold 1" in str(r.exception)
+    # A run whose config claims another fold's training rows: the subject check itself refuses it.
+    cfg = json.loads((d / "models/full_fold0/config.json").read_text())
+    from training.data import check_store, fold_rows
+    from training.flowcnn import subjects_of
+
+    test = set(subjects_of(str(store), fold_rows(check_store(str(store)), 0, "test", None, 3)))
+    with pytest.raises(EmoganError, match="trained on held-out subject"):
+        ev.check_held_out({**cfg, "fold": 1}, str(store), test)
+
+
+def test_ablation_switch_zeroes_the_terms(tiny):
+    d = tiny["dir"]
+    full = json.loads((d / "models/full_fold0/config.json").read_text())
+    no_rec = json.loads((d / "models/no_rec_fold0/config.json").read_text())
+    assert full["ablation"] == "full" and no_rec["ablation"] == "no_rec"
+    assert full["train"]["lambdas"] == [1.0, 7.0, 3.0, 1.0]
+    assert no_rec["train"]["lambdas"] == [1.0, 0.0, 0.0, 1.0]
+    assert json.loads((d / "metrics/eval/no_rec/fold_0/breakdown.json").read_text())["meta"]["variant"] == "no_rec"
+
+
+def test_report_renders_from_a_tiny_run(tiny):
+    d = tiny["dir"]
+    md = (d / "reports/REPORT.md").read_text()
+    for heading in ("## Table I", "## Table II", "## Table IV", "## Acceptance check", "## Figures"):
+        assert heading in md
+    assert "Ours w/o L_epe, L_char" in md and "eMotion-GAN (ours)" in md
+    for fig in ("fig1_frontalization.png", "fig5_fvs_comparison.png", "flowcnn_accuracy_by_pose.png",
+                "confusion_flowcnn_large_poses.png"):
+        assert (d / "reports/figures" / fig).stat().st_size > 1000
+        assert f"figures/{fig}" in md
+    cv = json.loads((d / "metrics/cv.json").read_text())
+    assert cv["folds"] == [0, 1] and set(cv["variants"]) == {"full", "no_rec"}
+    # Table I's numbers are the fold mean of the per-fold metrics.
+    per_fold = [json.loads((d / f"metrics/eval/full/fold_{k}/metrics.json").read_text())["all"]["all"]["epe_px"]
+                ["nonfrontal"] for k in (0, 1)]
+    agg = cv["variants"]["full"]["all/all/all"]["epe_px.nonfrontal"]
+    assert agg["mean"] == pytest.approx(np.mean(per_fold)) and agg["std"] == pytest.approx(np.std(per_fold, ddof=1))
+    assert f"{np.mean(per_fold):.2f} ± {np.std(per_fold, ddof=1):.2f}" in md

@@ -1,0 +1,176 @@
+"""Thin typer commands of the evaluation side: `emogan train-flowcnn`, `baseline-landmark`, `evaluate`, `report`.
+
+Each resolves params.yaml (`evaluate:`, `report:`, `paths:`) and hands off to one function of
+training/flowcnn.py, training/baselines.py, training/evaluate.py or training/report.py.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+log = logging.getLogger(__name__)
+
+FOLDS_HELP = ("folds file (subject,fold) per store, in store order; default <paths.manifests>/<dataset>_folds.csv, "
+              "else the rule over train.folds_k")
+
+
+def _params(path: Path):
+    from pipeline.params import load_params
+
+    return load_params(path)
+
+
+def _folds_files(params, stores, folds) -> list[str | None]:
+    from training.config import resolve_folds
+
+    return resolve_folds(params, stores, folds)
+
+
+def _k(params) -> int:
+    from pipeline.params import section
+    from training.config import TrainSection
+
+    return int(section(params, "train", TrainSection).folds_k)
+
+
+def train_flowcnn_command(
+    stores: List[Path] = typer.Argument(..., help="training stores (merged, as for the GAN)"),
+    fold: int = typer.Option(..., "--fold", help="held-out fold: its subjects are never trained on"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default <paths.models>/flowcnn_fold<K>)"),
+    folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="also write the metrics JSON here (DVC metrics)"),
+    device: str = typer.Option("cpu", "--device"),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+) -> None:
+    """Train the motion-domain judge (Flow-CNN) on the frontal ground-truth flows of the training folds."""
+    from pipeline.params import path_param, subsection
+    from training.flowcnn import FlowCnnParams, train_flowcnn
+
+    prm = _params(params)
+    p = subsection(prm, "evaluate.flowcnn", FlowCnnParams)
+    out = out or path_param(prm, "models", "models") / f"flowcnn_fold{fold}"
+    m = train_flowcnn([str(s) for s in stores], fold, _folds_files(prm, stores, folds), _k(prm), p, out, device)
+    if metrics is not None:
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        metrics.write_text(json.dumps({k: v for k, v in m.items() if k != "history"}, indent=2, sort_keys=True) + "\n")
+    acc = m["test_accuracy_frontal_gt"]
+    typer.echo(f"Flow-CNN fold {fold}: {m['train_rows']} training rows; held-out frontal ground truth accuracy "
+               f"{'n/a' if acc is None else f'{acc:.3f}'} on {m['test_rows']} rows -> {out}")
+
+
+def baseline_landmark_command(
+    store: Path = typer.Argument(..., help="training store whose rows get a landmark-frontalized flow"),
+    crops: Path = typer.Option(..., "--crops", help="crops folder of that dataset (crops.csv, cam2 frames)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output .npz (default <paths.baselines>/<dataset>_landmark.npz)"),
+    fold: Optional[List[int]] = typer.Option(None, "--fold", help="held-out fold(s) to compute (default evaluate.folds)"),
+    folds_file: Optional[Path] = typer.Option(None, "--folds", help="folds file (default <paths.manifests>/<dataset>_folds.csv)"),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+) -> None:
+    """Landmark-based frontalization baseline: FaceMesh head pose removed by a mesh warp, then Farneback flow."""
+    import numpy as np
+
+    from pipeline.flow import FlowParams, load_flow_params
+    from pipeline.params import path_param, subsection
+    from training.baselines import LandmarkParams, landmark_baseline
+    from training.data import check_store, fold_rows
+    from training.evaluate import dataset_name, evaluate_params
+    from training.flowcnn import select_rows
+
+    prm = _params(params)
+    ep = evaluate_params(prm)
+    lp = subsection(prm, "evaluate.landmark", LandmarkParams)
+    name = dataset_name(store)
+    info = check_store(store)
+    # The store's own flow settings (recorded by normalize), so the baseline's flow matches its ground truth.
+    rec = (info.attrs.get("params") or {}).get("flow")
+    fp = FlowParams(**{k: v for k, v in rec.items() if k in FlowParams.__dataclass_fields__}) if rec else load_flow_params(prm)
+    ff = folds_file or _folds_files(prm, [store], None)[0]
+    rows = []
+    for k in (fold or list(ep.folds)):
+        try:
+            rows.append(fold_rows(info, int(k), "test", Path(ff) if ff else None, _k(prm)))
+        except Exception as e:  # noqa: BLE001 - a fold without this dataset's subjects: nothing to compute
+            log.warning("%s: fold %s skipped (%s)", store, k, e)
+    all_rows = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+    all_rows = select_rows(str(store), all_rows, lp.strategies) if len(all_rows) else all_rows
+    out = out or path_param(prm, "baselines", "data/baselines") / f"{name}_landmark.npz"
+    meta = landmark_baseline(str(store), crops, all_rows, lp, fp, out)
+    typer.echo(f"{out}: {meta['rows']} rows of {meta['sequences']} sequences, landmarks found on "
+               f"{100 * (meta['ok_fraction'] or 0):.1f}% ({meta['seconds']:.0f} s)")
+
+
+def evaluate_command(
+    model: Path = typer.Argument(..., help="run folder of `emogan train` (config.json, weights/)"),
+    stores: List[Path] = typer.Argument(..., help="stores to evaluate on (each on its held-out fold)"),
+    fold: Optional[int] = typer.Option(None, "--fold", help="held-out fold (default: the run's; another is refused)"),
+    flowcnn: Optional[Path] = typer.Option(None, "--flowcnn", help="Flow-CNN folder (default <paths.models>/flowcnn_fold<K>)"),
+    landmark: Optional[List[Path]] = typer.Option(None, "--landmark", help="landmark-baseline .npz per store "
+                                                  "(default <paths.baselines>/<dataset>_landmark.npz when present)"),
+    folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default <paths.metrics>/eval/<variant>/fold_<K>)"),
+    device: str = typer.Option("cpu", "--device"),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+) -> None:
+    """Evaluate a trained eMotion-GAN on the held-out fold: EPE, SSIM/RMSE, motion and image FER, baselines."""
+    from pipeline.errors import EmoganError
+    from pipeline.params import path_param
+    from training.evaluate import dataset_name, evaluate_fold, evaluate_params
+
+    prm = _params(params)
+    ep = evaluate_params(prm)
+    cfg_p = model / "config.json"
+    if not cfg_p.is_file():
+        raise EmoganError(f"{model}: no config.json here: not a run folder of `emogan train`")
+    run_cfg = json.loads(cfg_p.read_text())
+    k = int(run_cfg["fold"]) if fold is None else fold
+    variant = run_cfg.get("ablation") or "full"
+    flowcnn = flowcnn or path_param(prm, "models", "models") / f"flowcnn_fold{k}"
+    names = [dataset_name(s) for s in stores]
+    if landmark:
+        if len(landmark) != len(stores):
+            raise EmoganError(f"--landmark given {len(landmark)} time(s) for {len(stores)} store(s): one per store")
+        lm = dict(zip(names, landmark))
+    else:
+        base = path_param(prm, "baselines", "data/baselines")
+        lm = {n: (base / f"{n}_landmark.npz") if (base / f"{n}_landmark.npz").is_file() else None for n in names}
+    out = out or path_param(prm, "metrics", "metrics") / "eval" / variant / f"fold_{k}"
+    m = evaluate_fold(model, [str(s) for s in stores], k, flowcnn, lm, _folds_files(prm, stores, folds), _k(prm),
+                      ep, out, device)
+    a = m.get("all", {}).get("all", {})
+    fc = a.get("flowcnn", {}).get("accuracy", {})
+    epe = a.get("epe_px", {})
+    fmt = (lambda x: "n/a" if x is None else f"{x:.3f}")
+    typer.echo(f"{out}: fold {k} ({variant}) Flow-CNN accuracy non-frontal {fmt(fc.get('nonfrontal'))}, "
+               f"frontalized {fmt(fc.get('emotiongan'))}, landmark {fmt(fc.get('landmark'))}, frontal GT "
+               f"{fmt(fc.get('frontal_gt'))}; EPE input {fmt(epe.get('nonfrontal'))} px, frontalized "
+               f"{fmt(epe.get('emotiongan'))} px")
+
+
+def report_command(
+    eval_dir: Path = typer.Argument(..., help="folder of `emogan evaluate` outputs: <variant>/fold_<k>/"),
+    out: Optional[Path] = typer.Option(None, "--out", help="report file (default <paths.reports>/REPORT.md)"),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="CV metrics JSON (default <paths.metrics>/cv.json)"),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+) -> None:
+    """Write REPORT.md (Tables I, II, IV, Fig. 1 and 5 analogues, acceptance check) and the CV metrics."""
+    from pipeline.params import path_param
+    from training.report import build_report, report_params
+
+    prm = _params(params)
+    rp = report_params(prm)
+    out = out or path_param(prm, "reports", "reports") / "REPORT.md"
+    metrics = metrics or path_param(prm, "metrics", "metrics") / "cv.json"
+    record = {k: prm[k] for k in ("synth", "synth_ckplus", "crop", "augment", "flow", "normalize", "folds",
+                                  "train_fer", "evaluate", "report") if k in prm}
+    if "train" in prm:
+        t = prm["train"]
+        name = t.get("config", "small")
+        record["train"] = {"config": name, name: t.get(name), "ablations": t.get("ablations"),
+                           "folds_k": t.get("folds_k")}
+    r = build_report(eval_dir, out, metrics, rp, record)
+    typer.echo(f"{r['report']}: {len(r['figures'])} figures; acceptance check "
+               f"{'passed' if r['acceptance_passed'] else 'NOT passed'}")

@@ -1,0 +1,469 @@
+"""`emogan report`: the cross-validation results as the paper shows them.
+
+Reads the per-fold outputs of `emogan evaluate` (EVAL_DIR/<variant>/fold_<k>/breakdown.json and
+samples.npz), aggregates every metric over folds (mean and sample standard deviation, as in
+Table II), and writes:
+- REPORT.md with tables shaped like Table I (EPE, SSIM, RMSE per method), Table II (FER accuracy
+  per judge, methods x datasets and poses, with Delta), Table IV (ablations), the acceptance check,
+  and figures like Fig. 1 (faces, input flow, frontal ground truth, frontalized flow, warped face;
+  colour wheel) and Fig. 5 (frontal view synthesis in the image domain);
+- the CV metrics JSON (DVC metrics) and the figures (DVC plots).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from pipeline.errors import EmoganError
+from pipeline.schema import CLASS_NAMES, POSE_NAMES
+
+log = logging.getLogger(__name__)
+
+METHOD_LABELS: dict[str, str] = {
+    "frontal_gt": "Frontal ground truth (ceiling)",
+    "nonfrontal": "No frontalization (baseline)",
+    "landmark": "Landmark frontalization (FaceMesh)",
+    "emotiongan": "eMotion-GAN (ours)",
+    "gw_gt": "G_W on the ground-truth flow",
+}
+VARIANT_LABELS: dict[str, str] = {
+    "full": "eMotion-GAN (ours)",
+    "no_rec": "Ours w/o L_epe, L_char",
+    "no_de": "Ours w/o L_DE",
+    "no_gw": "Ours w/o L_GW",
+}
+JUDGE_LABELS: dict[str, str] = {
+    "flowcnn": "Flow-CNN (motion domain)",
+    "efer": "e_FER, the run's own image classifier (image domain)",
+    "fer2013": "FER2013 mini-Xception, pretrained (image domain, independent judge)",
+}
+
+
+@dataclass
+class ReportParams:
+    """params.yaml `report:`: what the report shows."""
+
+    title: str = "eMotion-GAN on the synthetic default: cross-validation report"
+    strategy: str = "all"                   # rows of the main tables: all, neutral_apex or frame_to_frame
+    columns: tuple[str, ...] = ("synth_ckplus/all", "synth/all", "synth/small", "synth/large", "synth/nothing",
+                                "synth/tx", "synth/yaw", "synth/pitch", "synth/roll", "synth/diagonal")
+    acceptance_poses: tuple[str, ...] = ("yaw", "pitch", "roll", "diagonal")
+    acceptance_dataset: str = "synth"
+    acceptance_gain_pts: float = 10.0       # motion-domain FER gain over no frontalization required on each pose
+    figure_dataset: str = "synth"
+    figure_poses: tuple[str, ...] = ("nothing", "tx", "yaw", "pitch", "roll", "diagonal")
+    figure_px: int = 96                     # side of each tile in the figures
+    decimals: int = 2
+
+
+def report_params(params: dict[str, Any], **overrides: Any) -> ReportParams:
+    """params.yaml `report:`."""
+    from pipeline.params import section
+
+    return section(params, "report", ReportParams, **overrides)
+
+
+# --- aggregation -----------------------------------------------------------------------------
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested numbers -> {"a.b.c": value}; lists (confusion matrices) and None are left out."""
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)):
+            out[key] = float(v)
+    return out
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """{mean, std, n}: std is the sample standard deviation over folds (0 for a single fold)."""
+    a = np.asarray(values, np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": int(len(a))}
+
+
+def load_variant(folder: Path) -> dict[int, dict[str, Any]]:
+    """fold -> breakdown.json of one variant's evaluation folder (EVAL_DIR/<variant>)."""
+    out = {}
+    for f in sorted(folder.glob("fold_*/breakdown.json")):
+        out[int(f.parent.name.split("_", 1)[1])] = json.loads(f.read_text())
+    return out
+
+
+def aggregate(folds: Mapping[int, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """group key -> metric path -> mean/std/n over the folds where the group has rows."""
+    acc: dict[str, dict[str, list[float]]] = {}
+    for bd in folds.values():
+        for g, s in bd["groups"].items():
+            for k, v in flatten(s).items():
+                acc.setdefault(g, {}).setdefault(k, []).append(v)
+    return {g: {k: mean_std(v) for k, v in ms.items()} for g, ms in acc.items()}
+
+
+def summed_confusion(folds: Mapping[int, Mapping[str, Any]], group: str, judge: str, method: str) -> np.ndarray | None:
+    """A confusion matrix summed over folds (None when no fold has it)."""
+    tot = None
+    for bd in folds.values():
+        c = bd["groups"].get(group, {}).get(judge, {}).get("confusion", {}).get(method)
+        if c is not None:
+            tot = np.asarray(c) if tot is None else tot + np.asarray(c)
+    return tot
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+def cell(agg: Mapping[str, Mapping[str, Mapping[str, float]]], group: str, key: str, scale: float = 1.0,
+         decimals: int = 2) -> str:
+    """`mean ± std` of one aggregated metric ('-' when missing)."""
+    m = agg.get(group, {}).get(key)
+    if m is None:
+        return "–"
+    return f"{m['mean'] * scale:.{decimals}f} ± {m['std'] * scale:.{decimals}f}"
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _col_label(c: str) -> str:
+    d, p = c.split("/")
+    return f"{d}" if p == "all" else f"{d} {p}"
+
+
+def table1(aggs: Mapping[str, Any], rp: ReportParams) -> str:
+    """Table I: EPE (px), SSIM, RMSE (grey levels) per method, all rows of all datasets."""
+    g = f"all/all/{rp.strategy}"
+    full = aggs.get("full", {})
+    rows = []
+    for m in ("nonfrontal", "landmark"):
+        rows.append([METHOD_LABELS[m], cell(full, g, f"epe_px.{m}", decimals=rp.decimals),
+                     cell(full, g, f"ssim.{m}", decimals=rp.decimals + 1), cell(full, g, f"rmse.{m}", decimals=rp.decimals)])
+    for v, agg in aggs.items():
+        rows.append([VARIANT_LABELS.get(v, v), cell(agg, g, "epe_px.emotiongan", decimals=rp.decimals),
+                     cell(agg, g, "ssim.emotiongan", decimals=rp.decimals + 1),
+                     cell(agg, g, "rmse.emotiongan", decimals=rp.decimals)])
+    rows.append([METHOD_LABELS["gw_gt"] + " (upper bound)", "0", cell(full, g, "ssim.gw_gt", decimals=rp.decimals + 1),
+                 cell(full, g, "rmse.gw_gt", decimals=rp.decimals)])
+    return md_table(["Method", "EPE (px) ↓", "SSIM ↑", "RMSE ↓"], rows)
+
+
+def table2(agg: Mapping[str, Any], judge: str, methods: Sequence[str], rp: ReportParams) -> str:
+    """Table II for one judge: accuracy (%) mean ± std over folds, methods x dataset/pose columns, Delta rows."""
+    cols = [c for c in rp.columns if f"{c}/{rp.strategy}" in agg]
+    rows = []
+    for m in methods:
+        rows.append([METHOD_LABELS[m]] + [cell(agg, f"{c}/{rp.strategy}", f"{judge}.accuracy.{m}", 100, rp.decimals - 1)
+                                          for c in cols])
+    for m in methods:
+        if m in ("frontal_gt", "nonfrontal"):
+            continue
+        rows.append([f"Δ (%) {METHOD_LABELS[m]}"] +
+                    [cell(agg, f"{c}/{rp.strategy}", f"{judge}.delta_percent.{m}", 1, rp.decimals - 1) for c in cols])
+        rows.append([f"gain (pts) {METHOD_LABELS[m]}"] +
+                    [cell(agg, f"{c}/{rp.strategy}", f"{judge}.gain_pts.{m}", 1, rp.decimals - 1) for c in cols])
+    return md_table(["Method"] + [_col_label(c) for c in cols], rows)
+
+
+def table4(aggs: Mapping[str, Any], rp: ReportParams) -> str:
+    """Table IV: ablations, image (e_FER on G_W's faces) and motion (Flow-CNN on G_F's flows) accuracy (%)."""
+    full = aggs.get("full", {})
+    cols = [c for c in rp.columns if f"{c}/{rp.strategy}" in full]
+    rows = []
+    for domain, judge in (("image", "efer"), ("motion", "flowcnn")):
+        for v, agg in aggs.items():
+            rows.append([f"{VARIANT_LABELS.get(v, v)} ({domain})"] +
+                        [cell(agg, f"{c}/{rp.strategy}", f"{judge}.accuracy.emotiongan", 100, rp.decimals - 1)
+                         for c in cols])
+    return md_table(["Variant"] + [_col_label(c) for c in cols], rows)
+
+
+def acceptance(agg: Mapping[str, Any], rp: ReportParams) -> tuple[str, bool]:
+    """The issue's acceptance check per large pose and strategy: Flow-CNN gain (pts) >= threshold and EPE lower."""
+    rows, ok_all = [], True
+    for strategy in ("all", "neutral_apex", "frame_to_frame"):
+        for pose in rp.acceptance_poses:
+            g = agg.get(f"{rp.acceptance_dataset}/{pose}/{strategy}")
+            if not g:
+                continue
+            gain = g.get("flowcnn.gain_pts.emotiongan", {}).get("mean")
+            e_in = g.get("epe_px.nonfrontal", {}).get("mean")
+            e_fr = g.get("epe_px.emotiongan", {}).get("mean")
+            lm = g.get("flowcnn.gain_pts.landmark", {}).get("mean")
+            ok = gain is not None and e_in is not None and e_fr is not None and gain >= rp.acceptance_gain_pts and e_fr < e_in
+            if strategy == "all":
+                ok_all &= ok
+            fmt = (lambda x, d=1: "–" if x is None else f"{x:.{d}f}")
+            rows.append([strategy, pose, fmt(100 * g["flowcnn.accuracy.nonfrontal"]["mean"]) if "flowcnn.accuracy.nonfrontal" in g else "–",
+                         fmt(100 * g["flowcnn.accuracy.emotiongan"]["mean"]) if "flowcnn.accuracy.emotiongan" in g else "–",
+                         fmt(gain), fmt(lm), fmt(e_in, 2), fmt(e_fr, 2), "yes" if ok else "no"])
+    checked = any(r[0] == "all" for r in rows)
+    ok_all = ok_all and checked   # nothing to check is not a pass
+    t = md_table(["strategy", "pose", "Flow-CNN no frontalization (%)", "Flow-CNN eMotion-GAN (%)", "gain (pts)",
+                  "landmark gain (pts)", "EPE input (px)", "EPE frontalized (px)", "passes"], rows)
+    return t, ok_all
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+def _tile(img_chw_u8: np.ndarray, px: int) -> np.ndarray:
+    import cv2
+
+    a = np.asarray(img_chw_u8).transpose(1, 2, 0)
+    return cv2.resize(a, (px, px), interpolation=cv2.INTER_AREA if a.shape[0] > px else cv2.INTER_NEAREST)
+
+
+def _flow_tile(flow_px: np.ndarray, max_px: float, px: int) -> np.ndarray:
+    from pipeline.flowviz import flow_to_rgb
+
+    return _tile(flow_to_rgb(flow_px, max_px).transpose(2, 0, 1), px)
+
+
+def pick_samples(samples: Mapping[str, np.ndarray], dataset: str, poses: Sequence[str]) -> list[int]:
+    """One sample index per pose of `dataset` (the first kept), in `poses` order."""
+    out = []
+    for p in poses:
+        idx = np.flatnonzero((samples["dataset"].astype(str) == dataset) & (samples["pose"].astype(str) == p))
+        if idx.size:
+            out.append(int(idx[0]))
+    return out
+
+
+def figure_grid(samples: Mapping[str, np.ndarray], picks: Sequence[int], columns: Sequence[tuple[str, str]],
+                px: int, out: Path, title: str) -> Path:
+    """A figure of rows (samples) x columns (("image"|"flow", key) with a header) plus the colour wheel; PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.flowviz import wheel_legend
+
+    n_r, n_c = len(picks), len(columns)
+    fig, axes = plt.subplots(n_r, n_c + 1, figsize=(1.45 * (n_c + 1), 1.5 * n_r + 0.6), squeeze=False)
+    for r, i in enumerate(picks):
+        gt = samples["flow_frontal_gt"][i]
+        scale = max(float(np.percentile(np.hypot(gt[0], gt[1]), 99)), 0.5)
+        for c, (kind, key) in enumerate(columns):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if key not in samples:
+                ax.set_visible(False)
+                continue
+            if kind == "flow":
+                ax.imshow(_flow_tile(samples[key][i], scale, px))
+            else:
+                ax.imshow(_tile(samples[key][i], px))
+            if r == 0:
+                ax.set_title(_HEADERS.get(key, key), fontsize=7)
+        axes[r, 0].set_ylabel(f"{samples['pose'][i]}\n{CLASS_NAMES[int(samples['label'][i])]}", fontsize=7)
+        ax = axes[r, n_c]
+        ax.axis("off")
+        if r == 0:
+            ax.imshow(wheel_legend(px))
+            ax.set_title("colour wheel", fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+_HEADERS = {
+    "neutral": "neutral (frontal, t)", "image_nonfrontal": "non-frontal face", "image_frontal_gt": "frontal GT face",
+    "flow_nonfrontal": "input flow", "flow_frontal_gt": "frontal GT flow", "flow_emotiongan": "frontalized flow",
+    "image_emotiongan": "warped face (ours)", "flow_landmark": "landmark flow", "image_landmark": "landmark face",
+    "image_gw_gt": "G_W on GT flow",
+}
+
+
+def confusion_figure(mats: Mapping[str, np.ndarray], out: Path, title: str) -> Path:
+    """Row-normalized confusion matrices side by side; PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(mats), figsize=(3.2 * len(mats), 3.3), squeeze=False)
+    short = [c[:4] for c in CLASS_NAMES]
+    for ax, (name, m) in zip(axes[0], mats.items()):
+        m = np.asarray(m, np.float64)
+        norm = m / np.maximum(m.sum(1, keepdims=True), 1)
+        ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+        for i in range(len(m)):
+            for j in range(len(m)):
+                if m[i, j]:
+                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=5,
+                            color="white" if norm[i, j] > 0.5 else "black")
+        acc = np.trace(m) / max(m.sum(), 1)
+        ax.set_title(f"{name}\naccuracy {100 * acc:.1f}% (n={int(m.sum())})", fontsize=7)
+        ax.set_xticks(range(len(short)), short, fontsize=6, rotation=45)
+        ax.set_yticks(range(len(short)), short, fontsize=6)
+        ax.set_xlabel("predicted", fontsize=6)
+        ax.set_ylabel("true", fontsize=6)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def pose_bars(agg: Mapping[str, Any], dataset: str, strategy: str, judge: str, methods: Sequence[str], out: Path,
+              title: str) -> Path:
+    """Accuracy per pose for each method (bars, std as error bars); PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    poses = [p for p in POSE_NAMES if f"{dataset}/{p}/{strategy}" in agg]
+    fig, ax = plt.subplots(figsize=(1.1 * max(len(poses), 2) + 2.5, 3.0))
+    w = 0.8 / max(len(methods), 1)
+    for j, m in enumerate(methods):
+        vals = [agg[f"{dataset}/{p}/{strategy}"].get(f"{judge}.accuracy.{m}", {}) for p in poses]
+        ax.bar(np.arange(len(poses)) + j * w, [100 * v.get("mean", np.nan) for v in vals], w,
+               yerr=[100 * v.get("std", 0) for v in vals], label=METHOD_LABELS.get(m, m), capsize=2)
+    ax.set_xticks(np.arange(len(poses)) + 0.4 - w / 2, poses)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=6)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+# --- the report ------------------------------------------------------------------------------
+
+def _rel(p: Path, base: Path) -> str:
+    try:
+        return str(p.relative_to(base))
+    except ValueError:
+        return str(p)
+
+
+def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | str | None, rp: ReportParams,
+                 params_record: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Aggregate EVAL_DIR/<variant>/fold_<k>/ into REPORT.md (+ figures beside it) and the CV metrics JSON."""
+    eval_dir, out_md = Path(eval_dir), Path(out_md)
+    variants = {}
+    for d in sorted(x for x in eval_dir.iterdir() if x.is_dir()) if eval_dir.is_dir() else []:
+        folds = load_variant(d)
+        if folds:
+            variants[d.name] = folds
+    if not variants:
+        raise EmoganError(f"{eval_dir}: no <variant>/fold_<k>/breakdown.json here; run `emogan evaluate` first")
+    if "full" not in variants:
+        raise EmoganError(f"{eval_dir}: no `full` variant (the complete model); found {', '.join(variants)}")
+    order = [v for v in VARIANT_LABELS if v in variants] + [v for v in variants if v not in VARIANT_LABELS]
+    aggs = {v: aggregate(variants[v]) for v in order}
+    full, full_folds = aggs["full"], variants["full"]
+    fig_dir = out_md.parent / "figures"
+    figs: dict[str, Path] = {}
+    samples_path = eval_dir / "full" / f"fold_{min(full_folds)}" / "samples.npz"
+    if samples_path.is_file():
+        with np.load(samples_path) as z:
+            samples = {k: z[k] for k in z.files}
+        if samples:
+            picks = pick_samples(samples, rp.figure_dataset, rp.figure_poses)
+            if picks:
+                figs["fig1"] = figure_grid(samples, picks, [
+                    ("image", "neutral"), ("image", "image_nonfrontal"), ("image", "image_frontal_gt"),
+                    ("flow", "flow_nonfrontal"), ("flow", "flow_frontal_gt"), ("flow", "flow_emotiongan"),
+                    ("image", "image_emotiongan")], rp.figure_px, fig_dir / "fig1_frontalization.png",
+                    "Like the paper's Fig. 1: head motion removed from the flow, then warped onto the neutral face")
+                figs["fig5"] = figure_grid(samples, picks, [
+                    ("image", "image_nonfrontal"), ("image", "image_landmark"), ("flow", "flow_landmark"),
+                    ("image", "image_emotiongan"), ("image", "image_gw_gt"), ("image", "image_frontal_gt")],
+                    rp.figure_px, fig_dir / "fig5_fvs_comparison.png",
+                    "Like the paper's Fig. 5: frontal view synthesis by landmark warping and by eMotion-GAN")
+    big = f"{rp.acceptance_dataset}/large/all"
+    mats = {}
+    for m in ("nonfrontal", "landmark", "emotiongan", "frontal_gt"):
+        c = summed_confusion(full_folds, big, "flowcnn", m)
+        if c is not None:
+            mats[METHOD_LABELS[m]] = c
+    if mats:
+        figs["confusion_flowcnn"] = confusion_figure(mats, fig_dir / "confusion_flowcnn_large_poses.png",
+                                                     f"Flow-CNN on {rp.acceptance_dataset}, large poses, all folds")
+    mats_img = {}
+    for judge in ("efer", "fer2013"):
+        for m in ("nonfrontal", "emotiongan", "frontal_gt"):
+            c = summed_confusion(full_folds, big, judge, m)
+            if c is not None:
+                mats_img[f"{judge}: {METHOD_LABELS[m]}"] = c
+    if mats_img:
+        figs["confusion_image"] = confusion_figure(mats_img, fig_dir / "confusion_image_large_poses.png",
+                                                   f"Image judges on {rp.acceptance_dataset}, large poses, all folds")
+    figs["pose_bars"] = pose_bars(full, rp.acceptance_dataset, rp.strategy, "flowcnn",
+                                  ["frontal_gt", "nonfrontal", "landmark", "emotiongan"],
+                                  fig_dir / "flowcnn_accuracy_by_pose.png",
+                                  f"Motion-domain FER (Flow-CNN) by pose, {rp.acceptance_dataset}, mean ± std over folds")
+    acc_table, passed = acceptance(full, rp)
+
+    meta0 = next(iter(full_folds.values()))["meta"]
+    folds_run = sorted(full_folds)
+    lines = [f"# {rp.title}", ""]
+    lines += [f"Held-out folds: {', '.join(map(str, folds_run))} (subject-independent; mean ± sample std over "
+              f"these folds). Variants: {', '.join(order)}. Rows scored: strategy `{rp.strategy}` in the main "
+              f"tables. Evaluation grid: {meta0['size']}x{meta0['size']}; EPE in source-crop pixels (flows clipped "
+              "at the store's clip, as the model sees them); RMSE in grey levels (0-255).", ""]
+    lines += ["Test subjects per fold: " + "; ".join(
+        f"fold {k}: " + ", ".join(f"{d} {'/'.join(s.get('test_subjects', []))}" for d, s in bd["meta"]["stores"].items()
+                                  if s.get("rows"))
+        for k, bd in sorted(full_folds.items())), ""]
+    lines += ["## Acceptance check (motion-domain FER on large poses, eMotion-GAN vs no frontalization)", "",
+              acc_table, "", f"All large poses pass on all rows (gain ≥ {rp.acceptance_gain_pts:g} pts and lower "
+              f"EPE): **{'yes' if passed else 'no'}**.", ""]
+    lines += ["## Table I: flows (EPE) and images (SSIM, RMSE) against the frontal ground truth", "",
+              table1(aggs, rp), ""]
+    lines += ["## Table II: FER accuracy (%) per judge, methods x datasets and poses", ""]
+    for judge, methods in (("flowcnn", ["frontal_gt", "nonfrontal", "landmark", "emotiongan"]),
+                           ("efer", ["frontal_gt", "nonfrontal", "landmark", "emotiongan", "gw_gt"]),
+                           ("fer2013", ["frontal_gt", "nonfrontal", "landmark", "emotiongan", "gw_gt"])):
+        if any(f"{judge}.accuracy.nonfrontal" in g for g in full.values()):
+            lines += [f"### {JUDGE_LABELS[judge]}", "", table2(full, judge, methods, rp), ""]
+    lines += ["Δ is the paper's percent improvement over no frontalization, 100·(acc − acc_nf)/acc_nf; "
+              "gain is the same difference in points.", ""]
+    lines += ["## Table IV: ablations (accuracy %, the ablated model's flows and warped faces)", "", table4(aggs, rp), ""]
+    lines += ["## Figures", ""]
+    for key, caption in (("fig1", "Fig. 1 analogue"), ("fig5", "Fig. 5 analogue"),
+                         ("pose_bars", "Flow-CNN accuracy by pose"),
+                         ("confusion_flowcnn", "Flow-CNN confusion matrices (large poses)"),
+                         ("confusion_image", "Image-judge confusion matrices (large poses)")):
+        if key in figs:
+            lines += [f"![{caption}]({_rel(figs[key], out_md.parent)})", ""]
+    judges = meta0.get("judges", {})
+    lines += ["## Judges", "",
+              "- Flow-CNN: trained per fold on the frontal ground-truth flows of the training folds; its accuracy "
+              "on the held-out frontal ground truth is the ceiling row of the motion table.",
+              f"- e_FER: {judges.get('efer', {}).get('name', '?')} (trained per fold on the training folds' frontal faces).",
+              f"- FER2013: {'used' if 'path' in judges.get('fer2013', {}) else 'weights missing: left out'}.", ""]
+    if params_record:
+        lines += ["## Params that made this report", "", "```json", json.dumps(params_record, indent=1, sort_keys=True),
+                  "```", ""]
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text("\n".join(lines))
+    cv = {"folds": folds_run, "acceptance_passed": passed,
+          "variants": {v: {g: {k: m for k, m in a[g].items()} for g in a
+                           if g.endswith(f"/{rp.strategy}") and g.split("/")[1] in ("all", "large", "small")}
+                       for v, a in aggs.items()}}
+    if metrics_out is not None:
+        mo = Path(metrics_out)
+        mo.parent.mkdir(parents=True, exist_ok=True)
+        mo.write_text(json.dumps(cv, indent=1, sort_keys=True) + "\n")
+    return {"report": str(out_md), "figures": {k: str(v) for k, v in figs.items()}, "acceptance_passed": passed}
