@@ -408,9 +408,10 @@ def write_outputs(out: Path, result: MotionResult, bundle: Bundle, inputs_rgb: S
     np.save(out / "faces.npy", result.faces)
     write_png(out / "flow_frontal.png", flow_to_rgb(result.flow_frontal_px[k], max_px))
     write_png(out / "face_frontal.png", _hwc(result.faces[k]))
+    write_png(out / "neutral.png", _hwc(result.neutral))
     write_png(out / "summary.png", summary_picture(result, inputs_rgb[k], max_px, p.panel, expr["predicted"]))
     files = ["flow_frontal_px.npy", "flow_input_px.npy", "faces.npy", "flow_frontal.png", "face_frontal.png",
-             "summary.png"]
+             "neutral.png", "summary.png"]
     if len(result.faces) > 1:
         write_animation(out / "frontalize.gif", result, inputs_rgb, max_px, p.panel, p.fps, bundle.class_names)
         files.append("frontalize.gif")
@@ -471,12 +472,21 @@ def frontalize_recording(bundle: Bundle, names: Sequence[str], frames: Sequence[
     return res, crops, box
 
 
-def store_sequence(store: Path | str, sequence: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """The (frame 0 -> frame t) rows of one store sequence: input flows (T,2,S,S), input images (T,3,S,S), attrs."""
+def store_sequence(store: Path | str, sequence: str,
+                   meta: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The (frame 0 -> frame t) rows of one store sequence: input flows (T,2,S,S), input images (T,3,S,S), attrs.
+
+    With a bundle's sidecar `meta`, a store of another representation, clip or class set is refused first.
+    """
+    from pipeline.schema import CLASS_NAMES
     from pipeline.store import open_store
+    from training.bundle import check_compatible
 
     g = open_store(store)
     attrs = dict(g.attrs)
+    if meta is not None:
+        check_compatible(meta, f"store {store}", representation=attrs["representation"], clip=float(attrs["clip"]),
+                         class_names=attrs.get("class_names", CLASS_NAMES))
     ids = list(attrs.get("sequence_ids") or [])
     if sequence not in ids:
         raise EmoganError(f"{store}: no sequence {sequence!r}; it has {', '.join(ids[:8])}{' ...' if len(ids) > 8 else ''}")

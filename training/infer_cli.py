@@ -102,12 +102,7 @@ def transfer_command(
     face, info = infer.neutral_face(b, image, p, as_crop=as_crop, align=p.align_target if align is None else align,
                                     what=f"target {target}")
     if store is not None:
-        from pipeline.schema import CLASS_NAMES
-        from training.bundle import check_compatible
-
-        flows, images, attrs = infer.store_sequence(store, sequence)
-        check_compatible(b.meta, f"store {store}", representation=attrs["representation"], clip=float(attrs["clip"]),
-                         class_names=attrs.get("class_names", CLASS_NAMES))
+        flows, images, _ = infer.store_sequence(store, sequence, b.meta)
         res = infer.run_networks(b, flows, face, batch_size=p.batch_size, apex=p.apex)
         inputs = [im.transpose(1, 2, 0) for im in images]
         ids: list = [f"{sequence}#{k + 1}" for k in range(len(flows))]
