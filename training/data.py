@@ -7,7 +7,6 @@ runs an asyncio thread that does not survive fork; the loader uses spawn).
 """
 from __future__ import annotations
 
-import logging
 import multiprocessing as mp
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,6 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.errors import EmoganError
 from pipeline.store import StoreError
-
-log = logging.getLogger(__name__)
 
 # What a GAN step reads; `train-fer` reads images only.
 GAN_ARRAYS: tuple[str, ...] = ("flow_input", "flow_target", "neutral", "target_image", "label", "step")

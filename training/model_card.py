@@ -14,7 +14,7 @@ import torch
 from pipeline.params import as_dict, load_params
 from training.config import ROLES, train_config
 from training.networks import count_parameters
-from training.registry import build, build_from
+from training.registry import build_from
 
 ROLE_TITLES = {"gf": "G_F flow generator", "dp": "D_P PatchGAN", "de": "D_E Flow-CNN", "gw": "G_W image generator",
                "efer": "e_FER (own, `train_fer.net`)"}
