@@ -64,6 +64,7 @@ class TrainConfig:
     buffer_chunks: int = 4
     steps_per_epoch: int | None = None
     eval_batch_size: int = 16
+    eval_rows: int | None = None                   # held-out rows evaluated between epochs (null: all); last: all
     log_every: int = 50
     keep_checkpoints: int = 3
 

@@ -304,11 +304,19 @@ def evaluate_epe(gf: nn.Module, store: str, rows: np.ndarray, representation: st
             "epe_reduction": (1.0 - fr / inp) if inp > 0 else 0.0, "rows": n}
 
 
+def spread_subset(rows: np.ndarray, n: int | None) -> np.ndarray:
+    """At most n of the rows, evenly spread over them (every pose and subject), sorted; all when n is None."""
+    if n is None or len(rows) <= n:
+        return rows
+    return np.unique(rows[np.linspace(0, len(rows) - 1, n).round().astype(np.int64)])
+
+
 def evaluate_stores(gf: nn.Module, infos: list[Any], rows: list[np.ndarray], t: dict[str, Any], device: torch.device,
-                    amp: Callable[[], Any]) -> dict[str, dict[str, float]]:
-    """evaluate_epe on each store's held-out rows, keyed by dataset name (the store's stem)."""
+                    amp: Callable[[], Any], max_rows: int | None = None) -> dict[str, dict[str, float]]:
+    """evaluate_epe on each store's held-out rows (at most max_rows of them), keyed by dataset name (the store's stem)."""
     out = {}
     for info, r in zip(infos, rows):
+        r = spread_subset(r, max_rows)
         name = Path(info.path.rstrip("/")).name.removesuffix(".zarr")
         out[name] = evaluate_epe(gf, info.path, r, info.representation, info.clip, t["eval_batch_size"], device, amp,
                                  t["size"])
@@ -337,7 +345,7 @@ def _truncate_log(path: Path, start_epoch: int) -> None:
 
 def _config_drift(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys of the training config that differ between a checkpoint and this run (those that change results)."""
-    free = {"epochs", "workers", "log_every", "keep_checkpoints", "eval_batch_size"}
+    free = {"epochs", "workers", "log_every", "keep_checkpoints", "eval_batch_size", "eval_rows"}
     diff = [f"train.{k}" for k in set(old["train"]) | set(new["train"])
             if k not in free and old["train"].get(k) != new["train"].get(k)]
     for k in ("stores", "fold", "folds_files", "folds_k"):
@@ -539,7 +547,10 @@ def run_training(c: dict[str, Any],
             s.step()
         dt = time.time() - t0
         means = {k: v / max(n_batches, 1) for k, v in sums.items()}
-        ev = evaluate_stores(nets["gf"], infos, test_rows, t, device, amp) if d.main else {}
+        last = epoch == t["epochs"] - 1
+        # Between epochs a spread subset of the held-out rows tracks progress; the last epoch uses them all.
+        ev = evaluate_stores(nets["gf"], infos, test_rows, t, device, amp,
+                             None if last else t.get("eval_rows")) if d.main else {}
         checks = None
         if d.world > 1:
             _broadcast_buffers(nets, d)
@@ -564,7 +575,8 @@ def run_training(c: dict[str, Any],
                      means["gf"], means["epe"], means["dp"], means["de"], means["gw"],
                      "; ".join(f"{kk} EPE {e['epe_frontalized_px']:.3f} px vs input {e['epe_input_px']:.3f} px"
                                for kk, e in ev.items()))
-            final = ev
+            if last:
+                final = ev
         if d.world > 1:
             import torch.distributed as dist
 
