@@ -427,7 +427,7 @@ def write_outputs(out: Path, result: MotionResult, bundle: Bundle, inputs_rgb: S
 
 # ---------------------------------------------------------------- the commands' work
 
-def _preprocess_params(bundle: Bundle) -> tuple[Any, Any, int]:
+def preprocess_params(bundle: Bundle) -> tuple[Any, Any, int]:
     """The CropParams, FlowParams and store side the bundle's training data was made with."""
     from pipeline.crop import CropParams
     from pipeline.flow import FlowParams
@@ -441,7 +441,7 @@ def _preprocess_params(bundle: Bundle) -> tuple[Any, Any, int]:
 def neutral_face(bundle: Bundle, image: np.ndarray | None, p: FrontalizeParams, *, as_crop: bool = False,
                  align: bool = False, what: str = "neutral face") -> tuple[np.ndarray, dict[str, Any]]:
     """The face G_W warps: a picture framed like the training crops (aligned on request), else the average face."""
-    crop, _, store_size = _preprocess_params(bundle)
+    crop, _, store_size = preprocess_params(bundle)
     avg = bundle.average_face
     if image is None:
         if avg is None:
@@ -465,7 +465,7 @@ def neutral_face(bundle: Bundle, image: np.ndarray | None, p: FrontalizeParams, 
 def frontalize_recording(bundle: Bundle, names: Sequence[str], frames: Sequence[np.ndarray],
                          neutral_u8: np.ndarray, p: FrontalizeParams) -> tuple[MotionResult, np.ndarray, Any]:
     """Crop, flow, normalize a recording as the pipeline does, then the networks: (result, crops (T,H,W,3), box)."""
-    crop, flow, store_size = _preprocess_params(bundle)
+    crop, flow, store_size = preprocess_params(bundle)
     box, crops = crop_recording(names, frames, crop)
     flows = normalize_flows(recording_flows_px(crops, flow, store_size), bundle.representation, bundle.clip)
     res = run_networks(bundle, flows, neutral_u8, batch_size=p.batch_size, apex=p.apex)
