@@ -136,7 +136,12 @@ def render(res: dict[str, Any]) -> str:
                      f"{1e3 * m['networks']:.1f} | {1e3 * r['total_s']:.1f} | {100 * f['crop']:.0f}% | "
                      f"{100 * f['flow']:.0f}% | {100 * f['networks']:.0f}% | {1e3 * n['gf']:.1f} | "
                      f"{1e3 * n['de']:.1f} | {1e3 * n['gw']:.1f} |")
-    lines += ["", "Ratios (this run): " + "; ".join(res["ratios"]) + ".", END]
+    lines += ["", "Ratios (this run): " + "; ".join(res["ratios"]) + "."]
+    if "small" in res["configs"]:
+        f = res["configs"]["small"]["fractions"]["networks"]
+        verdict = "met" if f < 0.10 else "not met: the small config's G_F and G_W are compute-bound convnets at 64x64"
+        lines += ["", f"Aim (issue 6): networks under 10% of the total for the small config: {100 * f:.0f}%, {verdict}."]
+    lines.append(END)
     return "\n".join(lines)
 
 
