@@ -230,6 +230,15 @@ def tiny(tmp_path_factory):
     params = d / "params.yaml"
     params.write_text(yaml.safe_dump(p))
     store = write_fixture_store(d / "synth.zarr", n_subjects=6, rows_per_subject=12, size=32, chunk_mib=0.02)
+    # A stand-in landmark baseline that frontalizes perfectly (its flow is the ground truth): evaluate's
+    # plumbing must then score it exactly like the frontal ground truth.
+    import zarr
+
+    g = zarr.open_group(str(store), mode="r")
+    (d / "baselines").mkdir()
+    n = g["label"].shape[0]
+    np.savez(d / "baselines/synth_landmark.npz", rows=np.arange(n), flow=g["flow_target"][:],
+             image=g["target_image"][:], ok=np.ones(n, bool), meta=np.array("{}"))
     runner = CliRunner()
 
     def run(*args):
@@ -313,3 +322,67 @@ def test_report_renders_from_a_tiny_run(tiny):
     agg = cv["variants"]["full"]["all/all/all"]["epe_px.nonfrontal"]
     assert agg["mean"] == pytest.approx(np.mean(per_fold)) and agg["std"] == pytest.approx(np.std(per_fold, ddof=1))
     assert f"{np.mean(per_fold):.2f} ± {np.std(per_fold, ddof=1):.2f}" in md
+
+
+@pytest.mark.slow
+def test_landmark_baseline_command_on_a_tiny_crops_folder(tmp_path):
+    """`baseline_landmark` finds a sequence's cam2 frames through crops.csv and the store's sequence_ids/frame_t,
+    and its flows of a turning head are much smaller than the raw flows."""
+    import cv2
+
+    from face_images import astronaut, write_rgb
+    from pipeline.flow import FlowParams, farneback_px
+    from pipeline.normalize import denormalize, normalize_flow
+    from pipeline.store import write_store
+    from training.baselines import LandmarkParams, landmark_baseline
+
+    face = cv2.resize(astronaut()[10:210, 40:240], (256, 256))
+    frames = []
+    for i, deg in enumerate((0.0, 8.0, 16.0)):
+        m = cv2.getRotationMatrix2D((128, 128), deg, 1.0)
+        frames.append(cv2.warpAffine(face, m, (256, 256), borderMode=cv2.BORDER_REFLECT))
+        write_rgb(tmp_path / "crops" / "S1" / "seq" / "cam2" / f"img_{i + 1:03d}.png", frames[-1])
+    (tmp_path / "crops" / "crops.csv").write_text("subject,sequence,label_code,pose,cam2_dir\nS1,seq,1,roll,S1/seq/cam2\n")
+    fp = FlowParams()
+    raw = np.stack([farneback_px(cv2.cvtColor(frames[0], cv2.COLOR_RGB2GRAY), cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), fp)
+                    .transpose(2, 0, 1) for f in frames[1:]])
+    size = 32
+    raw_small = np.stack([cv2.resize(r.transpose(1, 2, 0), (size, size), interpolation=cv2.INTER_AREA)
+                          .transpose(2, 0, 1) for r in raw])
+    flow = normalize_flow(raw_small, "cartesian", 40.0).astype(np.float16)
+    n = 2
+    arrays = {"flow_input": flow, "flow_target": flow, "neutral": np.zeros((n, 3, size, size), np.uint8),
+              "target_image": np.zeros((n, 3, size, size), np.uint8), "input_image": np.zeros((n, 3, size, size), np.uint8),
+              "label": np.ones(n, np.int16), "subject": np.zeros(n, np.int32), "sequence": np.zeros(n, np.int32),
+              "pose": np.full(n, 4, np.int16), "strategy": np.ones(n, np.int16), "step": np.array([1, 2], np.int16),
+              "frame_t": np.zeros(n, np.int16)}
+    store = write_store(tmp_path / "tiny.zarr", arrays, {"representation": "cartesian", "clip": 40.0, "size": size,
+                                                          "source_manifest_sha256": "test", "subject_ids": ["S1"],
+                                                          "sequence_ids": ["S1/seq"], "params": {}})
+    out = tmp_path / "lm.npz"
+    meta = landmark_baseline(str(tmp_path / "tiny.zarr"), tmp_path / "crops", np.arange(n),
+                             LandmarkParams(size=size, workers=1), fp, out, progress=False)
+    assert meta["rows"] == 2 and meta["ok_fraction"] == 1.0
+    z = np.load(out)
+    assert list(z["rows"]) == [0, 1] and z["flow"].shape == (2, 2, size, size) and z["image"].shape == (2, 3, size, size)
+    mag_lm = np.hypot(*denormalize(z["flow"].astype(np.float32), "cartesian", 40.0).transpose(1, 0, 2, 3))
+    mag_raw = np.hypot(*raw_small.transpose(1, 0, 2, 3))
+    # Inside the face (FaceMesh hull of the first frame): outside it the rotated background is not warped.
+    from training.baselines import landmarks
+
+    hull = np.zeros((256, 256), np.float32)
+    cv2.fillConvexPoly(hull, cv2.convexHull(landmarks(frames[0], 0.3)[:, :2].astype(np.float32)).astype(np.int32), 1.0)
+    inside = cv2.resize(hull, (size, size), interpolation=cv2.INTER_AREA) > 0.99
+    assert inside.sum() > 30
+    assert mag_raw[:, inside].mean() > 8 and mag_lm[:, inside].mean() < mag_raw[:, inside].mean() / 3
+    del store
+
+
+def test_evaluate_scores_a_perfect_landmark_flow_like_the_ground_truth(tiny):
+    rows = ev.read_rows_csv(tiny["dir"] / "metrics/eval/full/fold_0/rows.csv")
+    assert len(rows["label"]) > 0 and (rows["landmark_ok"] == 1).all()
+    assert np.allclose(rows["epe_landmark"], 0.0, atol=1e-5)
+    assert (rows["epe_nonfrontal"][rows["pose"] != "nothing"] > 0.1).all()   # the input itself is not frontal
+    assert np.array_equal(rows["flowcnn_landmark"], rows["flowcnn_frontal_gt"])
+    assert np.array_equal(rows["efer_landmark"], rows["efer_frontal_gt"])
+    assert np.allclose(rows["ssim_landmark"], 1.0) and np.allclose(rows["rmse_landmark"], 0.0)

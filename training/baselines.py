@@ -239,7 +239,9 @@ def plan_sequences(store: str, crops_dir: Path, rows: np.ndarray) -> list[tuple[
         if sid not in where:
             raise EmoganError(f"{crops_dir}: sequence {sid} of {store} is not in crops.csv (stale crops?)")
         r = where[sid]
-        cam2 = Path(r.get("cam2_dir") or "")
+        # crops.csv's cam2_dir (relative to the crops folder), else the layout's subject/sequence/cam2.
+        given = (r.get("cam2_dir") or "").strip()
+        cam2 = Path(given) if given else Path(r["subject"]) / r["sequence"] / "cam2"
         cam2 = cam2 if cam2.is_absolute() else crops_dir / cam2
         frames = [str(x) for x in list_frames(cam2)]
         m = seq == s

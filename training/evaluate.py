@@ -397,17 +397,16 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
                 "gw_gt": _resize_img_u8(run.warp(y_star, neutral_u8).cpu(), size)}
         if lm_index is not None:
             li = np.array([lm_index.get(int(r), -1) for r in idx])
-            have = li >= 0
-            lf = y.clone()
-            limg = b["input_image"].clone()
+            have = torch.from_numpy(li >= 0)
+            # Rows without a landmark result (a strategy it skipped) count as not frontalized; rows where
+            # FaceMesh found no face were left unwarped by the baseline itself.
+            lf, limg = inp.clone(), imgs["nonfrontal"].clone()
             if have.any():
-                sel = li[have]
-                lf[torch.from_numpy(have)] = torch.from_numpy(landmark["flow"][sel].astype(np.float32))
-                limg[torch.from_numpy(have)] = torch.from_numpy(landmark["image"][sel])
-            # Rows without a landmark result (no face found, or a strategy it skipped) count as not frontalized.
-            flows["landmark"] = resize_flow(lf, size, rep, clip)
-            imgs["landmark"] = _resize_img_u8(limg, size)
-            put("landmark_ok", (li >= 0) & np.asarray(landmark["ok"])[np.maximum(li, 0)])
+                sel = li[li >= 0]
+                lf[have] = resize_flow(torch.from_numpy(landmark["flow"][sel].astype(np.float32)), size, rep, clip)
+                limg[have] = _resize_img_u8(torch.from_numpy(landmark["image"][sel]), size)
+            flows["landmark"], imgs["landmark"] = lf, limg
+            put("landmark_ok", ((li >= 0) & np.asarray(landmark["ok"])[np.maximum(li, 0)]).astype(np.int64))
         px = {k: flowrep.decode(v, rep, clip).numpy() for k, v in flows.items()}
         for m in EPE_METHODS:
             if m in px:
