@@ -34,6 +34,7 @@ class FlowCnnParams:
     net: dict[str, Any] = field(default_factory=lambda: {"name": "de", "channels": [16, 32, 64], "pool": 8,
                                                          "hidden": 64, "dropout": 0.5})
     size: int = 64                      # flows are area-averaged (as (u, v)) to this side
+    input: str = "store"                # store: the store's representation (as D_E); cartesian: (u, v)/clip
     strategies: tuple[str, ...] = ("neutral_apex", "frame_to_frame")
     seed: int = 0
     epochs: int = 4
@@ -54,6 +55,17 @@ def flip_flows(flow_norm, representation: str, clip: float):
     px = flowrep.decode(flow_norm, representation, clip).flip(-1)
     px = px * px.new_tensor([-1.0, 1.0]).view(1, 2, 1, 1)
     return flowrep.encode(px, representation, clip)
+
+
+def judge_input(flow_norm, size: int, representation: str, clip: float, input_kind: str):
+    """Normalized flows (N,2,S,S) -> the judge's input (N,2,size,size): resized as (u, v), re-encoded if asked."""
+    from training import flowrep
+    from training.loop import resize_flow
+
+    x = resize_flow(flow_norm.float(), size, representation, clip)
+    if input_kind == "cartesian" and representation != "cartesian":
+        x = flowrep.encode(flowrep.decode(x, representation, clip), "cartesian", clip)
+    return x
 
 
 def select_rows(path: str, rows: np.ndarray, strategies: Sequence[str]) -> np.ndarray:
@@ -91,10 +103,8 @@ class FlowJudge:
         """(N,2,S,S) normalized flows (torch) -> (N,7) logits (torch, CPU)."""
         import torch
 
-        from training.loop import resize_flow
-
         with torch.no_grad():
-            x = resize_flow(flow_norm.float(), self.size, self.representation, self.clip)
+            x = judge_input(flow_norm, self.size, self.representation, self.clip, self.meta.get("input", "store"))
             return self.net(x).float()
 
 
@@ -136,6 +146,8 @@ def train_flowcnn(stores: Sequence[str], fold: int, folds_files: Sequence[str | 
     ffs = [Path(f) if f else None for f in folds_files]
     train_rows = [select_rows(i.path, fold_rows(i, fold, "train", f, k), p.strategies) for i, f in zip(infos, ffs)]
     test_rows = [select_rows(i.path, fold_rows(i, fold, "test", f, k), p.strategies) for i, f in zip(infos, ffs)]
+    if p.input not in ("store", "cartesian"):
+        raise EmoganError(f"evaluate.flowcnn.input is store or cartesian, not {p.input!r}")
     if sum(len(r) for r in train_rows) == 0:
         raise EmoganError(f"no labeled rows of strategies {list(p.strategies)} in the training folds of fold {fold}")
     torch.manual_seed(p.seed)
@@ -161,6 +173,7 @@ def train_flowcnn(stores: Sequence[str], fold: int, folds_files: Sequence[str | 
                 m = torch.rand(len(x), generator=gen) < 0.5
                 if m.any():
                     x[m] = flip_flows(x[m], rep, clip)
+            x = judge_input(x, p.size, rep, clip, p.input)
             loss = F.cross_entropy(net(x.to(dev)), b["label"].to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -179,7 +192,7 @@ def train_flowcnn(stores: Sequence[str], fold: int, folds_files: Sequence[str | 
             if len(rows) == 0:
                 continue
             for b in iter_rows(info.path, rows, ARRAYS, 256):
-                x = resize_flow(b["flow_target"].float(), p.size, rep, clip)
+                x = judge_input(b["flow_target"], p.size, rep, clip, p.input)
                 pred = net(x.to(dev)).argmax(1).cpu().numpy()
                 np.add.at(conf, (b["label"].numpy(), pred), 1)
     acc = float(np.trace(conf) / conf.sum()) if conf.sum() else None
@@ -188,7 +201,7 @@ def train_flowcnn(stores: Sequence[str], fold: int, folds_files: Sequence[str | 
 
     metrics = {"fold": fold, "test_accuracy_frontal_gt": acc, "test_rows": int(conf.sum()),
                "train_rows": int(sum(len(r) for r in train_rows)), "history": history}
-    meta = {"net": p.net, "size": p.size, "representation": rep, "clip": clip, "fold": fold,
+    meta = {"net": p.net, "size": p.size, "input": p.input, "representation": rep, "clip": clip, "fold": fold,
             "stores": [i.path for i in infos], "folds_files": [str(f) if f else None for f in ffs], "folds_k": k,
             "train_subjects": {i.path: subjects_of(i.path, r) for i, r in zip(infos, train_rows)},
             "class_names": list(CLASS_NAMES), "params": as_dict(p), "metrics": {**metrics, "confusion": conf.tolist()}}
