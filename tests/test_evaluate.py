@@ -236,9 +236,10 @@ def tiny(tmp_path_factory):
 
     g = zarr.open_group(str(store), mode="r")
     (d / "baselines").mkdir()
-    n = g["label"].shape[0]
-    np.savez(d / "baselines/synth_landmark.npz", rows=np.arange(n), flow=g["flow_target"][:],
-             image=g["target_image"][:], ok=np.ones(n, bool), meta=np.array("{}"))
+    # It covers the neutral-apex rows only, as a baseline computed for some strategies does.
+    rows = np.flatnonzero(g["strategy"][:] == 0)
+    np.savez(d / "baselines/synth_landmark.npz", rows=rows, flow=g["flow_target"][:][rows],
+             image=g["target_image"][:][rows], ok=np.ones(len(rows), bool), meta=np.array("{}"))
     runner = CliRunner()
 
     def run(*args):
@@ -379,10 +380,18 @@ def test_landmark_baseline_command_on_a_tiny_crops_folder(tmp_path):
 
 
 def test_evaluate_scores_a_perfect_landmark_flow_like_the_ground_truth(tiny):
-    rows = ev.read_rows_csv(tiny["dir"] / "metrics/eval/full/fold_0/rows.csv")
-    assert len(rows["label"]) > 0 and (rows["landmark_ok"] == 1).all()
+    all_rows = ev.read_rows_csv(tiny["dir"] / "metrics/eval/full/fold_0/rows.csv")
+    apex = all_rows["strategy"] == "neutral_apex"
+    assert apex.any() and (~apex).any()
+    rows = {k: v[apex] for k, v in all_rows.items()}
+    assert (rows["landmark_ok"] == 1).all()
     assert np.allclose(rows["epe_landmark"], 0.0, atol=1e-5)
     assert (rows["epe_nonfrontal"][rows["pose"] != "nothing"] > 0.1).all()   # the input itself is not frontal
     assert np.array_equal(rows["flowcnn_landmark"], rows["flowcnn_frontal_gt"])
     assert np.array_equal(rows["efer_landmark"], rows["efer_frontal_gt"])
     assert np.allclose(rows["ssim_landmark"], 1.0) and np.allclose(rows["rmse_landmark"], 0.0)
+    # Rows the baseline did not compute are left out of its scores, not scored as something else.
+    assert np.isnan(all_rows["epe_landmark"][~apex]).all() and (all_rows["flowcnn_landmark"][~apex] == -1).all()
+    bd = json.loads((tiny["dir"] / "metrics/eval/full/fold_0/breakdown.json").read_text())["groups"]
+    assert bd["all/all/all"]["flowcnn"]["accuracy"]["landmark"] == pytest.approx(
+        bd["all/all/neutral_apex"]["flowcnn"]["accuracy"]["frontal_gt"])

@@ -47,7 +47,7 @@ FOREHEAD, NOSE_TIP = 10, 4
 class LandmarkParams:
     """params.yaml `evaluate.landmark`: the FaceMesh frontalization baseline."""
 
-    strategies: tuple[str, ...] = ("neutral_apex", "frame_to_frame")   # rows computed
+    strategies: tuple[str, ...] = ("neutral_apex",)   # rows computed (others are left out of its scores)
     size: int = 64                  # side of the stored flows and faces (the evaluation grid or finer)
     min_detection_confidence: float = 0.3
     border_anchors: int = 4         # fixed points per image side (identity outside the face)

@@ -398,8 +398,8 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         if lm_index is not None:
             li = np.array([lm_index.get(int(r), -1) for r in idx])
             have = torch.from_numpy(li >= 0)
-            # Rows without a landmark result (a strategy it skipped) count as not frontalized; rows where
-            # FaceMesh found no face were left unwarped by the baseline itself.
+            # Rows the baseline did not compute (a strategy it skips) are left out of its scores below;
+            # rows where FaceMesh found no face were left unwarped by the baseline itself (landmark_ok 0).
             lf, limg = inp.clone(), imgs["nonfrontal"].clone()
             if have.any():
                 sel = li[li >= 0]
@@ -426,6 +426,13 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
                 put(f"efer_{m}", _predict(judges.efer, imgs[m]))
                 if judges.fer2013 is not None:
                     put(f"fer2013_{m}", _predict(judges.fer2013, imgs[m]))
+        if lm_index is not None and not have.all():
+            gone = ~have.numpy()
+            for k, parts in metric_cols.items():
+                if k.endswith("_landmark"):
+                    v = parts[-1].astype(np.float64 if k.startswith(("epe_", "ssim_", "rmse_")) else np.int64)
+                    v[gone] = np.nan if v.dtype.kind == "f" else -1
+                    parts[-1] = v
         lab = b["label"].numpy()
         subj = b["subject"].numpy()
         pose = b["pose"].numpy()
