@@ -86,7 +86,7 @@ def measure(bundle: Any, names: list[str], frames: list[np.ndarray], repeats: in
     nets: dict[str, list[float]] = {"gf": [], "de": [], "gw": []}
     for r in range(repeats + 1):
         t0 = time.perf_counter()
-        _, crops = infer.crop_recording(names, frames, crop)
+        _, _, crops = infer.crop_recording(zip(names, frames), crop)
         t1 = time.perf_counter()
         flows = infer.normalize_flows(infer.recording_flows_px(crops, flow, store_size), bundle.representation,
                                       bundle.clip)

@@ -16,7 +16,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -70,55 +70,73 @@ def load_frontalize_params(params: dict[str, Any], **overrides: Any) -> Frontali
 
 # ---------------------------------------------------------------- inputs
 
-def read_recording(inputs: Sequence[Path], image_exts: Sequence[str], stride: int = 1,
-                   max_frames: int = 300) -> tuple[list[str], list[np.ndarray]]:
-    """Frame names and RGB uint8 frames of a video file, a folder of frames, or two or more image files."""
+def iter_recording(inputs: Sequence[Path], image_exts: Sequence[str], stride: int = 1,
+                   max_frames: int = 300) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, RGB uint8 frame) of a video file, a folder of frames, or two or more image files, read lazily.
+
+    Checks the inputs before the first frame; unreadable files raise pipeline.crop.SequenceError when reached.
+    """
     from pipeline.adapters.common import list_frames
-    from pipeline.crop import SequenceError, iter_video, read_rgb
+    from pipeline.crop import iter_video, read_rgb
 
     paths = [Path(p) for p in inputs]
     exts = {e.lower() for e in image_exts}
     for p in paths:
         if not p.exists():
             raise EmoganError(f"{p}: no such file or folder")
-    try:
-        if len(paths) == 1 and paths[0].is_dir():
-            files = list_frames(paths[0], tuple(exts))[::stride]
-            if len(files) < 2:
-                raise EmoganError(f"{paths[0]}: {len(files)} frame(s) with extensions {', '.join(sorted(exts))}; "
-                                  "a motion needs at least 2")
-            files = files[:max_frames]
-            return [str(f) for f in files], [read_rgb(f) for f in files]
-        if len(paths) == 1:
-            if paths[0].suffix.lower() in exts:
-                raise EmoganError(f"{paths[0]}: one image has no motion: give the neutral frame and the expressive "
-                                  "one (two images), a folder of frames or a video")
-            frames = []
-            for img in iter_video(paths[0], stride=stride):
-                frames.append(img)
-                if len(frames) == max_frames:
-                    log.warning("%s: kept the first %d frames (frontalize.max_frames)", paths[0], max_frames)
-                    break
-            if len(frames) < 2:
-                raise EmoganError(f"{paths[0]}: {len(frames)} frame(s) decoded; a motion needs at least 2")
-            return [f"{paths[0]}#{i * stride}" for i in range(len(frames))], frames
-        dirs = [p for p in paths if p.is_dir()]
-        if dirs:
-            raise EmoganError(f"{dirs[0]}: a folder among several inputs; give one folder, one video, or image files")
-        return [str(p) for p in paths[:max_frames]], [read_rgb(p) for p in paths[:max_frames]]
-    except SequenceError as e:
-        raise EmoganError(f"{e.file}: {e.reason}") from None
+    if len(paths) == 1 and paths[0].is_dir():
+        files = list_frames(paths[0], tuple(exts))[::stride]
+        if len(files) < 2:
+            raise EmoganError(f"{paths[0]}: {len(files)} frame(s) with extensions {', '.join(sorted(exts))}; "
+                              "a motion needs at least 2")
+    elif len(paths) == 1:
+        if paths[0].suffix.lower() in exts:
+            raise EmoganError(f"{paths[0]}: one image has no motion: give the neutral frame and the expressive "
+                              "one (two images), a folder of frames or a video")
+        files = []
+    elif any(p.is_dir() for p in paths):
+        raise EmoganError(f"{next(p for p in paths if p.is_dir())}: a folder among several inputs; give one folder, "
+                          "one video, or image files")
+    else:
+        files = paths
+    if len(files) > max_frames:
+        log.warning("%s: kept the first %d of %d frames (frontalize.max_frames)", paths[0], max_frames, len(files))
+
+    def frames() -> Iterator[tuple[str, np.ndarray]]:
+        if files:
+            for f in files[:max_frames]:
+                yield str(f), read_rgb(f)
+            return
+        for i, img in enumerate(iter_video(paths[0], stride=stride)):
+            if i == max_frames:
+                log.warning("%s: kept the first %d frames (frontalize.max_frames)", paths[0], max_frames)
+                return
+            yield f"{paths[0]}#{i * stride}", img
+
+    return frames()
 
 
-def crop_recording(names: Sequence[str], frames: Sequence[np.ndarray], crop: Any) -> tuple[Any, np.ndarray]:
-    """The pipeline's crop of a recording (one box from the first frame): (box, crops (T,side,side,3) uint8)."""
+def crop_recording(frames: Iterable[tuple[str, np.ndarray]], crop: Any) -> tuple[Any, list[str], np.ndarray]:
+    """The pipeline's crop of a recording (one box from the first frame): (box, names, crops (T,side,side,3) uint8).
+
+    Frames are cropped as they are read: a long recording is never held at full resolution.
+    """
     from pipeline.crop import SequenceError, crop_frames
 
+    names: list[str] = []
+
+    def named() -> Iterator[tuple[str, np.ndarray]]:
+        for name, img in frames:
+            names.append(name)
+            yield name, img
+
     try:
-        out = list(crop_frames(zip(names, frames), crop))
+        out = list(crop_frames(named(), crop))
     except SequenceError as e:
         raise EmoganError(f"{e.file}: {e.reason}") from None
-    return out[0][0], np.stack([c for _, c in out])
+    if len(out) < 2:
+        raise EmoganError(f"{names[0] if names else 'the input'}: {len(out)} frame(s) decoded; a motion needs at least 2")
+    return out[0][0], names, np.stack([c for _, c in out])
 
 
 def recording_flows_px(crops_rgb: np.ndarray, flow: Any, store_size: int) -> np.ndarray:
@@ -462,14 +480,23 @@ def neutral_face(bundle: Bundle, image: np.ndarray | None, p: FrontalizeParams, 
     return face, info
 
 
-def frontalize_recording(bundle: Bundle, names: Sequence[str], frames: Sequence[np.ndarray],
-                         neutral_u8: np.ndarray, p: FrontalizeParams) -> tuple[MotionResult, np.ndarray, Any]:
-    """Crop, flow, normalize a recording as the pipeline does, then the networks: (result, crops (T,H,W,3), box)."""
+@dataclass
+class Recording:
+    """A recording as the networks saw it: frame names, the crop box, the crops (T,side,side,3) uint8 RGB."""
+
+    names: list[str]
+    box: Any
+    crops: np.ndarray
+
+
+def frontalize_recording(bundle: Bundle, frames: Iterable[tuple[str, np.ndarray]], neutral_u8: np.ndarray,
+                         p: FrontalizeParams) -> tuple[MotionResult, Recording]:
+    """Crop, flow, normalize (name, RGB frame) pairs as the pipeline does, then the networks."""
     crop, flow, store_size = preprocess_params(bundle)
-    box, crops = crop_recording(names, frames, crop)
+    box, names, crops = crop_recording(frames, crop)
     flows = normalize_flows(recording_flows_px(crops, flow, store_size), bundle.representation, bundle.clip)
     res = run_networks(bundle, flows, neutral_u8, batch_size=p.batch_size, apex=p.apex)
-    return res, crops, box
+    return res, Recording(names, box, crops)
 
 
 def store_sequence(store: Path | str, sequence: str,

@@ -61,14 +61,14 @@ def frontalize_command(
 
     p, mp = _params(params, stride=stride, device=device)
     b = load_bundle(bundle, device=p.device)
-    names, frames = infer.read_recording(inputs, mp.image_exts, p.stride, p.max_frames)
+    frames = infer.iter_recording(inputs, mp.image_exts, p.stride, p.max_frames)
     image = _read_image(neutral) if neutral is not None else None
     face, info = infer.neutral_face(b, image, p, as_crop=as_crop, align=p.align_neutral if align is None else align,
                                     what=str(neutral) if neutral else "neutral face")
-    res, crops, box = infer.frontalize_recording(b, names, frames, face, p)
-    record = {"command": "frontalize", "input": names, "box": [box.x, box.y, box.side],
+    res, rec = infer.frontalize_recording(b, frames, face, p)
+    record = {"command": "frontalize", "input": rec.names, "box": [rec.box.x, rec.box.y, rec.box.side],
               "neutral_face": str(neutral) if neutral else "bundle average face", **info}
-    doc = infer.write_outputs(out, res, b, list(crops[1:]), names[1:], p, record)
+    doc = infer.write_outputs(out, res, b, list(rec.crops[1:]), rec.names[1:], p, record)
     _report(out, doc)
 
 
@@ -108,10 +108,10 @@ def transfer_command(
         ids: list = [f"{sequence}#{k + 1}" for k in range(len(flows))]
         record = {"command": "transfer", "source": {"store": str(store), "sequence": sequence}}
     else:
-        names, frames = infer.read_recording(source, mp.image_exts, p.stride, p.max_frames)
-        res, crops, box = infer.frontalize_recording(b, names, frames, face, p)
-        inputs, ids = list(crops[1:]), names[1:]
-        record = {"command": "transfer", "source": {"input": names, "box": [box.x, box.y, box.side]}}
+        frames = infer.iter_recording(source, mp.image_exts, p.stride, p.max_frames)
+        res, rec = infer.frontalize_recording(b, frames, face, p)
+        inputs, ids = list(rec.crops[1:]), rec.names[1:]
+        record = {"command": "transfer", "source": {"input": rec.names, "box": [rec.box.x, rec.box.y, rec.box.side]}}
     record.update({"target": target, **info})
     doc = infer.write_outputs(out, res, b, inputs, ids, p, record)
     _report(out, doc)
