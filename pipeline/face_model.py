@@ -110,6 +110,7 @@ class FaceModel:
     rigid_weight: np.ndarray   # (V,) 0 at rigid points, rising smoothly to 1 away from them
     shading: dict[int, tuple[tuple[int, int, int, int], np.ndarray]]   # AU -> (box y0,y1,x0,x1; (2,h,w) float32
     #                                  relative brightness change per side inside the box)
+    regions: dict[str, np.ndarray]   # "eyes", "hair": (A,A) float32 soft masks for region-wise texture blends
 
     @property
     def n_vertices(self) -> int:
@@ -344,7 +345,25 @@ def build_face_model() -> FaceModel:
     return FaceModel(shape=shape, atlas_uv=atlas_uv.astype(np.float32), triangles=tri,
                      mouth_triangles=mouth, mirror=mirror, textures=textures, alpha=alpha,
                      au_fields=fields, rigid_weight=rigid_weight,
-                     shading=appearance_maps(atlas_uv, mirror))
+                     shading=appearance_maps(atlas_uv, mirror), regions=_region_masks(atlas_uv, ids))
+
+
+def _region_masks(atlas_uv: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Soft atlas masks: the eyes and brows (glasses included), and everything outside the face oval."""
+    scale = ATLAS_SIZE / (2 * ATLAS_EXTENT)
+    eyes = np.zeros((ATLAS_SIZE, ATLAS_SIZE), np.float32)
+    for corners, brow in (((33, 133), 105), ((362, 263), 334)):
+        c = atlas_uv[list(corners)].mean(0)
+        c[1] = (c[1] * 2 + atlas_uv[brow][1]) / 3          # between the eye and its brow
+        axes = (int(0.2 * scale), int(0.15 * scale))
+        cv2.ellipse(eyes, (int(c[0]), int(c[1])), axes, 0, 0, 360, 1.0, -1, cv2.LINE_AA)
+    eyes = cv2.GaussianBlur(eyes, (0, 0), 0.04 * scale)
+    oval = np.zeros_like(eyes)
+    cv2.fillPoly(oval, [np.round(atlas_uv[list(FACE_OVAL)]).astype(np.int32)], 1.0, cv2.LINE_AA)
+    hair = 1.0 - cv2.GaussianBlur(oval, (0, 0), 0.04 * scale)
+    hair[ids < 0] = 1.0
+    eyes = np.minimum(eyes, 1.0 - hair)
+    return {"eyes": eyes, "hair": hair}
 
 
 # Appearance of the action units, drawn in the atlas so it moves with the skin: creases darken,

@@ -15,6 +15,7 @@ from pipeline.face_model import (AU_NAMES, INNER_LIPS, N_MESH, FaceModel, pixel_
                                  triangle_affines)
 
 MOUTH_COLOUR = (52, 18, 22)
+TONGUE_COLOUR = (150, 62, 66)
 UPPER_TEETH_COLOUR = (228, 222, 206)
 LOWER_TEETH_COLOUR = (205, 198, 182)
 PIVOT = np.array([0.0, 0.35, -0.75])   # head rotation centre (neck), face units
@@ -147,8 +148,12 @@ def render(model: FaceModel, subject: Subject, au_gains: np.ndarray, pose: np.nd
     x0, y0 = np.maximum(np.floor(box.min(0)).astype(int) - 2, 0)
     x1, y1 = np.minimum(np.ceil(box.max(0)).astype(int) + 3, cam.size)
     if x1 > x0 and y1 > y0:
+        # Dark at the back of the mouth, the tongue's red towards the bottom of the opening.
+        my0, my1 = mouth[:, 1].min() - y0, mouth[:, 1].max() - y0
+        t = np.clip((np.arange(y1 - y0, dtype=np.float32) - (my0 + my1) / 2) / max(my1 - my0, 1.0) * 2, 0, 1)
         patch = np.empty((y1 - y0, x1 - x0, 3), np.float32)
-        patch[:] = MOUTH_COLOUR
+        patch[:] = (np.array(MOUTH_COLOUR, np.float32)
+                    + (np.array(TONGUE_COLOUR, np.float32) - MOUTH_COLOUR) * (t * t)[:, None])[:, None, :]
         off = np.array([x0, y0])
         for poly, colour in ((lo, LOWER_TEETH_COLOUR), (up, UPPER_TEETH_COLOUR)):
             cv2.fillPoly(patch, [np.round((poly - off) * 16).astype(np.int32)], colour,

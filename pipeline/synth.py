@@ -35,7 +35,7 @@ CKPLUS_CODES = {"neutral": 0, "anger": 1, "disgust": 3, "fear": 4, "happiness": 
 EXPRESSION_AUS: dict[str, list[tuple[str, float, float]]] = {
     "neutral": [],
     "happiness": [("AU6", 0.8, 1.0), ("AU12", 1.0, 1.0), ("AU25", 0.7, 0.85), ("AU26", 0.3, 0.2)],
-    "surprise": [("AU1", 1.3, 1.0), ("AU2", 1.3, 1.0), ("AU5", 1.0, 0.9), ("AU26", 1.3, 1.0), ("AU25", 0.5, 1.0)],
+    "surprise": [("AU1", 1.1, 1.0), ("AU2", 1.4, 1.0), ("AU5", 1.1, 0.9), ("AU26", 1.2, 1.0), ("AU25", 0.5, 1.0)],
     "sadness": [("AU1", 1.3, 1.0), ("AU4", 0.15, 1.0), ("AU15", 1.3, 1.0), ("AU17", 0.9, 0.8), ("AU43", 0.5, 0.5)],
     "anger": [("AU4", 1.2, 1.0), ("AU5", 0.5, 0.6), ("AU7", 1.0, 1.0), ("AU23", 1.0, 1.0), ("AU17", 0.6, 0.6)],
     "disgust": [("AU9", 1.0, 1.0), ("AU10", 1.0, 1.0), ("AU15", 0.5, 0.7), ("AU16", 0.5, 0.4),
@@ -43,10 +43,14 @@ EXPRESSION_AUS: dict[str, list[tuple[str, float, float]]] = {
     "fear": [("AU1", 0.9, 1.0), ("AU2", 0.7, 1.0), ("AU4", 0.6, 1.0), ("AU5", 0.9, 1.0), ("AU20", 1.0, 1.0),
              ("AU25", 0.8, 1.0), ("AU26", 0.5, 0.6)],
 }
-# Texture recipes cycled over subjects: weight of the closed-mouth neutral photograph (Grace
-# Hopper) in the blend. The other photograph smiles with raised cheeks; where it dominates,
-# every expression still reads as happy to a model trained on real faces.
-_BLENDS = (0.6, 0.5, 0.7, 0.55, 0.65, 0.45, 0.75, 0.5, 0.6, 0.7, 0.55, 0.65)
+# Texture recipes cycled over subjects, by region: (weight of the closed-mouth neutral photograph
+# (Grace Hopper) around the mouth and cheeks, around the eyes and brows, in the hair/outer ring).
+# The other photograph smiles with raised cheeks: where its lower face dominates, every
+# expression reads as happy to a model trained on real faces, so the lower face stays mostly
+# Grace's while eyes (glasses or not) and hair vary freely and make the identities.
+_BLENDS = ((0.6, 0.6, 0.6), (0.55, 0.0, 0.1), (0.75, 1.0, 0.2), (0.6, 0.2, 1.0), (0.7, 0.45, 0.0),
+           (0.5, 0.05, 0.6), (0.8, 0.85, 0.9), (0.55, 0.3, 0.3), (0.65, 0.0, 0.8), (0.7, 0.7, 0.05),
+           (0.6, 0.15, 0.5), (0.75, 0.55, 0.7))
 
 
 @dataclasses.dataclass
@@ -66,7 +70,7 @@ class SynthParams:
     translation_frac: float = 0.12
     face_frac: float = 0.42
     focal_frac: float = 3.0
-    intensity_range: tuple[float, float] = (0.3, 1.0)
+    intensity_range: tuple[float, float] = (0.45, 1.0)
     au_jitter: float = 0.35
     asymmetry: float = 0.2
     onset_range: tuple[float, float] = (0.0, 0.35)
@@ -143,7 +147,10 @@ def make_subject(model, number: int, p: SynthParams):
 
     rng = np.random.default_rng([p.seed, number, 17])
     names = list(model.textures)
-    w = float(np.clip(_BLENDS[(number - 1) % len(_BLENDS)] + rng.uniform(-0.05, 0.05), 0, 1))
+    w_mouth, w_eyes, w_hair = np.clip(np.array(_BLENDS[(number - 1) % len(_BLENDS)]) + rng.uniform(-0.05, 0.05, 3), 0, 1)
+    regions = model.regions
+    w = (w_mouth * (1 - regions["eyes"] - regions["hair"]) + w_eyes * regions["eyes"]
+         + w_hair * regions["hair"])[..., None]
     tex = w * model.textures[names[0]].astype(np.float32) + (1 - w) * model.textures[names[1]].astype(np.float32)
     if (number // 2) % 2 == 1:
         tex = tex[:, ::-1]                                        # the atlas layout is symmetric
@@ -417,10 +424,16 @@ def synth(p: SynthParams, out: Path, overwrite: bool = False, progress: bool = T
             bar.update()
     else:
         import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        # spawn, not fork: OpenCV deadlocks in forked children (docs/ARCHITECTURE.md, PERF-NOTES)
-        with mp.get_context("spawn").Pool(p.workers, initializer=_init_worker, initargs=(model,)) as pool:
-            for _ in pool.imap_unordered(_run_one, [(s, p, str(partial)) for s in todo], chunksize=1):
+        # spawn, not fork: OpenCV deadlocks in forked children (docs/ARCHITECTURE.md, PERF-NOTES).
+        # An executor, not a Pool: a worker that dies (killed, out of memory) raises
+        # BrokenProcessPool here instead of hanging; finished sequences are kept for the re-run.
+        with ProcessPoolExecutor(p.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(model,)) as pool:
+            futures = [pool.submit(_run_one, (s, p, str(partial))) for s in todo]
+            for fut in as_completed(futures):
+                fut.result()
                 bar.update()
     bar.close()
     _assemble(partial, p, specs)
