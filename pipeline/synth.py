@@ -328,6 +328,8 @@ def _contact_sheet(root: Path, p: SynthParams, specs: list[SequenceSpec], thumb:
                 d = _frame_dir(root, p, spec, c)
                 for k, f in enumerate((0, p.frames - 1)):
                     img = cv2.imread(str(d / _frame_name(p, spec, f)), cv2.IMREAD_COLOR)
+                    m = int(p.size * 0.17)                    # zoom on the head: thumbnails are small
+                    img = img[m:p.size - m, m:p.size - m]
                     sheet[y0 + r * thumb:y0 + (r + 1) * thumb, x0 + k * thumb:x0 + (k + 1) * thumb] = \
                         cv2.resize(img, (thumb, thumb), interpolation=cv2.INTER_AREA)[..., ::-1]
             cv2.putText(sheet, pose, (x0 + 4, y0 + len(cams) * thumb + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
