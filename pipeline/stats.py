@@ -4,7 +4,10 @@ Magnitudes are those of the stored flows (area-averaged to flow.size, in pixels 
 crop), over every pixel of every pair, both cameras. Quantiles come from a histogram of bin width
 `resolution_px` built in one streaming pass over the store (it never loads the whole dataset), so
 they are exact to within one bin. The suggested clip is the Q3 of both cameras together (the
-paper picks its clip, 10.0, from the Q3 of its dataset's distribution).
+paper picks its clip, 10.0, from the Q3 of its dataset's distribution), or, with
+`stats.suggest_from: moving`, the Q3 of the pixels that move (|flow| >= `moving_px`): the
+background of a crop does not move, and on data where it fills much of the crop the all-pixel Q3
+is far below the motion of the face.
 """
 from __future__ import annotations
 
@@ -34,8 +37,14 @@ class StatsParams:
     max_px: float = 1024.0        # magnitudes above are counted in the last bin (a 512 crop moves < 725 px)
     plot_bins: int = 100
     plot_quantile: float = 0.999  # the plot spans [0, this quantile]
+    moving_px: float = 0.5        # the "moving" distribution: pixels with |flow| >= this
+    suggest_from: str = "all"     # suggested clip = Q3 of "all" pixels (the paper) or of "moving" ones
 
     def __post_init__(self) -> None:
+        if self.suggest_from not in ("all", "moving"):
+            raise ValueError(f"suggest_from = {self.suggest_from!r}: expected 'all' or 'moving'")
+        if not 0 <= self.moving_px < self.max_px:
+            raise ValueError(f"moving_px = {self.moving_px!r}: expected a number in [0, max_px)")
         if not self.resolution_px > 0 or not self.max_px > self.resolution_px:
             raise ValueError("resolution_px must be positive and below max_px")
         if not isinstance(self.plot_bins, int) or self.plot_bins < 2:
@@ -92,6 +101,10 @@ def magnitude_stats(chunks: Iterable[dict[str, np.ndarray]], p: StatsParams) -> 
     counts = {c: np.zeros(n_bins, np.int64) for c in CAMERAS}
     sums = {c: 0.0 for c in CAMERAS}
     maxima = {c: 0.0 for c in CAMERAS}
+    # "moving" = the bins from k_moving up, so that its histogram and its sums cover the same pixels
+    k_moving = int(round(p.moving_px / p.resolution_px))
+    moving_from = np.float32(k_moving * p.resolution_px)
+    moving_sum = 0.0
     n_pairs = 0
     for chunk in chunks:
         n_pairs += len(chunk["input"])
@@ -101,6 +114,8 @@ def magnitude_stats(chunks: Iterable[dict[str, np.ndarray]], p: StatsParams) -> 
                 counts[c] += histogram_counts(m, p.resolution_px, n_bins)
                 sums[c] += float(m.sum(dtype=np.float64))
                 maxima[c] = max(maxima[c], float(m.max()))
+                idx = (m / np.float32(p.resolution_px)).astype(np.int64)  # the bin each value went to
+                moving_sum += float(m[idx >= k_moving].sum(dtype=np.float64))
     n_values = {c: int(counts[c].sum()) for c in CAMERAS}
     both = counts["input"] + counts["target"]
     result: dict[str, Any] = {"n_pairs": n_pairs, "n_values": sum(n_values.values()),
@@ -110,7 +125,16 @@ def magnitude_stats(chunks: Iterable[dict[str, np.ndarray]], p: StatsParams) -> 
                          p.resolution_px),
         **{c: summarize(counts[c], sums[c], n_values[c], maxima[c], p.resolution_px) for c in CAMERAS},
     }
-    result["suggested_clip"] = result["magnitude"]["all"]["q3"]
+    moving = both.copy()
+    moving[:k_moving] = 0
+    n_moving = int(moving.sum())
+    result["magnitude"]["moving"] = summarize(moving, moving_sum, n_moving, max(maxima.values()), p.resolution_px)
+    result["moving_px"] = float(moving_from)
+    result["moving_fraction"] = n_moving / max(int(both.sum()), 1)
+    # The paper picks its clip from the Q3 of the dataset's magnitudes (all pixels). Where most of
+    # the crop does not move (background), that Q3 is tiny; the "moving" Q3 is then the useful one.
+    result["suggested_from"] = p.suggest_from
+    result["suggested_clip"] = result["magnitude"][p.suggest_from]["q3"]
     result["_counts"] = {"all": both, **counts}  # for the plot; dropped from the metrics file
     return result
 
@@ -155,11 +179,13 @@ def write_outputs(result: dict[str, Any], p: StatsParams, metrics: Path, plot: P
         fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
         for c, label in (("input", "non-frontal (input)"), ("target", "frontal (target)")):
             ax.stairs(dens[c], edges, label=label)
-        mag = result["magnitude"]["all"]
-        for name, style in (("q3", "--"), ("p99", ":")):
-            ax.axvline(mag[name], color="k", linestyle=style, linewidth=1, label=f"{name} = {mag[name]:.2f} px")
+        mag = result["magnitude"]
+        for group, name, style in (("all", "q3", "--"), ("moving", "q3", "-."), ("all", "p99", ":")):
+            v = mag[group][name]
+            ax.axvline(v, color="k", linestyle=style, linewidth=1, label=f"{group} {name} = {v:.2f} px")
+        ax.set_yscale("log")  # a still background puts most of the mass in the first bins
         ax.set_xlabel("flow magnitude (pixels of the source crop)")
-        ax.set_ylabel("density")
+        ax.set_ylabel("density (log)")
         ax.set_title(title)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -209,6 +235,9 @@ def cli(
     out = out or metrics_dir / f"stats_{dataset}.json"
     plot = plot or metrics_dir / f"stats_{dataset}.png"
     plot_data = plot_data or metrics_dir / f"stats_{dataset}_hist.csv"
-    m = compute_stats(flows, out, p, plot=plot, plot_data=plot_data)["magnitude"]["all"]
+    r = compute_stats(flows, out, p, plot=plot, plot_data=plot_data)
+    m, mv = r["magnitude"]["all"], r["magnitude"]["moving"]
     typer.echo(f"{out}: magnitude q1 {m['q1']:.3f}, median {m['median']:.3f}, q3 {m['q3']:.3f}, "
-               f"p99 {m['p99']:.3f}, max {m['max']:.3f} px; suggested clip (q3) {m['q3']:.3f}")
+               f"p99 {m['p99']:.3f}, max {m['max']:.3f} px; {100 * r['moving_fraction']:.1f}% of pixels move "
+               f">= {r['moving_px']:g} px (their q3 {mv['q3']:.3f}); suggested clip ({r['suggested_from']} q3) "
+               f"{r['suggested_clip']:.3f}")

@@ -34,6 +34,22 @@ def test_histogram_quantiles_match_numpy_within_one_bin(seed, n_chunks, res):
         assert got["mean"] == pytest.approx(values.mean(dtype=np.float64), rel=1e-6)
     assert result["suggested_clip"] == result["magnitude"]["all"]["q3"]
     assert result["n_pairs"] == 3 * n_chunks
+    moving = mags["all"][mags["all"] >= result["moving_px"]]
+    assert result["moving_fraction"] == pytest.approx(moving.size / mags["all"].size)
+    got = result["magnitude"]["moving"]
+    assert got["mean"] == pytest.approx(moving.mean(dtype=np.float64), rel=1e-6)
+    assert abs(got["q3"] - np.quantile(moving, 0.75, method="inverted_cdf")) <= res * 1.01 + 1e-9
+
+
+def test_suggested_clip_from_moving_pixels():
+    # 90% of the pixels still (background), 10% moving by 4..6 px: the all-pixel Q3 is 0
+    flow = np.zeros((1, 2, 10, 10), np.float32)
+    flow[0, 0, 0, :] = np.linspace(4, 6, 10)
+    chunk = {"input": flow, "target": flow}
+    assert sm.magnitude_stats(iter([chunk]), sm.StatsParams())["suggested_clip"] == pytest.approx(0, abs=0.01)
+    r = sm.magnitude_stats(iter([chunk]), sm.StatsParams(suggest_from="moving"))
+    assert r["suggested_from"] == "moving" and r["moving_fraction"] == pytest.approx(0.1)
+    assert r["suggested_clip"] == pytest.approx(np.quantile(np.linspace(4, 6, 10), 0.75), abs=0.25)
 
 
 def test_stats_stage_writes_metrics_plot_and_plot_data(tmp_path):
@@ -61,4 +77,7 @@ def test_stats_params_are_validated(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("stats:\n  resolution_px: 0\n")
     with pytest.raises(ParamsError, match=r"params.yaml.*stats"):
+        sm.load_stats_params(load_params(p))
+    p.write_text("stats:\n  suggest_from: face\n")
+    with pytest.raises(ParamsError, match=r"params.yaml.*suggest_from"):
         sm.load_stats_params(load_params(p))
