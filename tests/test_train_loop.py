@@ -84,7 +84,7 @@ def _batch(n: int = 4, size: int = 32) -> dict[str, torch.Tensor]:
 def test_one_step_of_the_whole_gan_lowers_each_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     t = as_dict(TrainConfig())
-    t.update({"nets": TINY_NETS, "image_steps": [3, 5], "e_c": 0, "amp": "off"})
+    t.update({"nets": TINY_NETS, "image_steps": [3, 5], "e_c": 0, "amp": "off", "flow_loss_space": "cartesian"})
     t["optim"] = {r: {"kind": "adam", "lr": 1e-4, "betas": [0.5, 0.999]} for r in ("gf", "dp", "gw")}
     t["optim"]["de"] = {"kind": "sgd", "lr": 1e-3, "momentum": 0.9}
     nets = build_nets(t)
@@ -105,7 +105,9 @@ def test_one_step_of_the_whole_gan_lowers_each_loss_on_a_fixed_batch():
     def gf_loss(gf, n):
         fake = gf(y)
         gan = L.gan_loss_gf(n["dp"](torch.cat([y, fake], 1)), n["de"](fake), lab)
-        return L.total_gf(gan, L.epe(fake, ys), L.charbonnier(fake, ys, t["char_eps"]), gw_loss(n["gw"], fake),
+        # L_epe and L_char on Cartesian (u, v)/clip, as the step computes them (flow_loss_space).
+        f, s = flowrep.decode(fake, "polar", 10.0) / 10.0, flowrep.decode(ys, "polar", 10.0) / 10.0
+        return L.total_gf(gan, L.epe(f, s), L.charbonnier(f, s, t["char_eps"]), gw_loss(n["gw"], fake),
                           t["lambdas"], connected=True).item()
 
     before = copy.deepcopy(nets)
@@ -113,7 +115,7 @@ def test_one_step_of_the_whole_gan_lowers_each_loss_on_a_fixed_batch():
         fake0 = nets["gf"](y)
         d0, w0 = d_loss(nets, fake0), gw_loss(nets["gw"], fake0).item()
     ctx = StepContext(nets, nets, opt, efer, efer.features, t, autocast_ctx(t, torch.device("cpu")), Dist(),
-                      torch.device("cpu"))
+                      torch.device("cpu"), "polar", 10.0)
     out = gan_step(b, epoch=0, c=ctx)
     assert all(torch.isfinite(v) for v in out.values()) and out["gw"] > 0
     with torch.no_grad():
@@ -131,9 +133,11 @@ def test_gf_overfits_a_tiny_batch():
     opt = torch.optim.Adam(gf.parameters(), lr=2e-3, betas=(0.5, 0.999))
     with torch.no_grad():
         start = flowrep.epe_px(gf(y), ys, "polar", 10.0).mean().item()
+    target = flowrep.decode(ys, "polar", 10.0) / 10.0
     for _ in range(200):
-        out = gf(y)
-        loss = 7 * L.epe(out, ys) + 3 * L.charbonnier(out, ys, 1e-3)
+        # The trainer's reconstruction terms: l2 L_epe + l3 L_char on (u, v)/clip.
+        out = flowrep.decode(gf(y), "polar", 10.0) / 10.0
+        loss = 7 * L.epe(out, target) + 3 * L.charbonnier(out, target, 1e-3)
         opt.zero_grad()
         loss.backward()
         opt.step()

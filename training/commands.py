@@ -68,7 +68,8 @@ def train_command(
     if m.get("test"):
         for name, e in m["test"].items():
             typer.echo(f"{name}: held-out fold {c['fold']} EPE {e['epe_frontalized_px']:.3f} px frontalized vs "
-                       f"{e['epe_input_px']:.3f} px input ({100 * e['epe_reduction']:.1f}% lower)")
+                       f"{e['epe_input_px']:.3f} px input ({100 * e['epe_reduction']:.1f}% lower; a zero flow: "
+                       f"{e['epe_zero_px']:.3f} px)")
 
 
 def train_fer_command(

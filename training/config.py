@@ -49,6 +49,7 @@ class TrainConfig:
     gan_weights: tuple[float, ...] = (1.0, 1.0)         # D_P and D_E terms inside L_GAN (ablation w/o L_DE: D_E 0)
     alphas: tuple[float, ...] = (2.0, 7.0, 1.0)         # L_1, L_perc, L_eFER in L_GW
     char_eps: float = 1e-3
+    flow_loss_space: str = "cartesian"             # L_epe/L_char on (u, v)/clip, or on the store's `representation`
     image_steps: tuple[int, ...] | None = (3, 5)   # rows with lo < step <= hi feed the image losses
     gw_flow: str = "generated"                     # G_W's own update warps G_F's output, or `target`
     dp_conditional: bool = True                    # D_P sees (input flow, frontal flow)
@@ -152,6 +153,8 @@ def validate(cfg: TrainConfig, where: str) -> None:
         bad("gan_weights needs 2 numbers (D_P term, D_E term of L_GAN)")
     if cfg.image_steps is not None and len(cfg.image_steps) != 2:
         bad("image_steps is [lo, hi] (lo < step <= hi) or null")
+    if cfg.flow_loss_space not in ("cartesian", "representation"):
+        bad("flow_loss_space is cartesian or representation")
     if cfg.gw_flow not in ("generated", "target"):
         bad("gw_flow is generated or target")
     if cfg.amp not in ("auto", "on", "off"):

@@ -168,6 +168,20 @@ class StepContext:
     amp: Callable[[], Any]
     dist: Dist
     device: torch.device
+    representation: str = "polar"   # the stores' flow representation and clip (source pixels)
+    clip: float = 10.0
+
+
+def loss_space(flow: torch.Tensor, c: StepContext) -> torch.Tensor:
+    """Flows (N,2,H,W) as L_epe and L_char see them: Cartesian (u, v)/clip, or the store's representation.
+
+    An end-point error is a distance between vectors; in the polar representation a difference of
+    angles is not one, and the angle of a pixel that does not move is noise the net cannot learn.
+    Decoding first weights angle errors by the motion's magnitude. For Cartesian stores both agree.
+    """
+    if c.t["flow_loss_space"] == "representation":
+        return flow
+    return flowrep.decode(flow, c.representation, c.clip) / c.clip
 
 
 def _gw_losses(x_gen: torch.Tensor, x_star: torch.Tensor, labels: torch.Tensor, c: StepContext) -> dict[str, torch.Tensor]:
@@ -261,8 +275,9 @@ def gan_step(batch: dict[str, torch.Tensor], epoch: int, c: StepContext) -> dict
         dp_fake = n["dp"](fake_cond).float()
         de_fake = n["de"](fake).float()
     gan = L.gan_loss_gf(dp_fake, de_fake, labels, t.get("gan_weights", (1.0, 1.0)))
-    l_epe = L.epe(fake, y_star)
-    l_char = L.charbonnier(fake, y_star, t["char_eps"])
+    fake_l, star_l = loss_space(fake, c), loss_space(y_star, c)
+    l_epe = L.epe(fake_l, star_l)
+    l_char = L.charbonnier(fake_l, star_l, t["char_eps"])
     l_gw = None
     if connected and idx is not None:
         with c.amp():
@@ -284,11 +299,13 @@ def evaluate_epe(gf: nn.Module, store: str, rows: np.ndarray, representation: st
                  device: torch.device, amp: Callable[[], Any], size: int | None = None) -> dict[str, float]:
     """EPE in source pixels on a store's rows: frontalized G_F(input) and the raw input, each vs the frontal truth.
 
-    At the model's side `size` (flows resized as (u, v) first when it differs from the store's).
+    Also the EPE of a zero flow (the truth's mean magnitude): a frontalizer that only erases motion
+    gets that; one that keeps the expression's motion goes below it. At the model's side `size`
+    (flows resized as (u, v) first when it differs from the store's).
     """
     was = gf.training
     gf.eval()
-    s_fr = s_in = 0.0
+    s_fr = s_in = s_zero = 0.0
     n = 0
     for b in iter_rows(store, rows, ("flow_input", "flow_target"), batch_size):
         b = to_device(b, device, size, representation, clip)
@@ -297,10 +314,12 @@ def evaluate_epe(gf: nn.Module, store: str, rows: np.ndarray, representation: st
             fr = gf(y)
         s_fr += flowrep.epe_px(fr.float(), y_star, representation, clip).sum().item()
         s_in += flowrep.epe_px(y, y_star, representation, clip).sum().item()
+        truth_px = flowrep.decode(y_star, representation, clip)
+        s_zero += torch.linalg.vector_norm(truth_px, dim=1).flatten(1).mean(1).sum().item()
         n += len(y)
     gf.train(was)
     fr, inp = s_fr / max(n, 1), s_in / max(n, 1)
-    return {"epe_frontalized_px": fr, "epe_input_px": inp,
+    return {"epe_frontalized_px": fr, "epe_input_px": inp, "epe_zero_px": s_zero / max(n, 1),
             "epe_reduction": (1.0 - fr / inp) if inp > 0 else 0.0, "rows": n}
 
 
@@ -504,7 +523,7 @@ def run_training(c: dict[str, Any],
                                rank=d.rank, world=d.world)
     loader = make_loader(ds, pin_memory=device.type == "cuda")
     amp = autocast_ctx(t, device)
-    ctx = StepContext(nets, wrapped, optims, efer, perc_fn, t, amp, d, device)
+    ctx = StepContext(nets, wrapped, optims, efer, perc_fn, t, amp, d, device, rep, clip)
     live = None
     if d.main:
         from dvclive import Live
@@ -565,7 +584,7 @@ def run_training(c: dict[str, Any],
             for kk, v in means.items():
                 live.log_metric(f"train/loss_{kk}", v)
             for name, e in ev.items():
-                for kk in ("epe_frontalized_px", "epe_input_px", "epe_reduction"):
+                for kk in ("epe_frontalized_px", "epe_input_px", "epe_zero_px", "epe_reduction"):
                     live.log_metric(f"test/{name}/{kk}", e[kk])
             live.next_step()
             ck.save_checkpoint(ck.checkpoint_path(out, epoch + 1),
@@ -591,11 +610,12 @@ def run_training(c: dict[str, Any],
         metrics = {"fold": c["fold"], "epochs": t["epochs"], "test": final}
         if final:
             tot = sum(e["rows"] for e in final.values())
-            fr = sum(e["epe_frontalized_px"] * e["rows"] for e in final.values()) / tot
-            inp = sum(e["epe_input_px"] * e["rows"] for e in final.values()) / tot
-            metrics.update({"epe_frontalized_px": fr, "epe_input_px": inp,
+            fr, inp, zero = (sum(e[k] * e["rows"] for e in final.values()) / tot
+                             for k in ("epe_frontalized_px", "epe_input_px", "epe_zero_px"))
+            metrics.update({"epe_frontalized_px": fr, "epe_input_px": inp, "epe_zero_px": zero,
                             "epe_reduction": 1.0 - fr / inp if inp > 0 else 0.0})
-            live.summary.update({k: metrics[k] for k in ("epe_frontalized_px", "epe_input_px", "epe_reduction")})
+            live.summary.update({k: metrics[k] for k in ("epe_frontalized_px", "epe_input_px", "epe_zero_px",
+                                                         "epe_reduction")})
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         live.end()
     if d.owned:
