@@ -52,7 +52,8 @@ class EvaluateParams:
 
     folds: tuple[int, ...] = (0, 1)          # held-out folds the CV driver runs (the paper: all k)
     ablations: tuple[str, ...] = ("no_rec", "no_de", "no_gw")   # Table IV variants run beside the full model
-    strategies: tuple[str, ...] = ("neutral_apex", "frame_to_frame")   # rows scored
+    strategies: tuple[str, ...] = ("neutral_apex", "frame_to_frame")   # rows scored (flows)
+    image_strategies: tuple[str, ...] = ("neutral_apex",)   # rows whose faces are warped and judged too
     size: int | None = None                  # evaluation grid; null: the model's side
     batch_size: int = 64
     samples_per_pose: int = 2                # rows per (dataset, pose) kept for the figures
@@ -69,9 +70,9 @@ def evaluate_params(params: dict[str, Any], **overrides: Any) -> EvaluateParams:
     from pipeline.params import ParamsError, section
 
     p = section(params, "evaluate", EvaluateParams, **overrides)
-    bad = [s for s in p.strategies if s not in STRATEGY_NAMES]
+    bad = [s for s in (*p.strategies, *p.image_strategies) if s not in STRATEGY_NAMES]
     if bad:
-        raise ParamsError(f"evaluate.strategies: unknown {bad}; known {list(STRATEGY_NAMES)}")
+        raise ParamsError(f"evaluate.strategies/image_strategies: unknown {bad}; known {list(STRATEGY_NAMES)}")
     for g, poses in p.pose_groups.items():
         unknown = [x for x in poses if x not in POSE_NAMES]
         if unknown or g in POSE_NAMES or g == ALL:
@@ -344,14 +345,38 @@ def _predict(model, imgs_u8) -> np.ndarray:
         return model(_img_float(imgs_u8)).argmax(1).cpu().numpy()
 
 
+def _flows_of(run, b, size: int, rep: str, clip: float, landmark, lm_index) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Normalized flows (n,2,size,size) per method for a batch, and which rows have a landmark result."""
+    import torch
+
+    from training.loop import resize_flow
+
+    y = b["flow_input"].float()
+    inp = resize_flow(y, size, rep, clip)
+    flows = {"frontal_gt": resize_flow(b["flow_target"].float(), size, rep, clip), "nonfrontal": inp,
+             "emotiongan": resize_flow(run.frontalize(y).cpu(), size, rep, clip)}
+    have = None
+    if lm_index is not None:
+        li = np.array([lm_index.get(int(r), -1) for r in b["_rows"]])
+        have = li >= 0
+        # Rows the baseline did not compute (a strategy it skips) are left out of its scores by the caller;
+        # rows where FaceMesh found no face were left unwarped by the baseline itself (landmark_ok 0).
+        lf = inp.clone()
+        if have.any():
+            lf[torch.from_numpy(have)] = resize_flow(
+                torch.from_numpy(landmark["flow"][li[have]].astype(np.float32)), size, rep, clip)
+        flows["landmark"] = lf
+        b["_lm"] = li
+    return flows, have
+
+
 def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: EvaluateParams,
                    landmark: Mapping[str, np.ndarray] | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Score every row of `rows` of one store: (per-row records, figure samples)."""
+    """Score the rows of one store: flows for every row, images for rows of `image_strategies`; (records, samples)."""
     import torch
 
     from training import flowrep
     from training.data import iter_rows, raw_group
-    from training.loop import resize_flow
 
     g = raw_group(store)
     attrs = dict(g.attrs)
@@ -359,113 +384,122 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
     if rep != run.representation or clip != run.clip:
         raise EmoganError(f"{store}: representation/clip {rep}/{clip} differ from the model's "
                           f"{run.representation}/{run.clip}")
+    fc = judges.flowcnn
+    if (fc.representation, fc.clip) != (rep, clip):
+        raise EmoganError(f"{store}: representation/clip {rep}/{clip} differ from the Flow-CNN's "
+                          f"{fc.representation}/{fc.clip} (trained on other stores)")
     size = int(p.size or run.size)
     subject_ids = list(attrs["subject_ids"])
     pose_names = list(attrs.get("pose_names", POSE_NAMES))
     strat_names = list(attrs.get("strategy_names", STRATEGY_NAMES))
     name = dataset_name(store)
-    lm_index = None
+    lm_index = {int(r): i for i, r in enumerate(landmark["rows"])} if landmark is not None else None
+    order = np.sort(np.asarray(rows))
+    n_all = len(order)
+    strat_all = np.asarray(g["strategy"][:])
+    img_codes = [strat_names.index(s) for s in p.image_strategies if s in strat_names]
+    img_rows = order[np.isin(strat_all[order], img_codes)]
+    rec: dict[str, np.ndarray] = {
+        "dataset": np.full(n_all, name), "row": order.astype(np.int64), "subject": np.full(n_all, "", dtype=object),
+        "sequence": np.zeros(n_all, np.int64), "pose": np.full(n_all, "", dtype=object),
+        "strategy": np.full(n_all, "", dtype=object), "step": np.zeros(n_all, np.int64),
+        "label": np.zeros(n_all, np.int64)}
+    methods_flow = [m for m in FLOW_METHODS if m != "landmark" or landmark is not None]
+    methods_img = [m for m in IMAGE_METHODS if m != "landmark" or landmark is not None]
+    for m in EPE_METHODS:
+        if m in methods_flow:
+            rec[f"epe_{m}"] = np.full(n_all, np.nan)
+    for m in methods_flow:
+        rec[f"flowcnn_{m}"] = np.full(n_all, -1, np.int64)
+    for m in SIM_METHODS:
+        if m in methods_img:
+            rec[f"ssim_{m}"] = np.full(n_all, np.nan)
+            rec[f"rmse_{m}"] = np.full(n_all, np.nan)
+    judges_img = {"efer": judges.efer, **({"fer2013": judges.fer2013} if judges.fer2013 is not None else {})}
+    for j in judges_img:
+        for m in methods_img:
+            rec[f"{j}_{m}"] = np.full(n_all, -1, np.int64)
     if landmark is not None:
-        lm_index = {int(r): i for i, r in enumerate(landmark["rows"])}
-    arrays = ("flow_input", "flow_target", "neutral", "target_image", "input_image", "label", "subject",
-              "sequence", "pose", "strategy", "step")
-    cols: dict[str, list[Any]] = {k: [] for k in ROW_KEYS}
-    metric_cols: dict[str, list[np.ndarray]] = {}
-    samples: dict[str, list[Any]] = {}
-    taken: dict[str, int] = {}
-    order = np.sort(rows)
+        rec["landmark_ok"] = np.zeros(n_all, np.int64)
+
+    # Pass 1, every row: flows (EPE, Flow-CNN) and the row's codes. Only flows and 1-D codes are read.
+    flow_arrays = ("flow_input", "flow_target", "label", "subject", "sequence", "pose", "strategy", "step")
     pos = 0
-
-    def put(k: str, v: np.ndarray) -> None:
-        metric_cols.setdefault(k, []).append(np.asarray(v))
-
-    for b in iter_rows(store, order, arrays, p.batch_size):
+    for b in iter_rows(store, order, flow_arrays, p.batch_size):
         n = len(b["label"])
-        idx = order[pos:pos + n]
+        at = np.arange(pos, pos + n)
+        b["_rows"] = order[pos:pos + n]
         pos += n
-        y = b["flow_input"].float()
-        y_star = b["flow_target"].float()
-        gt = resize_flow(y_star, size, rep, clip)
-        inp = resize_flow(y, size, rep, clip)
-        fr_model = run.frontalize(y).cpu()          # (n,2,model side,model side)
-        fr = resize_flow(fr_model, size, rep, clip)
-        flows = {"frontal_gt": gt, "nonfrontal": inp, "emotiongan": fr}
-        neutral_u8 = b["neutral"]
-        imgs = {"frontal_gt": _resize_img_u8(b["target_image"], size),
-                "nonfrontal": _resize_img_u8(b["input_image"], size),
-                "emotiongan": _resize_img_u8(run.warp(fr_model, neutral_u8).cpu(), size),
-                "gw_gt": _resize_img_u8(run.warp(y_star, neutral_u8).cpu(), size)}
-        if lm_index is not None:
-            li = np.array([lm_index.get(int(r), -1) for r in idx])
-            have = torch.from_numpy(li >= 0)
-            # Rows the baseline did not compute (a strategy it skips) are left out of its scores below;
-            # rows where FaceMesh found no face were left unwarped by the baseline itself (landmark_ok 0).
-            lf, limg = inp.clone(), imgs["nonfrontal"].clone()
-            if have.any():
-                sel = li[li >= 0]
-                lf[have] = resize_flow(torch.from_numpy(landmark["flow"][sel].astype(np.float32)), size, rep, clip)
-                limg[have] = _resize_img_u8(torch.from_numpy(landmark["image"][sel]), size)
-            flows["landmark"], imgs["landmark"] = lf, limg
-            put("landmark_ok", ((li >= 0) & np.asarray(landmark["ok"])[np.maximum(li, 0)]).astype(np.int64))
+        flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index)
         px = {k: flowrep.decode(v, rep, clip).numpy() for k, v in flows.items()}
         for m in EPE_METHODS:
             if m in px:
-                put(f"epe_{m}", epe_px(px[m], px["frontal_gt"]))
+                rec[f"epe_{m}"][at] = epe_px(px[m], px["frontal_gt"])
+        for m, f in flows.items():
+            rec[f"flowcnn_{m}"][at] = fc.logits(f).argmax(1).numpy()
+        if have is not None:
+            rec["landmark_ok"][at] = (have & np.asarray(landmark["ok"])[np.maximum(b["_lm"], 0)]).astype(np.int64)
+            rec["epe_landmark"][at[~have]] = np.nan
+            rec["flowcnn_landmark"][at[~have]] = -1
+        rec["subject"][at] = [subject_ids[int(c)] for c in b["subject"].numpy()]
+        rec["sequence"][at] = b["sequence"].numpy()
+        rec["pose"][at] = [_pose_name(int(c), pose_names) for c in b["pose"].numpy()]
+        rec["strategy"][at] = [strat_names[int(c)] for c in b["strategy"].numpy()]
+        rec["step"][at] = b["step"].numpy()
+        rec["label"][at] = b["label"].numpy()
+
+    # Pass 2, rows of image_strategies: G_W's faces, SSIM/RMSE, image judges, figure samples.
+    samples: dict[str, list[Any]] = {}
+    taken: dict[str, int] = {}
+    img_arrays = ("flow_input", "flow_target", "neutral", "target_image", "input_image", "label", "pose")
+    pos = 0
+    for b in iter_rows(store, img_rows, img_arrays, p.batch_size) if len(img_rows) else []:
+        n = len(b["label"])
+        b["_rows"] = img_rows[pos:pos + n]
+        pos += n
+        at = np.searchsorted(order, b["_rows"])
+        flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index)
+        neutral_u8 = b["neutral"]
+        fr_model = run.frontalize(b["flow_input"].float()).cpu()
+        imgs = {"frontal_gt": _resize_img_u8(b["target_image"], size),
+                "nonfrontal": _resize_img_u8(b["input_image"], size),
+                "emotiongan": _resize_img_u8(run.warp(fr_model, neutral_u8).cpu(), size),
+                "gw_gt": _resize_img_u8(run.warp(b["flow_target"].float(), neutral_u8).cpu(), size)}
+        if have is not None:
+            limg = imgs["nonfrontal"].clone()
+            if have.any():
+                limg[torch.from_numpy(have)] = _resize_img_u8(torch.from_numpy(landmark["image"][b["_lm"][have]]), size)
+            imgs["landmark"] = limg
         tgt = imgs["frontal_gt"].numpy()
         for m in SIM_METHODS:
             if m in imgs:
                 a = imgs[m].numpy()
-                put(f"ssim_{m}", ssim_u8(a, tgt, p.ssim_window))
-                put(f"rmse_{m}", rmse_u8(a, tgt))
-        logits = {m: judges.flowcnn.logits(f) for m, f in flows.items()}
-        for m in FLOW_METHODS:
-            if m in logits:
-                put(f"flowcnn_{m}", logits[m].argmax(1).numpy())
-        for m in IMAGE_METHODS:
-            if m in imgs:
-                put(f"efer_{m}", _predict(judges.efer, imgs[m]))
-                if judges.fer2013 is not None:
-                    put(f"fer2013_{m}", _predict(judges.fer2013, imgs[m]))
-        if lm_index is not None and not have.all():
-            gone = ~have.numpy()
-            for k, parts in metric_cols.items():
-                if k.endswith("_landmark"):
-                    v = parts[-1].astype(np.float64 if k.startswith(("epe_", "ssim_", "rmse_")) else np.int64)
-                    v[gone] = np.nan if v.dtype.kind == "f" else -1
-                    parts[-1] = v
-        lab = b["label"].numpy()
-        subj = b["subject"].numpy()
-        pose = b["pose"].numpy()
-        strat = b["strategy"].numpy()
-        cols["dataset"] += [name] * n
-        cols["row"] += idx.tolist()
-        cols["subject"] += [subject_ids[int(s)] for s in subj]
-        cols["sequence"] += b["sequence"].numpy().tolist()
-        cols["pose"] += [_pose_name(int(c), pose_names) for c in pose]
-        cols["strategy"] += [strat_names[int(c)] for c in strat]
-        cols["step"] += b["step"].numpy().tolist()
-        cols["label"] += lab.tolist()
-        # Figure samples: apex rows with an expression, a few per pose.
+                rec[f"ssim_{m}"][at] = ssim_u8(a, tgt, p.ssim_window)
+                rec[f"rmse_{m}"][at] = rmse_u8(a, tgt)
+        for j, model in judges_img.items():
+            for m, im in imgs.items():
+                rec[f"{j}_{m}"][at] = _predict(model, im)
+        if have is not None and not have.all():
+            for k in [k for k in rec if k.endswith("_landmark") and not k.startswith(("epe_", "flowcnn_"))]:
+                rec[k][at[~have]] = np.nan if rec[k].dtype.kind == "f" else -1
+        lab, pose = b["label"].numpy(), b["pose"].numpy()
+        px = {k: flowrep.decode(v, rep, clip).numpy() for k, v in flows.items()}
         for i in range(n):
             pn = _pose_name(int(pose[i]), pose_names)
-            if strat_names[int(strat[i])] != "neutral_apex" or lab[i] <= 0 or taken.get(pn, 0) >= p.samples_per_pose:
+            if lab[i] <= 0 or taken.get(pn, 0) >= p.samples_per_pose:
                 continue
             taken[pn] = taken.get(pn, 0) + 1
-            rec = {"dataset": name, "row": int(idx[i]), "pose": pn, "label": int(lab[i]),
-                   "subject": subject_ids[int(subj[i])], "neutral": _resize_img_u8(neutral_u8[i:i + 1], size)[0].numpy()}
-            for m, f in px.items():
-                rec[f"flow_{m}"] = f[i]
-            for m, im in imgs.items():
-                rec[f"image_{m}"] = im[i].numpy()
-            for m, lg in logits.items():
-                rec[f"flowcnn_{m}"] = int(lg[i].argmax())
-            for k, v in rec.items():
+            smp = {"dataset": name, "row": int(b["_rows"][i]), "pose": pn, "label": int(lab[i]),
+                   "strategy": rec["strategy"][at[i]], "subject": rec["subject"][at[i]],
+                   "neutral": _resize_img_u8(neutral_u8[i:i + 1], size)[0].numpy()}
+            smp.update({f"flow_{m}": f[i] for m, f in px.items()})
+            smp.update({f"image_{m}": im[i].numpy() for m, im in imgs.items()})
+            smp.update({f"flowcnn_{m}": int(rec[f"flowcnn_{m}"][at[i]]) for m in flows})
+            for k, v in smp.items():
                 samples.setdefault(k, []).append(v)
-    records: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in cols.items()}
-    records["dataset"] = records["dataset"].astype(str)
-    for k, parts in metric_cols.items():
-        records[k] = np.concatenate(parts) if parts else np.zeros(0)
-    return records, {k: np.asarray(v) for k, v in samples.items()}
+    for k in ("dataset", "subject", "pose", "strategy"):
+        rec[k] = rec[k].astype(str)
+    return rec, {k: np.asarray(v) for k, v in samples.items()}
 
 
 def concat_records(parts: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
