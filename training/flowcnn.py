@@ -44,7 +44,7 @@ class FlowCnnParams:
     weight_decay: float = 1e-4
     lr_gamma: float = 0.7               # learning rate x lr_gamma after each epoch
     hflip: bool = True                  # mirror half the flows (u negated): expressions are near-symmetric
-    buffer_chunks: int = 8
+    buffer_chunks: int = 64
     workers: int = 0
 
 
