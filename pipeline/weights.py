@@ -86,12 +86,10 @@ def _source(wp: WeightsParams, name: str) -> WeightSource:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a file's bytes (the project's one implementation, in pipeline/store.py)."""
+    from pipeline.store import file_sha256
+
+    return file_sha256(path)
 
 
 def _manual_hint(name: str, src: WeightSource, dest: Path) -> str:
