@@ -43,7 +43,7 @@ PAIRS = ((33, 263), (133, 362), (61, 291), (234, 454), (70, 300), (105, 334), (1
 MIDLINE = (1, 4, 6, 168, 10, 152, 0, 17, 13, 14, 199, 9, 151, 2, 164)
 
 AU_NAMES = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU15", "AU16",
-            "AU17", "AU20", "AU23", "AU25", "AU26", "AU43")
+            "AU17", "AU20", "AU23", "AU25", "AU26", "AU27", "AU43")
 
 # Action units as (anchor landmarks on the image-left side or the midline, displacement
 # (dx, dy, dz) in face units at intensity 1 for the image-left side, falloff radius).
@@ -73,13 +73,20 @@ _AU_TABLE: dict[str, list[tuple[tuple[int, ...], tuple[float, float, float], flo
     "AU26": [((14, 87, 178, 88, 95, 15, 16, 17, 84, 181, 91, 146, 18, 200, 199, 175, 152,
                148, 176, 149, 150, 201, 208, 171, 140, 32), (0.0, 0.12, -0.015), 0.13),
              ((61, 76, 62, 78), (0.04, 0.035, 0.0), 0.035)],         # jaw drop: the mouth rounds
+    # Mouth stretch (surprise): the jaw pulled wide open, the lips drawn in to a tall oval, not
+    # stretched sideways like AU20 (fear); a model trained on real faces tells the two apart by this.
+    "AU27": [((14, 87, 178, 88, 95, 15, 16, 17, 84, 181, 91, 146, 18, 200, 199, 175, 152,
+               148, 176, 149, 150, 201, 208, 171, 140, 32), (0.0, 0.1, -0.015), 0.13),
+             ((14, 87, 178, 317, 15, 16, 17), (0.0, 0.02, 0.0), 0.035),
+             ((61, 76, 62, 78), (0.045, 0.045, 0.0), 0.035)],
     "AU43": [((159, 158, 160, 161, 157, 27, 28, 29, 30), (0.0, 0.03, 0.0), 0.03)],        # eyelids droop
 }
 
 
 # Which side of the lip line an action unit's group moves: the jaw and lower lip must not
 # drag the upper lip along (they are a few pixels apart across the closed mouth).
-_AU_REGION = {"AU10": "upper", "AU16": "lower", "AU17": "lower", "AU25": "lower", "AU26": "lower"}
+_AU_REGION = {"AU10": "upper", "AU16": "lower", "AU17": "lower", "AU25": "lower", "AU26": "lower",
+              "AU27": "lower"}
 
 
 def _lip_side_masks(shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

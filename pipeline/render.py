@@ -104,8 +104,8 @@ def _teeth(model: FaceModel, subject: Subject, au_gains: np.ndarray, pose: np.nd
     upper = lips[:11]                                  # corner to corner along the upper inner lip
     line = upper.copy()
     line[:, 2] -= 0.03                                  # teeth sit a little behind the lips
-    jaw = AU_NAMES.index("AU26")
-    jaw_drop = au_gains[jaw].sum() * 0.5 * model.au_fields[jaw].sum(0)[14]   # lower-lip centre's displacement
+    jaw_drop = sum(au_gains[a].sum() * 0.5 * model.au_fields[a].sum(0)[14]   # lower-lip centre's displacement
+                   for a in (AU_NAMES.index("AU26"), AU_NAMES.index("AU27")))
     up_top = line + np.array([0.0, -0.05, 0.0])
     # Upper teeth show below the upper lip only when the lips are pulled back (smile, raised lip).
     retract = np.clip(sum(au_gains[AU_NAMES.index(a)].mean() for a in ("AU10", "AU12", "AU20")), 0.0, 1.0)

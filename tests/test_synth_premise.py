@@ -27,7 +27,9 @@ def test_fer2013_reads_synthetic_apex_faces_above_chance(tmp_path: Path):
     root = synth(p, tmp_path / "fer", progress=False)
     res = fer_accuracy(root)
     assert res["faces_not_found"] == 0
-    # 7 classes: chance is 14%; this set measured 0.333 (docs/DATASET.md reports the default set).
-    # A guard against regressions with room for a prediction or two to flip across platforms.
-    assert res["accuracy"] >= 0.27, res
+    # 7 classes: chance is 14%; this set measured 0.488 (docs/DATASET.md reports the default set).
+    # A guard against regressions with room for a few predictions to flip across platforms.
+    assert res["accuracy"] >= 0.42, res
     assert res["per_class"]["happiness"] >= 0.4 and res["per_class"]["neutral"] >= 0.4, res
+    # Measured 0.42 each: the crying sadness and the oval-mouthed surprise are read as such.
+    assert res["per_class"]["sadness"] >= 0.25 and res["per_class"]["surprise"] >= 0.25, res
