@@ -365,3 +365,42 @@ def test_perceptual_backbone_is_vgg16_when_cached_else_efer_logged(monkeypatch, 
     torch.save(Vgg16Features().state_dict(), tmp_path / "checkpoints" / "vgg16-397923af.pth")
     fn, mod, rec = perceptual_backbone("auto", efer)
     assert rec["backbone"] == "vgg16" and len(fn(torch.rand(1, 3, 16, 16))) == 4
+
+
+@pytest.mark.parametrize("rep", ["polar", "cartesian"])
+def test_mirrored_batches_negate_u_flip_faces_and_keep_labels(rep):
+    from training.loop import mirror_batch
+
+    b = _batch(n=8)
+    px = flowrep.decode(b["flow_input"], "cartesian", 10.0)
+    b = {**b, "flow_input": flowrep.encode(px, rep, 10.0), "flow_target": flowrep.encode(px * 0.5, rep, 10.0)}
+    gen = torch.Generator().manual_seed(3)
+    m = mirror_batch(b, rep, 10.0, gen)
+    sel = ~torch.isclose(m["neutral"], b["neutral"]).flatten(1).all(1)
+    assert 0 < int(sel.sum()) < 8                      # a random half, not none or all
+    assert torch.equal(m["label"], b["label"]) and torch.equal(m["step"], b["step"])
+    assert torch.equal(m["neutral"][sel], b["neutral"][sel].flip(-1))
+    assert torch.equal(m["target_image"][~sel], b["target_image"][~sel])
+    got = flowrep.decode(m["flow_input"][sel], rep, 10.0)
+    want = flowrep.decode(b["flow_input"][sel], rep, 10.0).flip(-1) * torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1)
+    assert torch.allclose(got, want, atol=1e-4)
+    # The same draw mirrors the same rows back: twice is the identity.
+    back = mirror_batch(m, rep, 10.0, torch.Generator().manual_seed(3))
+    assert torch.allclose(flowrep.decode(back["flow_target"], rep, 10.0),
+                          flowrep.decode(b["flow_target"], rep, 10.0), atol=1e-4)
+
+
+def test_de_warmup_trains_de_alone_before_the_gan_steps(env, tmp_path):
+    params = write_params(tmp_path / "params.yaml", de_warmup_steps=40, epochs=1, steps_per_epoch=1)
+    p = yaml.safe_load(params.read_text())
+    p["train"]["small"]["optim"]["de"] = {"kind": "adam", "lr": 3e-3, "betas": [0.9, 0.999]}
+    params.write_text(yaml.safe_dump(p))
+    r = train(env, tmp_path / "run", "--params", str(params))
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    events = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    warm = [e for e in events if e["event"] == "de_warmup"]
+    assert len(warm) == 1 and warm[0]["steps"] == 40
+    assert warm[0]["de_last"] < 0.8 * warm[0]["de_first"]   # D_E learnt the fixture's labels
+    # ... and before any GAN step: the first step record comes after it.
+    kinds = [e["event"] for e in events]
+    assert kinds.index("de_warmup") < kinds.index("step")

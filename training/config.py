@@ -53,6 +53,8 @@ class TrainConfig:
     image_steps: tuple[int, ...] | None = (3, 5)   # rows with lo < step <= hi feed the image losses
     gw_flow: str = "generated"                     # G_W's own update warps G_F's output, or `target`
     dp_conditional: bool = True                    # D_P sees (input flow, frontal flow)
+    de_warmup_steps: int = 0                       # D_E alone on real frontal flows before the GAN steps (paper: 0)
+    hflip: bool = False                            # mirror half of each batch (flows u-negated, faces) (paper: off)
     size: int | None = None                        # model side; null: the store's (128). Flows resized as (u, v)
     nets: dict[str, Any] = field(default_factory=_paper_nets)
     optim: dict[str, Any] = field(default_factory=_paper_optim)

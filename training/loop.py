@@ -147,6 +147,41 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device, size: int | 
     return out
 
 
+def mirror_batch(batch: dict[str, torch.Tensor], representation: str, clip: float,
+                 gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Device batch with a random half of its rows mirrored left-right: flows through (u, v) with u negated,
+    faces flipped. A mirrored face makes the same expression, so labels stay."""
+    n = batch["label"].shape[0]
+    sel = torch.rand(n, generator=gen) < 0.5
+    if not bool(sel.any()):
+        return batch
+    idx = torch.nonzero(sel).flatten().to(batch["label"].device)
+    out = dict(batch)
+    for k, v in batch.items():
+        if v.ndim != 4:
+            continue
+        part = v.index_select(0, idx)
+        if k.startswith("flow"):
+            px = flowrep.decode(part, representation, clip).flip(-1)
+            px = px * px.new_tensor([-1.0, 1.0]).view(1, 2, 1, 1)
+            part = flowrep.encode(px, representation, clip)
+        else:
+            part = part.flip(-1)
+        out[k] = v.index_copy(0, idx, part.to(v.dtype))
+    return out
+
+
+def de_step(batch: dict[str, torch.Tensor], c: "StepContext") -> torch.Tensor:
+    """One D_E update on real frontal flows (the warm-up before the GAN steps); its loss, detached."""
+    with c.amp():
+        logits = c.wrapped["de"](batch["flow_target"]).float()
+    loss = L.de_loss(logits, batch["label"])
+    c.optims["de"].zero_grad(set_to_none=True)
+    loss.backward()
+    c.optims["de"].step()
+    return loss.detach()
+
+
 def image_rows(step: torch.Tensor, image_steps: list[int] | None) -> torch.Tensor:
     """(N,) bool: rows whose step lo < step <= hi feed the image losses (all rows when None)."""
     if image_steps is None:
@@ -533,16 +568,41 @@ def run_training(c: dict[str, Any],
             live.log_params({"config_name": c["config_name"], "fold": c["fold"], "stores": c["stores"],
                              "perceptual": perc_info["backbone"], "efer": efer_info["name"]})
 
+    flip_gen = torch.Generator().manual_seed(t["seed"] + 7919 * (d.rank + 1))
+    warm = int(t.get("de_warmup_steps") or 0)
+    if warm and start_epoch == 0:
+        # D_E learns the expressions of real frontal flows first, so that from G_F's first step its
+        # L_GAN term says which expression a flow shows instead of a random classifier's opinion.
+        ds.set_epoch(0)
+        de_losses: list[float] = []
+        while len(de_losses) < warm:
+            for batch in loader:
+                b = to_device(batch, device, t["size"], rep, clip)
+                if t.get("hflip"):
+                    b = mirror_batch(b, rep, clip, flip_gen)
+                de_losses.append(float(de_step(b, ctx)))
+                if len(de_losses) >= warm:
+                    break
+        if d.main:
+            _jsonl(log_path, {"event": "de_warmup", "steps": warm, "de_first": de_losses[0],
+                              "de_last": sum(de_losses[-20:]) / len(de_losses[-20:])})
+            log.info("D_E warm-up: %d steps, loss %.3f -> %.3f", warm, de_losses[0],
+                     sum(de_losses[-20:]) / len(de_losses[-20:]))
+
     final: dict[str, Any] = {}
     for epoch in range(start_epoch, t["epochs"]):
         ds.set_epoch(epoch)
+        flip_gen.manual_seed(t["seed"] + 7919 * (d.rank + 1) + 104729 * (epoch + 1))  # resume == uninterrupted
         n_batches = ds.batches_per_epoch(epoch)
         if t.get("steps_per_epoch"):
             n_batches = min(n_batches, int(t["steps_per_epoch"]))
         sums = {k: 0.0 for k in LOSS_NAMES}
         t0 = time.time()
         for i, batch in zip(range(n_batches), loader):
-            losses = gan_step(to_device(batch, device, t["size"], rep, clip), epoch, ctx)
+            b = to_device(batch, device, t["size"], rep, clip)
+            if t.get("hflip"):
+                b = mirror_batch(b, rep, clip, flip_gen)
+            losses = gan_step(b, epoch, ctx)
             vec = torch.stack([losses[k].float() for k in LOSS_NAMES]).cpu()
             ok = bool(torch.isfinite(vec).all())
             if not _all_true(ok, d, device):

@@ -427,8 +427,10 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
                                   if s.get("rows"))
         for k, bd in sorted(full_folds.items())), ""]
     lines += ["## Acceptance check (motion-domain FER on large poses, eMotion-GAN vs no frontalization)", "",
-              acc_table, "", f"All large poses pass on all rows (gain ≥ {rp.acceptance_gain_pts:g} pts and lower "
-              f"EPE): **{'yes' if passed else 'no'}**.", ""]
+              acc_table, "", f"Every large pose passes on the `all` rows, both strategies pooled (gain ≥ "
+              f"{rp.acceptance_gain_pts:g} pts and lower EPE): **{'yes' if passed else 'no'}**. The per-strategy "
+              "rows are shown for reading, not checked: a fold holds few neutral-apex sequences per pose "
+              "(7 expressions x its subjects), so their accuracies move in steps of several points.", ""]
     lines += ["## Table I: flows (EPE) and images (SSIM, RMSE) against the frontal ground truth", "",
               table1(aggs, rp), ""]
     lines += ["## Table II: FER accuracy (%) per judge, methods x datasets and poses", ""]
