@@ -329,7 +329,7 @@ def pose_bars(agg: Mapping[str, Any], dataset: str, strategy: str, judge: str, m
     import matplotlib.pyplot as plt
 
     poses = [p for p in POSE_NAMES if f"{dataset}/{p}/{strategy}" in agg]
-    fig, ax = plt.subplots(figsize=(1.1 * max(len(poses), 2) + 2.5, 3.0))
+    fig, ax = plt.subplots(figsize=(1.1 * max(len(poses), 2) + 2.5, 3.4))
     w = 0.8 / max(len(methods), 1)
     for j, m in enumerate(methods):
         vals = [agg[f"{dataset}/{p}/{strategy}"].get(f"{judge}.accuracy.{m}", {}) for p in poses]
@@ -338,7 +338,8 @@ def pose_bars(agg: Mapping[str, Any], dataset: str, strategy: str, judge: str, m
     ax.set_xticks(np.arange(len(poses)) + 0.4 - w / 2, poses)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=6)
+    # Below the axes: inside, the legend hides the bars of the last pose.
+    ax.legend(fontsize=7, ncol=len(methods), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -442,6 +443,10 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
     lines += ["Δ is the paper's percent improvement over no frontalization, 100·(acc − acc_nf)/acc_nf; "
               "gain is the same difference in points.", ""]
     lines += ["## Table IV: ablations (accuracy %, the ablated model's flows and warped faces)", "", table4(aggs, rp), ""]
+    if len(aggs) == 1:
+        lines += ["No ablation was run with these params (`evaluate.ablations` is empty): only the full model is "
+                  "listed. Each variant adds one training per fold: `dvc exp run -S "
+                  "'evaluate.ablations=[no_rec,no_de,no_gw]'`.", ""]
     lines += ["## Figures", ""]
     for key, caption in (("fig1", "Fig. 1 analogue"), ("fig5", "Fig. 5 analogue"),
                          ("pose_bars", "Flow-CNN accuracy by pose"),
