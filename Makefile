@@ -22,7 +22,7 @@ weights: $(STAMP)
 # The main job on the synthetic default: the DVC stage graph.
 demo: $(STAMP) weights
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
-	@echo "demo done: see data/ (outputs) and docs/ (figures)"
+	@echo "demo done: the report is docs/results/cv/REPORT.md (data/, models/, metrics/ hold the rest)"
 
 test: $(STAMP) weights
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q

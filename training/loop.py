@@ -31,6 +31,7 @@ from training import flowrep
 from training import losses as L
 from training.config import ROLES
 from training.data import GAN_ARRAYS, StreamingStoreDataset, check_compatible, check_store, fold_rows, iter_rows, make_loader
+from training.flowcnn import flip_flows
 
 log = logging.getLogger(__name__)
 LOSS_NAMES = ("gf", "gan", "epe", "char", "gw", "gw_l1", "gw_perc", "gw_fer", "dp", "de")
@@ -162,9 +163,7 @@ def mirror_batch(batch: dict[str, torch.Tensor], representation: str, clip: floa
             continue
         part = v.index_select(0, idx)
         if k.startswith("flow"):
-            px = flowrep.decode(part, representation, clip).flip(-1)
-            px = px * px.new_tensor([-1.0, 1.0]).view(1, 2, 1, 1)
-            part = flowrep.encode(px, representation, clip)
+            part = flip_flows(part, representation, clip)
         else:
             part = part.flip(-1)
         out[k] = v.index_copy(0, idx, part.to(v.dtype))
