@@ -78,10 +78,13 @@ def model(tmp_path_factory):
     normalize_store(d / "flows.zarr", d / "store.zarr", NormalizeParams(clip=CLIP, size=STORE_SIZE, chunk_mib=0.05))
     (d / "folds.csv").write_text("subject,fold\nS001,0\nS002,1\nS003,2\nS004,3\n")
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    # 8 short epochs at a constant rate: enough for D_E(G_F(flow)) to read strong expressions.
-    p["train"]["small"].update({"size": MODEL_SIZE, "nets": copy.deepcopy(TINY_NETS), "epochs": 8, "batch_size": 8,
+    # 12 short epochs at a constant rate, the paper's loss weights, D_E warm-up and mirroring as params.yaml
+    # sets them: enough for D_E(G_F(flow)) to read strong expressions (the cases below were right for seeds
+    # 0, 1, 2 with probabilities 0.52-0.92; without the warm-up and mirroring seed 2 failed, 0.19-0.44).
+    p["train"]["small"].update({"size": MODEL_SIZE, "nets": copy.deepcopy(TINY_NETS), "epochs": 12, "batch_size": 8,
                                 "e_c": 1, "seed": 0, "steps_per_epoch": 50, "workers": 0, "log_every": 50,
-                                "image_steps": None, "keep_checkpoints": 1, "lr_gamma": 1.0})
+                                "image_steps": None, "keep_checkpoints": 1, "lr_gamma": 1.0,
+                                "lambdas": [1.0, 7.0, 3.0, 1.0]})
     p["train_fer"].update({"net": {"name": "fer_cnn", "size": 32, "channels": [8, 16], "dropout": 0.0},
                            "epochs": 1, "steps_per_epoch": 3, "batch_size": 8})
     params = d / "params.yaml"
@@ -189,7 +192,7 @@ def test_a_store_of_another_representation_is_refused(model, tmp_path):
 def test_frontalize_reads_the_expression_of_synthetic_sequences(model, tmp_path):
     # Three classes of a training subject, two under head motion, and the strongest expression of the
     # held-out subject. Other seeds of this tiny training were checked too: these cases were right in
-    # all of them (margins >= 0.7); weaker cases (held-out happiness, roll) were not, so they are not asked.
+    # all of them (probability of the label 0.52-0.92, see the fixture); weaker cases (held-out happiness, roll) were not, so they are not asked.
     cases = (("S002", "neutral", "nothing"), ("S002", "happiness", "yaw"), ("S002", "surprise", "yaw"),
              ("S001", "surprise", "nothing"))
     for subject, expression, pose in cases:
