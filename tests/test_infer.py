@@ -192,7 +192,8 @@ def test_a_store_of_another_representation_is_refused(model, tmp_path):
 def test_frontalize_reads_the_expression_of_synthetic_sequences(model, tmp_path):
     # Three classes of a training subject, two under head motion, and the strongest expression of the
     # held-out subject. Other seeds of this tiny training were checked too: these cases were right in
-    # all of them (probability of the label 0.52-0.92, see the fixture); weaker cases (held-out happiness, roll) were not, so they are not asked.
+    # all of them (probability of the label 0.52-0.92, see the fixture); weaker cases (held-out
+    # happiness, roll) were not, so they are not asked.
     cases = (("S002", "neutral", "nothing"), ("S002", "happiness", "yaw"), ("S002", "surprise", "yaw"),
              ("S001", "surprise", "nothing"))
     for subject, expression, pose in cases:

@@ -21,6 +21,7 @@ from pipeline.store import StoreError
 
 # What a GAN step reads; `train-fer` reads images only.
 GAN_ARRAYS: tuple[str, ...] = ("flow_input", "flow_target", "neutral", "target_image", "label", "step")
+DE_ARRAYS: tuple[str, ...] = ("flow_target", "label")   # what D_E's warm-up reads
 FER_ARRAYS: tuple[str, ...] = ("target_image", "neutral", "label", "strategy")
 
 

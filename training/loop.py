@@ -30,7 +30,7 @@ from training import checkpoint as ck
 from training import flowrep
 from training import losses as L
 from training.config import ROLES
-from training.data import GAN_ARRAYS, StreamingStoreDataset, check_compatible, check_store, fold_rows, iter_rows, make_loader
+from training.data import DE_ARRAYS, GAN_ARRAYS, StreamingStoreDataset, check_compatible, check_store, fold_rows, iter_rows, make_loader
 from training.flowcnn import flip_flows
 
 log = logging.getLogger(__name__)
@@ -567,41 +567,50 @@ def run_training(c: dict[str, Any],
             live.log_params({"config_name": c["config_name"], "fold": c["fold"], "stores": c["stores"],
                              "perceptual": perc_info["backbone"], "efer": efer_info["name"]})
 
-    flip_gen = torch.Generator().manual_seed(t["seed"] + 7919 * (d.rank + 1))
+    flip_gen = torch.Generator()
+
+    def prepare(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Loader batch -> device batch, a random half mirrored when `hflip`."""
+        b = to_device(batch, device, t["size"], rep, clip)
+        return mirror_batch(b, rep, clip, flip_gen) if t.get("hflip") else b
+
+    def seed_flips(epoch: int) -> None:
+        """Mirroring draws seeded per epoch (the warm-up is epoch -1): a resumed run mirrors what an
+        uninterrupted one does."""
+        flip_gen.manual_seed(t["seed"] + 7919 * (d.rank + 1) + 104729 * (epoch + 1))
+
     warm = int(t.get("de_warmup_steps") or 0)
     if warm and start_epoch == 0:
         # D_E learns the expressions of real frontal flows first, so that from G_F's first step its
         # L_GAN term says which expression a flow shows instead of a random classifier's opinion.
-        ds.set_epoch(0)
+        # Same rows and order as the GAN's first epoch, but only the arrays D_E reads.
+        warm_ds = StreamingStoreDataset(c["stores"], train_rows, [i.chunk_rows for i in infos], DE_ARRAYS,
+                                        t["batch_size"], seed=t["seed"], buffer_chunks=t["buffer_chunks"],
+                                        workers=t["workers"], rank=d.rank, world=d.world)
+        warm_ds.set_epoch(0)
+        seed_flips(-1)
         de_losses: list[float] = []
         while len(de_losses) < warm:
-            for batch in loader:
-                b = to_device(batch, device, t["size"], rep, clip)
-                if t.get("hflip"):
-                    b = mirror_batch(b, rep, clip, flip_gen)
-                de_losses.append(float(de_step(b, ctx)))
+            for batch in make_loader(warm_ds, pin_memory=device.type == "cuda"):
+                de_losses.append(float(de_step(prepare(batch), ctx)))
                 if len(de_losses) >= warm:
                     break
         if d.main:
-            _jsonl(log_path, {"event": "de_warmup", "steps": warm, "de_first": de_losses[0],
-                              "de_last": sum(de_losses[-20:]) / len(de_losses[-20:])})
-            log.info("D_E warm-up: %d steps, loss %.3f -> %.3f", warm, de_losses[0],
-                     sum(de_losses[-20:]) / len(de_losses[-20:]))
+            last = sum(de_losses[-20:]) / len(de_losses[-20:])
+            _jsonl(log_path, {"event": "de_warmup", "steps": warm, "de_first": de_losses[0], "de_last": last})
+            log.info("D_E warm-up: %d steps, loss %.3f -> %.3f", warm, de_losses[0], last)
 
     final: dict[str, Any] = {}
     for epoch in range(start_epoch, t["epochs"]):
         ds.set_epoch(epoch)
-        flip_gen.manual_seed(t["seed"] + 7919 * (d.rank + 1) + 104729 * (epoch + 1))  # resume == uninterrupted
+        seed_flips(epoch)
         n_batches = ds.batches_per_epoch(epoch)
         if t.get("steps_per_epoch"):
             n_batches = min(n_batches, int(t["steps_per_epoch"]))
         sums = {k: 0.0 for k in LOSS_NAMES}
         t0 = time.time()
         for i, batch in zip(range(n_batches), loader):
-            b = to_device(batch, device, t["size"], rep, clip)
-            if t.get("hflip"):
-                b = mirror_batch(b, rep, clip, flip_gen)
-            losses = gan_step(b, epoch, ctx)
+            losses = gan_step(prepare(batch), epoch, ctx)
             vec = torch.stack([losses[k].float() for k in LOSS_NAMES]).cpu()
             ok = bool(torch.isfinite(vec).all())
             if not _all_true(ok, d, device):
