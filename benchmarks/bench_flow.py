@@ -7,9 +7,9 @@ Everything is measured in one run on the same crops (textured 512x512 photos und
 translation, rotation and zoom, in the crop stage's layout), so only ratios are reported:
 - raw: cv2.calcOpticalFlowFarneback alone (paper settings, 1 OpenCV thread) on the same grayscale
   frame pairs of both cameras, frames already decoded in memory;
-- stage, in-process (`flow.workers: 0`), 1 dask worker and 2 dask workers: `compute_flows` end to
-  end (PNG decoding, flows, downsampling, per-sequence parts, store assembly, cluster start-up);
-- normalize: `normalize_store` on the resulting flow store, as a fraction of the 1-worker stage.
+- stage, in-process (`flow.workers: 1`) and 2 spawned workers (pipeline/pool.py): `compute_flows` end
+  to end (PNG decoding, flows, downsampling, per-sequence parts, store assembly, worker start-up);
+- normalize: `normalize_store` on the resulting flow store, as a fraction of the in-process stage.
 A "pair" is one Farneback call (one camera of one flow pair). With --repeats > 1 each figure is the
 best of the repeats (the machine is shared: the best run is the least disturbed one).
 """
@@ -94,6 +94,21 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def params(base: dict, **overrides) -> fl.FlowParams:
+    """The project's flow params (params.yaml) with this benchmark's settings."""
+    from pipeline.params import load_params, section
+
+    return section(load_params(ROOT / "params.yaml"), "flow", fl.FlowParams, **base, **overrides)
+
+
+def normalize_params() -> NormalizeParams:
+    """params.yaml's normalize section, polar at clip 10 (what the numbers below were measured with)."""
+    from pipeline.params import load_params, section
+
+    return section(load_params(ROOT / "params.yaml"), "normalize", NormalizeParams, clip=10.0, size=128,
+                   representation="polar")
+
+
 def timed_stage(crops: Path, out: Path, p: fl.FlowParams) -> tuple[float, float]:
     """Wall and CPU seconds of one flow stage run (workers are reaped on return, so counted)."""
     shutil.rmtree(out, ignore_errors=True)
@@ -128,13 +143,12 @@ def main() -> None:
         load = [os.getloadavg()[0]]
         for _ in range(args.repeats):
             # Interleaved, so a burst of load on the shared machine hits every configuration alike.
-            calls, raw_s, raw_cpu = raw_farneback(crops, fl.FlowParams(**base))
+            calls, raw_s, raw_cpu = raw_farneback(crops, params(base))
             keep("raw", (raw_s, raw_cpu))
-            keep("stage_inprocess", timed_stage(crops, tmp / "f0.zarr", fl.FlowParams(**base, workers=0)))
-            keep("stage_1worker", timed_stage(crops, tmp / "f1.zarr", fl.FlowParams(**base, workers=1)))
-            keep("stage_2workers", timed_stage(crops, tmp / "f2.zarr", fl.FlowParams(**base, workers=2)))
+            keep("stage_inprocess", timed_stage(crops, tmp / "f1.zarr", params(base, workers=1)))
+            keep("stage_2workers", timed_stage(crops, tmp / "f2.zarr", params(base, workers=2)))
             t0, c0 = time.perf_counter(), cpu_seconds()
-            normalize_store(tmp / "f1.zarr", tmp / "store.zarr", NormalizeParams(clip=10.0, size=128))
+            normalize_store(tmp / "f1.zarr", tmp / "store.zarr", normalize_params())
             keep("normalize", (time.perf_counter() - t0, cpu_seconds() - c0))
         load.append(os.getloadavg()[0])
 
@@ -147,12 +161,11 @@ def main() -> None:
         print(f"  {'normalize':16s} {best['normalize']:7.2f} s wall {best_cpu['normalize']:7.2f} s CPU")
         ratios = {
             "wall: stage in-process / raw": (rate["stage_inprocess"] / rate["raw"], ">= 0.85"),
-            "wall: stage 1 dask worker / raw": (rate["stage_1worker"] / rate["raw"], ">= 0.85"),
-            "wall: stage 2 dask workers / 1 worker": (rate["stage_2workers"] / rate["stage_1worker"], ">= 1.7"),
-            "wall: normalize / flow stage (1 worker)": (best["normalize"] / best["stage_1worker"], "< 0.05"),
+            "wall: stage 2 workers / in-process": (rate["stage_2workers"] / rate["stage_inprocess"], ">= 1.7"),
+            "wall: normalize / flow stage (in-process)": (best["normalize"] / best["stage_inprocess"], "< 0.05"),
             "CPU: raw / stage in-process": (best_cpu["raw"] / best_cpu["stage_inprocess"], ""),
-            "CPU: raw / stage 1 dask worker (start-up included)": (best_cpu["raw"] / best_cpu["stage_1worker"], ""),
-            "CPU: normalize / flow stage (1 worker)": (best_cpu["normalize"] / best_cpu["stage_1worker"], ""),
+            "CPU: raw / stage 2 workers (start-up included)": (best_cpu["raw"] / best_cpu["stage_2workers"], ""),
+            "CPU: normalize / flow stage (in-process)": (best_cpu["normalize"] / best_cpu["stage_inprocess"], ""),
         }
         for name, (value, aim) in ratios.items():
             print(f"  {name:52s} {value:6.3f}  {('aim ' + aim) if aim else ''}")
@@ -185,7 +198,7 @@ frames of {args.side}x{args.side} crops (a photograph under per-frame translatio
 and zooms), max_step {args.max_step}: {calls} Farneback calls (pairs x 2 cameras) per configuration,
 interleaved, best of {args.repeats}. raw = `cv2.calcOpticalFlowFarneback` alone on frames decoded
 beforehand; stage = `compute_flows` end to end (PNG decoding, flows, area averaging to 128, parts,
-store assembly, dask cluster start-up); normalize = `normalize_store` (polar, clip 10) on its output.
+store assembly, worker start-up); normalize = `normalize_store` (polar, clip 10) on its output.
 CPU time counts this process and its reaped worker processes.
 
 | configuration | wall s | CPU s | Farneback pairs/s (wall) |

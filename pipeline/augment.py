@@ -29,7 +29,8 @@ import typer
 from pipeline.adapters.common import natural_key
 from pipeline.crop import CROPS_COLUMNS, ERRORS_COLUMNS, PARTIAL, SequenceError, read_rgb, write_png
 from pipeline.errors import EmoganError
-from pipeline.manifest import file_sha256, read_csv, resolve_root, write_csv
+from pipeline.manifest import read_csv, resolve_root, write_csv
+from pipeline.store import file_sha256
 
 log = logging.getLogger(__name__)
 MARKER = "augment.json"

@@ -27,8 +27,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import typer
 
+from pipeline import pool
 from pipeline.errors import EmoganError
-from pipeline.manifest import MANIFEST_COLUMNS, file_sha256, read_manifest, resolve_root, split_frames, write_csv
+from pipeline.manifest import MANIFEST_COLUMNS, read_manifest, resolve_root, split_frames, write_csv
+from pipeline.store import file_sha256
 
 log = logging.getLogger(__name__)
 CROPS_COLUMNS: tuple[str, ...] = MANIFEST_COLUMNS + ("cam1_dir", "cam2_dir", "box_cam1", "box_cam2")
@@ -307,13 +309,6 @@ def crop_sequence(row: dict[str, str], root: Path, out: Path, p: CropParams, pai
         return {"status": "error", "file": e.file, "reason": e.reason}
 
 
-def _init_worker() -> None:
-    # One OpenCV thread per worker process: processes, not threads, give the speed-up (PERF-NOTES).
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def _crop_task(args: tuple[dict[str, str], str, str, dict[str, Any], bool]) -> dict[str, Any]:
     row, root, out, pd, paired = args
     return crop_sequence(row, Path(root), Path(out), CropParams(**pd), paired)
@@ -321,8 +316,6 @@ def _crop_task(args: tuple[dict[str, str], str, str, dict[str, Any], bool]) -> d
 
 def crop_dataset(manifest: Path, out: Path, p: CropParams, progress: bool = True) -> dict[str, int]:
     """Crop every sequence of a manifest into `out`; writes crops.csv, errors.csv, crop_params.json."""
-    from tqdm import tqdm
-
     if p.size < 8 or p.margin < 0 or p.video_stride < 1 or p.workers < 1:
         raise EmoganError(f"crop params out of range: size >= 8, margin >= 0, video_stride >= 1, workers >= 1 ({p})")
     rows = read_manifest(manifest)
@@ -336,23 +329,8 @@ def crop_dataset(manifest: Path, out: Path, p: CropParams, progress: bool = True
     roots = [resolve_root(manifest, r["root"]) for r in rows]
     tasks = [(r, str(root), str(out), dataclasses.asdict(p), paired) for r, root in zip(rows, roots)]
     results: list[dict[str, Any] | None] = [None] * len(tasks)
-    bar = tqdm(total=len(tasks), desc=f"crop {out.name}", unit="seq", disable=not progress)
-    if p.workers > 1 and len(tasks) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        # spawn, not fork: OpenCV deadlocks in forked children (PERF-NOTES).
-        with ProcessPoolExecutor(p.workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker) as ex:
-            futures = {ex.submit(_crop_task, t): i for i, t in enumerate(tasks)}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                bar.update()
-    else:
-        for i, t in enumerate(tasks):
-            results[i] = _crop_task(t)
-            bar.update()
-    bar.close()
+    for i, res in pool.run(_crop_task, tasks, p.workers, f"crop {out.name}", progress=progress):
+        results[i] = res
     crops, errors, counts = [], [], {"cropped": 0, "reused": 0, "error": 0}
     for r, root, res in zip(rows, roots, results):
         assert res is not None

@@ -16,7 +16,6 @@ done, so a killed run re-run gives the same store as an uninterrupted one.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -31,9 +30,10 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import numpy as np
 import typer
 
+from pipeline import pool
 from pipeline import store as st
 from pipeline.errors import EmoganError
-from pipeline.folds import natural_key
+from pipeline.adapters.common import natural_key
 from pipeline.params import ParamsError, as_dict, load_params, path_param, section
 from pipeline.schema import CLASS_NAMES, POSE_NAMES, STRATEGY_NAMES, pose_code
 
@@ -61,10 +61,10 @@ CROPS_CSV = "crops.csv"
 REQUIRED_COLUMNS = ("subject", "sequence", "label_code", "pose")
 # Fields that change how the work is run, not its result: left out of the recorded params.
 EXECUTION_FIELDS = ("workers", "cv2_threads")
-# glibc settings for the local dask workers. dask sets MALLOC_TRIM_THRESHOLD_=64 KiB in its workers
-# (to hand memory back to the OS); with Farneback's multi-MB buffers at 512 px that made every call
-# fault its memory in again: 2.4x the page faults and 2.5x the system time of a plain process, about
-# 10% of the CPU. Keeping buffers below 64 MiB on the heap and trimming only above 256 MiB: no faults.
+# glibc settings for the flow workers. Measured with dask workers, which set MALLOC_TRIM_THRESHOLD_=64 KiB
+# (to hand memory back to the OS): with Farneback's multi-MB buffers at 512 px every call faulted its
+# memory in again (2.4x the page faults, 2.5x the system time of a plain process, about 10% of the CPU).
+# Keeping buffers below 64 MiB on the heap and trimming only above 256 MiB: no faults.
 # Performance only (results are identical), so not a params.yaml entry.
 WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 
@@ -85,7 +85,7 @@ class FlowParams:
     size: int = 128            # side of the stored flows and images (model size)
     chunk_mib: float = 1.0     # least chunk size of the flow store's image/flow arrays
     clevel: int = 5            # blosc lz4 level of the flow store
-    workers: int = 2           # local dask worker processes; 0 = in this process, no dask
+    workers: int = 2           # spawned worker processes (pipeline/pool.py); 0 or 1 = in this process
     cv2_threads: int = 1       # OpenCV threads per worker (processes scale, threads barely do)
 
     def __post_init__(self) -> None:
@@ -364,38 +364,34 @@ class FlowReport:
 
 def _run_tasks(tasks: list[SequenceTask], p: FlowParams, dask_address: str | None, progress: bool,
                on_result: Callable[[dict[str, Any]], None]) -> None:
+    if dask_address is not None:
+        _run_dask(tasks, p, dask_address, progress, on_result)
+        return
+    import functools
+
+    import cv2
+
+    before = cv2.getNumThreads()  # run_sequence_task sets it: in-process runs restore the caller's
+    try:
+        for _, res in pool.run(functools.partial(run_sequence_task, cv2_threads=p.cv2_threads), tasks, p.workers,
+                               "flow", progress=progress, env=WORKER_MALLOC_ENV):
+            on_result(res)
+    finally:
+        cv2.setNumThreads(before)
+
+
+def _run_dask(tasks: list[SequenceTask], p: FlowParams, dask_address: str, progress: bool,
+              on_result: Callable[[dict[str, Any]], None]) -> None:
+    """The sequences on an existing dask.distributed cluster (workers of other machines)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(tasks), desc="flow", unit="seq", disable=not progress or not tasks)
+    if not tasks:
+        return
+    from dask.distributed import Client, as_completed
+
+    bar = tqdm(total=len(tasks), desc="flow", unit="seq", disable=not progress)
     try:
-        if dask_address is None and p.workers == 0:
-            import cv2
-
-            before = cv2.getNumThreads()
-            try:
-                for task in tasks:
-                    on_result(run_sequence_task(task, p.cv2_threads))
-                    bar.update()
-            finally:
-                cv2.setNumThreads(before)
-            return
-        if not tasks:
-            return
-        from dask.distributed import Client, LocalCluster, as_completed
-
-        with contextlib.ExitStack() as stack:
-            if dask_address is not None:
-                client = stack.enter_context(Client(dask_address))
-            else:
-                # spawn (dask's default) keeps workers clear of the parent's OpenCV/zarr threads.
-                with _worker_environ(WORKER_MALLOC_ENV):
-                    cluster = LocalCluster(
-                        n_workers=p.workers, threads_per_worker=1, processes=True,
-                        # any free port: several runs (or developers) share this machine's 8787
-                        dashboard_address=":0", scheduler_kwargs={"dashboard": False},
-                        silence_logs=logging.WARNING)
-                stack.enter_context(cluster)
-                client = stack.enter_context(Client(cluster))
+        with Client(dask_address) as client:
             futures = [client.submit(run_sequence_task, t, p.cv2_threads, pure=False,
                                      key=f"flow-seq-{t.index}-{t.fingerprint[:12]}") for t in tasks]
             for fut in as_completed(futures):
@@ -405,32 +401,13 @@ def _run_tasks(tasks: list[SequenceTask], p: FlowParams, dask_address: str | Non
         bar.close()
 
 
-@contextlib.contextmanager
-def _worker_environ(env: dict[str, str]):
-    """Environment variables that the local dask workers are spawned with (this process's restored)."""
-    import dask
-
-    # The nanny takes pre-spawn-environ but lets this process's environment win, so set both.
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        base = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": {**base, **env}}):
-            yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, dataset: str | None = None,
                   dask_address: str | None = None, progress: bool = True) -> FlowReport:
     """Run the flow stage: crops of every crops.csv sequence -> flow store at `out` (resumable).
 
-    With p.workers >= 1 it starts a local dask cluster of spawned processes, so a script calling
-    it needs the usual `if __name__ == "__main__":` guard (the `emogan` command has it).
+    With p.workers >= 2 it spawns worker processes (pipeline/pool.py), so a script calling it needs
+    the usual `if __name__ == "__main__":` guard (the `emogan` command has it); with `dask_address`
+    the sequences run on that dask.distributed cluster instead.
     """
     crops_dir, out = Path(crops_dir), Path(out)
     rows = read_crops_csv(crops_dir)
@@ -567,13 +544,13 @@ def cli(
     crops: Optional[Path] = typer.Option(None, help="crop directory (default <paths.crops>/DATASET)"),
     out: Optional[Path] = typer.Option(None, help="flow store (default <paths.flows>/DATASET.zarr)"),
     params_file: Optional[Path] = typer.Option(None, "--params", help="params file (default ./params.yaml)"),
-    workers: Optional[int] = typer.Option(None, help="local dask worker processes (0: in this process)"),
+    workers: Optional[int] = typer.Option(None, help="worker processes (0 or 1: in this process)"),
     max_step: Optional[int] = typer.Option(None, help="largest frame_to_frame step"),
     dask_address: Optional[str] = typer.Option(None, help="scheduler of an existing dask.distributed cluster "
                                                "(its workers must see the same files)"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
-    """Farneback flow of both cameras for every sequence (resumable; parallel over sequences with dask)."""
+    """Farneback flow of both cameras for every sequence (resumable; parallel over sequences)."""
     params = load_params(params_file)
     p = load_flow_params(params, workers=workers, max_step=max_step)
     crops = crops or path_param(params, "crops", "data/crops") / dataset

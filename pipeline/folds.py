@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Optional
 import numpy as np
 import typer
 
+from pipeline.adapters.common import natural_key
 from pipeline.errors import EmoganError
 from pipeline.params import ParamsError, load_params, path_param, section
 
@@ -39,13 +40,6 @@ def load_folds_params(params: dict[str, Any], **overrides: Any) -> FoldsParams:
         return section(params, "folds", FoldsParams, **overrides)
     except ValueError as e:
         raise ParamsError(f"{params.get('__file__', 'params')}: section 'folds': {e}") from None
-
-
-def natural_key(s: str) -> list[Any]:
-    """Sort key comparing digit runs as numbers ("S2" < "S10")."""
-    import re
-
-    return [(0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", s) if t]
 
 
 def assign_folds(subjects: Iterable[str], k: int) -> dict[str, int]:

@@ -9,7 +9,6 @@ classes (label kept, e.g. CK+ contempt).
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -86,11 +85,6 @@ def resolve_root(csv_path: Path, root: str) -> Path:
     """The dataset folder a row's `root` names (relative roots are relative to the CSV's folder)."""
     p = Path(root)
     return p if p.is_absolute() else csv_path.parent / p
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes (recorded in downstream outputs)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def split_frames(field: str) -> list[str]:

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import typer
 
+from pipeline import pool
 from pipeline.errors import EmoganError
 from pipeline.params import as_dict, load_params, params_hash, section
 from pipeline.schema import CLASS_NAMES, POSE_NAMES
@@ -383,8 +384,6 @@ def _assemble(root: Path, p: SynthParams, specs: list[SequenceSpec]) -> None:
 
 def synth(p: SynthParams, out: Path, overwrite: bool = False, progress: bool = True) -> Path:
     """Render the dataset described by `p` into `out` (atomically: a partial run never looks finished)."""
-    from tqdm import tqdm
-
     p.validate()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -423,26 +422,10 @@ def synth(p: SynthParams, out: Path, overwrite: bool = False, progress: bool = T
     from pipeline.face_model import build_face_model
 
     model = build_face_model()
-    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), unit="seq", desc="synth", disable=not progress)
-    if p.workers == 1 or len(todo) <= 1:
-        _init_worker(model)
-        for spec in todo:
-            render_sequence(spec, p, partial)
-            bar.update()
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        # spawn, not fork: OpenCV deadlocks in forked children (docs/ARCHITECTURE.md, PERF-NOTES).
-        # An executor, not a Pool: a worker that dies (killed, out of memory) raises
-        # BrokenProcessPool here instead of hanging; finished sequences are kept for the re-run.
-        with ProcessPoolExecutor(p.workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(model,)) as pool:
-            futures = [pool.submit(_run_one, (s, p, str(partial))) for s in todo]
-            for fut in as_completed(futures):
-                fut.result()
-                bar.update()
-    bar.close()
+    # Workers only render: the worker count never changes a byte of the output.
+    for _ in pool.run(_run_one, [(s, p, str(partial)) for s in todo], p.workers, "synth",
+                      initializer=_init_worker, initargs=(model,), progress=progress, done=len(specs) - len(todo)):
+        pass
     _assemble(partial, p, specs)
     if out.exists():
         shutil.rmtree(out)

@@ -20,6 +20,7 @@ import typer
 
 from pipeline.errors import EmoganError
 from pipeline.schema import CLASS_NAMES
+from pipeline.scoring import confusion
 
 log = logging.getLogger(__name__)
 ROTATING = ("yaw", "pitch", "roll", "diagonal")
@@ -75,8 +76,7 @@ def _cv_accuracy(x_train_of, x_test_of, y: np.ndarray, subjects: np.ndarray, tes
     order = rng.permutation(len(uniq))
     fold_of = {s: i % folds for i, s in zip(range(len(uniq)), uniq[order])}
     fold = np.array([fold_of[s] for s in subjects])
-    n_cls = len(CLASS_NAMES)
-    conf = np.zeros((n_cls, n_cls), int)
+    conf = np.zeros((len(CLASS_NAMES), len(CLASS_NAMES)), np.int64)
     for k in range(folds):
         train, test = fold != k, (fold == k) & test_mask
         if not test.any():
@@ -84,7 +84,7 @@ def _cv_accuracy(x_train_of, x_test_of, y: np.ndarray, subjects: np.ndarray, tes
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=2000))
         clf.fit(x_train_of[train], y[train])
         pred = clf.predict(x_test_of[test])
-        np.add.at(conf, (y[test], pred), 1)
+        conf += confusion(y[test], pred)
     return float(np.trace(conf) / max(conf.sum(), 1)), conf
 
 
@@ -139,9 +139,7 @@ def fer_accuracy(root: Path, cam: str = "cam1", margin: float = 0.1, weights: Op
             y.append(CLASS_NAMES.index(row["expression"]))
     y_arr = np.array(y)
     pred = predict_proba(np.stack(crops), model).argmax(1) if crops else np.zeros(0, int)
-    n = len(CLASS_NAMES)
-    conf = np.zeros((n, n), int)
-    np.add.at(conf, (y_arr, pred), 1)
+    conf = confusion(y_arr, pred)
     per_class = {c: float(conf[k, k] / conf[k].sum()) if conf[k].sum() else float("nan")
                  for k, c in enumerate(CLASS_NAMES)}
     return {"accuracy": float(np.trace(conf) / max(conf.sum(), 1)), "per_class": per_class,

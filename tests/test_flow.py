@@ -154,11 +154,11 @@ def test_interrupted_run_resumes_to_the_same_store(crops5, reference, tmp_path, 
     calls = []
     real = fl.run_sequence_task
 
-    def interrupt_after_two(task, threads=1):
+    def interrupt_after_two(task, cv2_threads=1):
         if len(calls) == 2:
             raise KeyboardInterrupt  # what Ctrl-C does between two sequences
         calls.append(task.index)
-        return real(task, threads)
+        return real(task, cv2_threads)
 
     monkeypatch.setattr(fl, "run_sequence_task", interrupt_after_two)
     with pytest.raises(KeyboardInterrupt):
@@ -177,8 +177,8 @@ def test_killed_process_resumes_to_the_same_store(crops5, reference, tmp_path):
         import os, signal
         from pipeline import flow as fl
         real, done = fl.run_sequence_task, []
-        def run(task, threads=1):
-            res = real(task, threads)
+        def run(task, cv2_threads=1):
+            res = real(task, cv2_threads)
             done.append(task.index)
             if len(done) == 3:
                 open(task.part + ".tmp-999", "wb").write(b"partial")
@@ -200,11 +200,11 @@ def test_changed_params_do_not_reuse_parts(crops5, tmp_path, monkeypatch):
     real = fl.run_sequence_task
     n = []
 
-    def stop_after_one(task, threads=1):
+    def stop_after_one(task, cv2_threads=1):
         if n:
             raise KeyboardInterrupt
         n.append(1)
-        return real(task, threads)
+        return real(task, cv2_threads)
 
     monkeypatch.setattr(fl, "run_sequence_task", stop_after_one)
     with pytest.raises(KeyboardInterrupt):

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline import pool
 from pipeline.errors import EmoganError
 
 log = logging.getLogger(__name__)
@@ -140,10 +141,7 @@ _MESH: Any = None
 
 
 def _init_worker(min_conf: float) -> None:
-    """Spawned worker: one OpenCV thread, one FaceMesh reused for every frame."""
-    import cv2
-
-    cv2.setNumThreads(1)
+    """A worker's one FaceMesh, reused for every frame."""
     _face_mesh(min_conf)
 
 
@@ -252,10 +250,6 @@ def plan_sequences(store: str, crops_dir: Path, rows: np.ndarray) -> list[tuple[
 def landmark_baseline(store: str, crops_dir: Path | str, rows: np.ndarray, p: LandmarkParams,
                       flow_params: Any, out: Path | str, progress: bool = True) -> dict[str, Any]:
     """Compute the landmark baseline for `rows` of `store` from its crops; write the .npz; return a summary."""
-    import multiprocessing as mp
-
-    from tqdm import tqdm
-
     from pipeline.params import as_dict
     from training.data import raw_group
 
@@ -265,21 +259,8 @@ def landmark_baseline(store: str, crops_dir: Path | str, rows: np.ndarray, p: La
     lp, fp = as_dict(p), as_dict(flow_params)
     tasks = [(frames, pairs, lp, fp, rep, clip) for frames, pairs in plan]
     t0 = time.time()
-    results = []
-    bar = tqdm(total=len(tasks), unit="seq", desc="landmark", disable=not progress)
-    if p.workers <= 1 or len(tasks) <= 1:
-        _init_worker(p.min_detection_confidence)
-        for task in tasks:
-            results.append(sequence_task(task))
-            bar.update()
-    else:
-        # spawn: OpenCV and mediapipe deadlock in forked children (PERF-NOTES).
-        with mp.get_context("spawn").Pool(p.workers, initializer=_init_worker,
-                                          initargs=(p.min_detection_confidence,)) as pool:
-            for r in pool.imap_unordered(sequence_task, tasks, chunksize=1):
-                results.append(r)
-                bar.update()
-    bar.close()
+    results = [r for _, r in pool.run(sequence_task, tasks, p.workers, "landmark", initializer=_init_worker,
+                                      initargs=(p.min_detection_confidence,), progress=progress)]
     rows_out = np.array([x for r in results for x in r["rows"]], np.int64)
     order = np.argsort(rows_out)
     flow = np.stack([x for r in results for x in r["flow"]])[order] if len(rows_out) else np.zeros((0, 2, p.size, p.size), np.float16)

@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.errors import EmoganError
 from pipeline.schema import CLASS_NAMES
+from pipeline.store import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,6 @@ class Bundle:
 def sidecar_path(path: Path | str) -> Path:
     """The JSON beside a bundle's weights: model.safetensors -> model.json."""
     return Path(path).with_suffix(".json")
-
-
-def _sha256(path: Path) -> str:
-    from pipeline.store import file_sha256
-
-    return file_sha256(path)
 
 
 def _store_preprocess(store: dict[str, Any], params_file: str | None) -> dict[str, Any]:
@@ -146,7 +141,7 @@ def export_bundle(run_dir: Path | str, out: Path | str, *, epoch: int | None = N
     os.replace(tmp, out)
     meta = {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION,
-        "weights_file": out.name, "weights_sha256": _sha256(out),
+        "weights_file": out.name, "weights_sha256": file_sha256(out),
         "class_names": list(CLASS_NAMES), "representation": run.representation, "clip": run.clip, "size": run.size,
         "roles": list(ROLES), "nets": {r: config["train"]["nets"][r] for r in ROLES},
         "preprocess": _store_preprocess(stores[0], config.get("params_file")),
@@ -220,7 +215,7 @@ def load_bundle(path: Path | str, device: str = "cpu", **expect: Any) -> Bundle:
     check_compatible(meta, "this emogan (pipeline/schema.py CLASS_NAMES)", class_names=CLASS_NAMES)
     if expect:
         check_compatible(meta, expect.pop("where", "the data"), **expect)
-    if _sha256(path) != meta["weights_sha256"]:
+    if file_sha256(path) != meta["weights_sha256"]:
         raise BundleError(f"{path}: its sha256 differs from the one in {sidecar_path(path).name}: the weights and "
                           "the sidecar come from different exports")
     try:

@@ -11,7 +11,6 @@ else e_FER's own features (logged and recorded in config.json).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import nn
 
 from pipeline.errors import EmoganError
 from pipeline.schema import CLASS_NAMES
+from pipeline.store import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +112,6 @@ class _OnnxNet(nn.Module):
         """Run the session on the batch; the result comes back on the input's device."""
         out = self.session.run(None, {self.input_name: x.detach().float().cpu().numpy()})[0]
         return torch.from_numpy(out).to(x.device)
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file (recorded in config.json for every external model used)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load_own(spec: dict[str, Any], fold: int | None) -> tuple[FrozenClassifier, dict[str, Any]]:

@@ -33,6 +33,8 @@ import numpy as np
 
 from pipeline.errors import EmoganError
 from pipeline.schema import CLASS_NAMES, POSE_NAMES, STRATEGY_NAMES
+from pipeline.scoring import accuracy as accuracy_of
+from pipeline.scoring import confusion
 
 log = logging.getLogger(__name__)
 
@@ -107,20 +109,9 @@ def ssim_u8(pred: np.ndarray, target: np.ndarray, window: int = 7) -> np.ndarray
     return out
 
 
-def confusion(labels: np.ndarray, preds: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> np.ndarray:
-    """(n_classes, n_classes) counts, rows = true class, columns = predicted; unlabeled (-1) rows skipped."""
-    labels, preds = np.asarray(labels), np.asarray(preds)
-    ok = (labels >= 0) & (labels < n_classes) & (preds >= 0)
-    m = np.zeros((n_classes, n_classes), np.int64)
-    np.add.at(m, (labels[ok], preds[ok]), 1)
-    return m
-
-
 def accuracy(labels: np.ndarray, preds: np.ndarray) -> float | None:
     """Fraction of labeled rows predicted right, in [0, 1]; None when no row is labeled."""
-    c = confusion(labels, preds)
-    n = c.sum()
-    return float(np.trace(c) / n) if n else None
+    return accuracy_of(confusion(labels, preds))
 
 
 def delta_percent(acc_after: float | None, acc_before: float | None) -> float | None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.errors import EmoganError
 from pipeline.schema import CLASS_NAMES, STRATEGY_NAMES
+from pipeline.scoring import accuracy, confusion
 
 log = logging.getLogger(__name__)
 WEIGHTS = "flowcnn.safetensors"
@@ -194,8 +195,8 @@ def train_flowcnn(stores: Sequence[str], fold: int, folds_files: Sequence[str | 
             for b in iter_rows(info.path, rows, ARRAYS, 256):
                 x = judge_input(b["flow_target"], p.size, rep, clip, p.input)
                 pred = net(x.to(dev)).argmax(1).cpu().numpy()
-                np.add.at(conf, (b["label"].numpy(), pred), 1)
-    acc = float(np.trace(conf) / conf.sum()) if conf.sum() else None
+                conf += confusion(b["label"].numpy(), pred)
+    acc = accuracy(conf)
     save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(out / WEIGHTS))
     from pipeline.params import as_dict
 

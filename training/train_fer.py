@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pipeline.errors import EmoganError
 from pipeline.params import as_dict, load_params, section
 from pipeline.schema import CLASS_NAMES, STRATEGY_NAMES
+from pipeline.scoring import accuracy, confusion, per_class_accuracy
 from training.config import TrainSection, fer_config, resolve_folds
 from training.data import FER_ARRAYS, StoreInfo, StreamingStoreDataset, raw_group, check_compatible, check_store, fold_rows, iter_rows, make_loader
 from training.efer import FER_CONFIG, FER_WEIGHTS
@@ -81,11 +82,9 @@ def evaluate_fer(model: torch.nn.Module, infos: Sequence[StoreInfo], rows: Seque
         for b in iter_rows(info.path, r, FER_ARRAYS, batch_size):
             x, y = fer_batch(b, add_neutral, apex)
             pred = model(x.to(device)).argmax(1).cpu()
-            np.add.at(conf, (y.numpy(), pred.numpy()), 1)
+            conf += confusion(y.numpy(), pred.numpy())
     model.train(was)
-    n = conf.sum()
-    per = {CLASS_NAMES[i]: (float(conf[i, i] / conf[i].sum()) if conf[i].sum() else None) for i in range(len(CLASS_NAMES))}
-    return {"accuracy": float(np.trace(conf) / n) if n else 0.0, "per_class": per, "rows": int(n),
+    return {"accuracy": accuracy(conf) or 0.0, "per_class": per_class_accuracy(conf), "rows": int(conf.sum()),
             "confusion": conf.tolist()}
 
 

@@ -50,8 +50,10 @@ class Sequence:
 
 
 def natural_key(text: str) -> tuple[Any, ...]:
-    """Sort key that orders digit runs by value (img_2 before img_10)."""
-    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text))
+    """The one natural sort key: digit runs compare by value (img_2 before img_10), letters ignoring case
+    (b2 before C1); texts equal under that rule (S01, s1) keep a fixed order by their exact spelling."""
+    runs = tuple((0, int(t), "") if t.isdigit() else (1, 0, t.casefold()) for t in re.split(r"(\d+)", text) if t)
+    return runs, text
 
 
 def id_key(text: str) -> str:
