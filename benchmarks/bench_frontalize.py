@@ -72,11 +72,12 @@ def make_bundle(params: dict[str, Any], name: str) -> Any:
     return Bundle(Path(f"<{name} config, random weights>"), meta, run, None)
 
 
-def measure(bundle: Any, names: list[str], frames: list[np.ndarray], repeats: int) -> dict[str, Any]:
+def measure(bundle: Any, params: dict[str, Any], names: list[str], frames: list[np.ndarray],
+            repeats: int) -> dict[str, Any]:
     """Median seconds of crop, flow and networks for one pair (after one warm-up run)."""
     from training import infer
 
-    crop, flow, store_size = infer.preprocess_params(bundle)
+    crop, flow, store_size = infer.preprocess_params(bundle, params)
     import torch
 
     from training.loop import resize_flow
@@ -172,7 +173,7 @@ def main() -> None:
         "configs": {},
     }
     for name in [c.strip() for c in a.configs.split(",") if c.strip()]:
-        res["configs"][name] = measure(make_bundle(params, name), names, frames, a.repeats)
+        res["configs"][name] = measure(make_bundle(params, name), params, names, frames, a.repeats)
     ratios = []
     for name, r in res["configs"].items():
         n = r["nets_median_s"]

@@ -12,9 +12,12 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -28,9 +31,10 @@ def main() -> None:
 
     from pipeline.face_model import build_face_model
     from pipeline.render import Camera, finish, make_background, render
+    from pipeline.params import load_params, section
     from pipeline.synth import SequenceSpec, SynthParams, make_subject, sequence_motion
 
-    p = SynthParams(size=args.size, frames=args.pairs)
+    p = section(load_params(ROOT / "params.yaml"), "synth", SynthParams, size=args.size, frames=args.pairs)
     model = build_face_model()
     subject = make_subject(model, 1, p)
     cam = Camera(size=p.size, face_frac=p.face_frac, focal_frac=p.focal_frac)

@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import typer
@@ -31,6 +31,7 @@ from pipeline.crop import CROPS_COLUMNS, ERRORS_COLUMNS, PARTIAL, SequenceError,
 from pipeline.errors import EmoganError
 from pipeline.manifest import read_csv, resolve_root, write_csv
 from pipeline.store import file_sha256
+from pipeline.params import PARAMS_OPTION
 
 log = logging.getLogger(__name__)
 MARKER = "augment.json"
@@ -40,13 +41,13 @@ MARKER = "augment.json"
 class AugmentParams:
     """params.yaml `augment:` (see the comments there)."""
 
-    seed: int = 0
-    roll_deg: tuple[float, float] = (-15.0, 15.0)
-    yaw_deg: tuple[float, float] = (-30.0, 30.0)
-    pitch_deg: tuple[float, float] = (-20.0, 20.0)
-    distance: float = 3.0
-    noise_sigma: tuple[float, float] = (0.0, 4.0)
-    pad_value: int = 0
+    seed: int
+    roll_deg: tuple[float, float]
+    yaw_deg: tuple[float, float]
+    pitch_deg: tuple[float, float]
+    distance: float
+    noise_sigma: tuple[float, float]
+    pad_value: int
 
 
 def sequence_rng(seed: int, subject: str, sequence: str) -> np.random.Generator:
@@ -237,7 +238,7 @@ def augment_command(
     crops: Path = typer.Argument(..., help="crop folder of a frontal-only dataset (with crops.csv)"),
     out: Path = typer.Option(None, "--out", "-o", help="output folder (default: add cam2 in place)"),
     seed: int = typer.Option(None, help="random seed (params augment.seed)"),
-    params_file: Path = typer.Option(None, "--params", help="params.yaml to read (default ./params.yaml)"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Make the non-frontal view of frontal-only sequences: rotation homography plus noise."""
     from pipeline.params import load_params, section

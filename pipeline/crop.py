@@ -22,7 +22,7 @@ import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import typer
@@ -31,6 +31,7 @@ from pipeline import pool
 from pipeline.errors import EmoganError
 from pipeline.manifest import MANIFEST_COLUMNS, read_manifest, resolve_root, split_frames, write_csv
 from pipeline.store import file_sha256
+from pipeline.params import PARAMS_OPTION
 
 log = logging.getLogger(__name__)
 CROPS_COLUMNS: tuple[str, ...] = MANIFEST_COLUMNS + ("cam1_dir", "cam2_dir", "box_cam1", "box_cam2")
@@ -45,14 +46,14 @@ PNG_LEVEL = 1
 class CropParams:
     """params.yaml `crop:` (see the comments there)."""
 
-    margin: float = 0.4
-    size: int = 512
-    model_selection: int = 1
-    min_confidence: float = 0.5
-    pad_value: int = 0
-    gray: bool = False
-    video_stride: int = 1
-    workers: int = 1
+    margin: float
+    size: int
+    model_selection: int
+    min_confidence: float
+    pad_value: int
+    gray: bool
+    video_stride: int
+    workers: int
 
     def result_dict(self) -> dict[str, Any]:
         """The params that change the crops (not `workers`)."""
@@ -378,7 +379,7 @@ def crop_command(
     margin: float = typer.Option(None, help="margin on each side, fraction of the face size (params crop.margin)"),
     gray: bool = typer.Option(None, "--gray/--color", help="convert frames to grey (CK+ mixes both)"),
     workers: int = typer.Option(None, help="processes (params crop.workers)"),
-    params_file: Path = typer.Option(None, "--params", help="params.yaml to read (default ./params.yaml)"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Crop faces: one square box per sequence and camera, from the neutral frame."""
     from pipeline.params import load_params, path_param, section
@@ -387,7 +388,7 @@ def crop_command(
     p = section(params, "crop", CropParams, size=size, margin=margin, gray=gray, workers=workers)
     if out is None:
         rows = read_manifest(manifest)
-        out = path_param(params, "crops", "data/crops") / (rows[0]["dataset"] if rows else manifest.stem)
+        out = path_param(params, "crops") / (rows[0]["dataset"] if rows else manifest.stem)
     c = crop_dataset(manifest, out, p)
     typer.echo(f"{out}: {c['cropped']} cropped, {c['reused']} already done, {c['error']} skipped "
                f"(see {out / 'errors.csv'})")

@@ -34,7 +34,7 @@ from pipeline import pool
 from pipeline import store as st
 from pipeline.errors import EmoganError
 from pipeline.adapters.common import natural_key
-from pipeline.params import ParamsError, as_dict, load_params, path_param, section
+from pipeline.params import PARAMS_OPTION, ParamsError, as_dict, load_params, path_param, section
 from pipeline.schema import CLASS_NAMES, POSE_NAMES, STRATEGY_NAMES, pose_code
 
 log = logging.getLogger(__name__)
@@ -73,20 +73,20 @@ WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRES
 class FlowParams:
     """params.yaml `flow`: Farneback settings (paper: 0.5, 3, 15, 3, 5, 1.2, 0), pairs, output size."""
 
-    pyr_scale: float = 0.5
-    levels: int = 3
-    winsize: int = 15
-    iterations: int = 3
-    poly_n: int = 5
-    poly_sigma: float = 1.2
-    flags: int = 0
-    strategies: tuple[str, ...] = ("neutral_apex", "frame_to_frame")
-    max_step: int = 5          # frame_to_frame pairs (i, i+step) for step in 1..max_step
-    size: int = 128            # side of the stored flows and images (model size)
-    chunk_mib: float = 1.0     # least chunk size of the flow store's image/flow arrays
-    clevel: int = 5            # blosc lz4 level of the flow store
-    workers: int = 2           # spawned worker processes (pipeline/pool.py); 0 or 1 = in this process
-    cv2_threads: int = 1       # OpenCV threads per worker (processes scale, threads barely do)
+    pyr_scale: float
+    levels: int
+    winsize: int
+    iterations: int
+    poly_n: int
+    poly_sigma: float
+    flags: int
+    strategies: tuple[str, ...]
+    max_step: int  # frame_to_frame pairs (i, i+step) for step in 1..max_step
+    size: int  # side of the stored flows and images (model size)
+    chunk_mib: float  # least chunk size of the flow store's image/flow arrays
+    clevel: int  # blosc lz4 level of the flow store
+    workers: int  # spawned worker processes (pipeline/pool.py); 0 or 1 = in this process
+    cv2_threads: int  # OpenCV threads per worker (processes scale, threads barely do)
 
     def __post_init__(self) -> None:
         self.strategies = tuple(self.strategies)
@@ -309,7 +309,7 @@ def plan_sequence(crops_dir: Path, index: int, row: dict[str, str], parts_dir: P
     # Absolute paths: workers of an external dask cluster may run in another directory.
     return SequenceTask(index, [os.path.abspath(q) for q in frontal], [os.path.abspath(q) for q in nonfrontal],
                         _fingerprint(frontal + nonfrontal), os.path.abspath(parts_dir / f"{index:06d}.npz"),
-                        p.recorded())
+                        as_dict(p))
 
 
 def row_pose_code(row: dict[str, str]) -> int:
@@ -543,7 +543,7 @@ def cli(
     dataset: str = typer.Argument(..., help="dataset name: reads <paths.crops>/DATASET, writes <paths.flows>/DATASET.zarr"),
     crops: Optional[Path] = typer.Option(None, help="crop directory (default <paths.crops>/DATASET)"),
     out: Optional[Path] = typer.Option(None, help="flow store (default <paths.flows>/DATASET.zarr)"),
-    params_file: Optional[Path] = typer.Option(None, "--params", help="params file (default ./params.yaml)"),
+    params_file: Optional[Path] = PARAMS_OPTION,
     workers: Optional[int] = typer.Option(None, help="worker processes (0 or 1: in this process)"),
     max_step: Optional[int] = typer.Option(None, help="largest frame_to_frame step"),
     dask_address: Optional[str] = typer.Option(None, help="scheduler of an existing dask.distributed cluster "
@@ -553,8 +553,8 @@ def cli(
     """Farneback flow of both cameras for every sequence (resumable; parallel over sequences)."""
     params = load_params(params_file)
     p = load_flow_params(params, workers=workers, max_step=max_step)
-    crops = crops or path_param(params, "crops", "data/crops") / dataset
-    out = out or path_param(params, "flows", "data/flows") / f"{dataset}.zarr"
+    crops = crops or path_param(params, "crops") / dataset
+    out = out or path_param(params, "flows") / f"{dataset}.zarr"
     report = compute_flows(crops, out, p, dataset=dataset, dask_address=dask_address, progress=progress)
     typer.echo(f"{out}: {report.n_rows} flow pairs from {report.n_sequences} sequences"
                + (f" ({report.n_resumed} resumed)" if report.n_resumed else ""))

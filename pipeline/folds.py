@@ -18,7 +18,7 @@ import typer
 
 from pipeline.adapters.common import natural_key
 from pipeline.errors import EmoganError
-from pipeline.params import ParamsError, load_params, path_param, section
+from pipeline.params import PARAMS_OPTION, ParamsError, load_params, path_param, section
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class FoldsParams:
     """params.yaml `folds`: the number of folds."""
 
-    k: int = 10
+    k: int
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 2:
@@ -136,13 +136,13 @@ def cli(
     dataset: str = typer.Argument(..., help="dataset name: reads <paths.manifests>/DATASET.csv"),
     manifest: Optional[Path] = typer.Option(None, help="manifest CSV (default <paths.manifests>/DATASET.csv)"),
     out: Optional[Path] = typer.Option(None, help="folds CSV (default <paths.manifests>/DATASET_folds.csv)"),
-    params_file: Optional[Path] = typer.Option(None, "--params", help="params file (default ./params.yaml)"),
+    params_file: Optional[Path] = PARAMS_OPTION,
     k: Optional[int] = typer.Option(None, help="number of folds"),
 ) -> None:
     """Subject-independent k-fold protocol: subjects sorted and dealt round-robin into k folds."""
     params = load_params(params_file)
     p = load_folds_params(params, k=k)
-    manifests = path_param(params, "manifests", "data_manifests")
+    manifests = path_param(params, "manifests")
     manifest = manifest or manifests / f"{dataset}.csv"
     out = out or manifests / f"{dataset}_folds.csv"
     folds = make_folds(manifest, out, p)

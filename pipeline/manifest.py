@@ -12,12 +12,13 @@ import csv
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
 from pipeline.adapters.common import ManifestParams, Sequence, natural_key
 from pipeline.errors import EmoganError
+from pipeline.params import PARAMS_OPTION
 
 log = logging.getLogger(__name__)
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -100,7 +101,7 @@ def manifest_command(
     labels: str = typer.Option(None, help="labels file for emotiongan/videos, relative to SOURCE; '' for none"),
     contempt: bool = typer.Option(None, "--contempt/--no-contempt", help="ckplus: keep contempt as code 7"),
     subset: list[str] = typer.Option(None, help="oulu: SPECTRUM/LIGHTING, repeatable (default VL/Strong)"),
-    params_file: Path = typer.Option(None, "--params", help="params.yaml to read (default ./params.yaml)"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """List a dataset's sequences (one CSV row each) from its on-disk layout."""
     from pipeline.params import load_params, path_param, section
@@ -109,7 +110,7 @@ def manifest_command(
     p = section(params, "manifest", ManifestParams, labels=labels, contempt=contempt,
                 oulu_subsets=tuple(subset) if subset else None)
     name = dataset or (out.stem if out is not None else source.resolve().name)
-    out = out if out is not None else path_param(params, "manifests", "data_manifests") / f"{name}.csv"
+    out = out if out is not None else path_param(params, "manifests") / f"{name}.csv"
     # root is stored relative to the manifest's folder so that the file is valid in any clone.
     root = os.path.relpath(source.resolve(), out.parent.resolve()) if not source.is_absolute() else str(source)
     rows = build_manifest(source, fmt, name, p, root=Path(root).as_posix())

@@ -21,7 +21,7 @@ import typer
 
 from pipeline import store as st
 from pipeline.errors import EmoganError
-from pipeline.params import ParamsError, as_dict, load_params, params_hash, path_param, section
+from pipeline.params import PARAMS_OPTION, ParamsError, as_dict, load_params, params_hash, path_param, section
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,11 @@ AFFINE_MAP = "x -> 2x - 1 (x = magnitude/clip in [0,1] or angle/(2 pi) in [0,1))
 class NormalizeParams:
     """params.yaml `normalize`: clip (pixels of the source crop, or "q3" = stats' Q3), representation, size."""
 
-    clip: Union[float, str] = 10.0
-    representation: str = "polar"
-    size: int = 128            # model side; <= flow.size (a smaller one is area-averaged down)
-    chunk_mib: float = 1.0     # least chunk size of the store's flow/image arrays
-    clevel: int = 5            # blosc lz4 level
+    clip: Union[float, str]
+    representation: str
+    size: int  # model side; <= flow.size (a smaller one is area-averaged down)
+    chunk_mib: float  # least chunk size of the store's flow/image arrays
+    clevel: int  # blosc lz4 level
 
     def __post_init__(self) -> None:
         if isinstance(self.clip, str):
@@ -208,15 +208,15 @@ def cli(
     out: Optional[Path] = typer.Option(None, help="training store (default <paths.stores>/DATASET.zarr)"),
     stats: Optional[Path] = typer.Option(None, help="stats metrics, read when clip is q3 "
                                          "(default <paths.metrics>/stats_DATASET.json)"),
-    params_file: Optional[Path] = typer.Option(None, "--params", help="params file (default ./params.yaml)"),
+    params_file: Optional[Path] = PARAMS_OPTION,
     clip: Optional[str] = typer.Option(None, help="clip in source pixels, or q3"),
     representation: Optional[str] = typer.Option(None, help="polar or cartesian"),
 ) -> None:
     """Clip and normalize the flows to [-1, 1] and write the training store (Zarr v3)."""
     params = load_params(params_file)
     p = load_normalize_params(params, clip=clip, representation=representation)
-    flows = flows or path_param(params, "flows", "data/flows") / f"{dataset}.zarr"
-    out = out or path_param(params, "stores", "data/stores") / f"{dataset}.zarr"
-    stats = stats or path_param(params, "metrics", "metrics") / f"stats_{dataset}.json"
+    flows = flows or path_param(params, "flows") / f"{dataset}.zarr"
+    out = out or path_param(params, "stores") / f"{dataset}.zarr"
+    stats = stats or path_param(params, "metrics") / f"stats_{dataset}.json"
     attrs = normalize_store(flows, out, p, stats_path=stats)
     typer.echo(f"{out}: {attrs['representation']} flows clipped at {attrs['clip']:g} px ({attrs['clip_source']})")

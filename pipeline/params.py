@@ -1,34 +1,41 @@
-"""The one typed loader of params.yaml: each stage reads its section into a dataclass."""
+"""The one typed loader of params.yaml: each stage reads its section into a dataclass.
+
+params.yaml is the only source of values: the params dataclasses have no defaults (every field is
+required, so a value can never drift from the file), and no command runs without the file: it is
+./params.yaml or the one given with `--params` (PARAMS_OPTION, shared by every command).
+"""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import logging
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Mapping, Optional, TypeVar
 
+import typer
 import yaml
 
 from pipeline.errors import EmoganError
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_PARAMS = Path("params.yaml")
 
+# The `--params` option of every command (one object: same flag, same help everywhere).
+PARAMS_OPTION: Any = typer.Option(None, "--params", help="params file (default: ./params.yaml)")
+
 
 class ParamsError(EmoganError):
-    """params.yaml is missing a key, has an unknown one, or a value of the wrong type."""
+    """params.yaml is missing, lacks a key, has an unknown one, or a value of the wrong type."""
 
 
-def load_params(path: Path | str | None = None) -> dict[str, Any]:
-    """Read params.yaml (default: ./params.yaml). A missing default file gives {} and a log line."""
+def load_params(path: Optional[Path | str] = None) -> dict[str, Any]:
+    """Read params.yaml: `path`, else ./params.yaml; ParamsError (one line) when there is none."""
     p = Path(path) if path is not None else DEFAULT_PARAMS
-    if not p.exists():
+    if not p.is_file():
         if path is not None:
             raise ParamsError(f"{p}: params file not found")
-        log.info("no %s here: using the built-in defaults", p)
-        return {}
+        raise ParamsError(f"no params.yaml in {Path.cwd()}: run emogan in the project folder (where params.yaml "
+                          "is) or pass --params PATH")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
@@ -39,24 +46,39 @@ def load_params(path: Path | str | None = None) -> dict[str, Any]:
     return data
 
 
-def section(params: dict[str, Any], name: str, cls: type[T], **overrides: Any) -> T:
-    """Build dataclass `cls` from params[name]; CLI overrides (not None) win; unknown keys are errors."""
-    raw = dict(params.get(name) or {})
-    where = f"{params.get('__file__', 'params')}: section {name!r}"
+def _is_tuple(f: dataclasses.Field) -> bool:
+    # Annotations are strings (`from __future__ import annotations`): "tuple[str, ...]", "tuple[int, int] | None".
+    return str(f.type).startswith("tuple")
+
+
+def build(cls: type[T], raw: Mapping[str, Any], where: str) -> T:
+    """Dataclass `cls` from a mapping holding exactly its fields (lists become tuples where it declares tuples)."""
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{where}: expected a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ParamsError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
+    missing = [n for n in fields if n not in raw]
+    if missing:
+        raise ParamsError(f"{where}: missing key(s) {', '.join(missing)}")
+    values = {k: tuple(v) if _is_tuple(fields[k]) and isinstance(v, list) else v for k, v in raw.items()}
     try:
-        obj = cls(**raw)
-    except TypeError as e:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
         raise ParamsError(f"{where}: {e}") from None
-    for f in dataclasses.fields(cls):
-        v = getattr(obj, f.name)
-        if isinstance(f.default, tuple) and isinstance(v, list):
-            setattr(obj, f.name, tuple(v))
-    return obj
+
+
+def section(params: dict[str, Any], name: str, cls: type[T], **overrides: Any) -> T:
+    """Build dataclass `cls` from params[name]; CLI overrides (not None) win; unknown or missing keys are errors."""
+    raw = params.get(name)
+    where = f"{params.get('__file__', 'params')}: section {name!r}"
+    if raw is None:
+        raise ParamsError(f"{where} is missing")
+    raw = dict(raw) if isinstance(raw, Mapping) else raw
+    if isinstance(raw, dict):
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+    return build(cls, raw, where)
 
 
 def subsection(params: dict[str, Any], path: str, cls: type[T], **overrides: Any) -> T:
@@ -64,9 +86,18 @@ def subsection(params: dict[str, Any], path: str, cls: type[T], **overrides: Any
     node: Any = params
     for key in path.split("."):
         node = node.get(key) if isinstance(node, dict) else None
-    if node is not None and not isinstance(node, dict):
-        raise ParamsError(f"{params.get('__file__', 'params')}: {path!r} is not a mapping")
     return section({"__file__": params.get("__file__", "params"), path: node}, path, cls, **overrides)
+
+
+def with_record(base: T, record: Mapping[str, Any] | None, where: str) -> T:
+    """`base` (this params.yaml's) with the values an output recorded (e.g. a store's flow params) on top.
+
+    Outputs record the params that shape them, not how the work was run (workers): those come from base.
+    """
+    fields = dataclasses.fields(base)  # type: ignore[arg-type]
+    values = {f.name: getattr(base, f.name) for f in fields}
+    values.update({k: v for k, v in (record or {}).items() if k in values})
+    return build(type(base), values, where)
 
 
 def as_dict(obj: Any) -> dict[str, Any]:
@@ -80,6 +111,9 @@ def params_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-def path_param(params: dict[str, Any], key: str, default: str) -> Path:
+def path_param(params: dict[str, Any], key: str) -> Path:
     """A path declared once in params.yaml's `paths:` section (dvc.yaml templates read the same)."""
-    return Path((params.get("paths") or {}).get(key, default))
+    value = (params.get("paths") or {}).get(key)
+    if not value:
+        raise ParamsError(f"{params.get('__file__', 'params')}: `paths.{key}` is missing")
+    return Path(value)

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import typer
 
-from pipeline.params import ParamsError, load_params, path_param, section
+from pipeline.params import PARAMS_OPTION, ParamsError, load_params, path_param, section
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,12 @@ CAMERAS = {"input": "flow_input_px", "target": "flow_target_px"}
 class StatsParams:
     """params.yaml `stats`: quantile precision and the plot's histogram."""
 
-    resolution_px: float = 0.01   # bin width of the quantile histogram: the quantiles' precision
-    max_px: float = 1024.0        # magnitudes above are counted in the last bin (a 512 crop moves < 725 px)
-    plot_bins: int = 100
-    plot_quantile: float = 0.999  # the plot spans [0, this quantile]
-    moving_px: float = 0.5        # the "moving" distribution: pixels with |flow| >= this
-    suggest_from: str = "all"     # suggested clip = Q3 of "all" pixels (the paper) or of "moving" ones
+    resolution_px: float  # bin width of the quantile histogram: the quantiles' precision
+    max_px: float  # magnitudes above are counted in the last bin (a 512 crop moves < 725 px)
+    plot_bins: int
+    plot_quantile: float  # the plot spans [0, this quantile]
+    moving_px: float  # the "moving" distribution: pixels with |flow| >= this
+    suggest_from: str  # suggested clip = Q3 of "all" pixels (the paper) or of "moving" ones
 
     def __post_init__(self) -> None:
         if self.suggest_from not in ("all", "moving"):
@@ -225,13 +225,13 @@ def cli(
     plot: Optional[Path] = typer.Option(None, help="histogram PNG (default <paths.metrics>/stats_DATASET.png)"),
     plot_data: Optional[Path] = typer.Option(None, help="histogram CSV for `dvc plots` "
                                              "(default <paths.metrics>/stats_DATASET_hist.csv)"),
-    params_file: Optional[Path] = typer.Option(None, "--params", help="params file (default ./params.yaml)"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Flow magnitude distribution (quartiles, Q3, p99, histogram) as DVC metrics and plot; suggests a clip."""
     params = load_params(params_file)
     p = load_stats_params(params)
-    metrics_dir = path_param(params, "metrics", "metrics")
-    flows = flows or path_param(params, "flows", "data/flows") / f"{dataset}.zarr"
+    metrics_dir = path_param(params, "metrics")
+    flows = flows or path_param(params, "flows") / f"{dataset}.zarr"
     out = out or metrics_dir / f"stats_{dataset}.json"
     plot = plot or metrics_dir / f"stats_{dataset}.png"
     plot_data = plot_data or metrics_dir / f"stats_{dataset}_hist.csv"

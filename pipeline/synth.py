@@ -24,7 +24,7 @@ import typer
 
 from pipeline import pool
 from pipeline.errors import EmoganError
-from pipeline.params import as_dict, load_params, params_hash, section
+from pipeline.params import PARAMS_OPTION, as_dict, load_params, params_hash, section
 from pipeline.schema import CLASS_NAMES, POSE_NAMES
 
 log = logging.getLogger(__name__)
@@ -63,26 +63,26 @@ _BLENDS = ((0.6, 0.6, 0.6), (0.55, 0.0, 0.1), (0.75, 1.0, 0.2), (0.6, 0.2, 1.0),
 class SynthParams:
     """params.yaml `synth:` (and `synth_ckplus:`)."""
 
-    seed: int = 0
-    subjects: int = 12
-    first_subject: int = 1          # subject numbers start here (keeps datasets' subjects apart)
-    frames: int = 10
-    size: int = 512
-    poses: tuple[str, ...] = SYNTH_POSES
-    expressions: tuple[str, ...] = CLASS_NAMES
-    layout: str = "emotiongan"
-    amplitude_deg: float = 30.0
-    min_amplitude: float = 0.5
-    translation_frac: float = 0.12
-    face_frac: float = 0.42
-    focal_frac: float = 3.0
-    intensity_range: tuple[float, float] = (0.7, 1.0)
-    au_jitter: float = 0.35
-    asymmetry: float = 0.2
-    onset_range: tuple[float, float] = (0.0, 0.35)
-    pose_onset_range: tuple[float, float] = (0.0, 0.3)
-    noise_sigma: float = 1.5
-    workers: int = 2
+    seed: int
+    subjects: int
+    first_subject: int  # subject numbers start here (keeps datasets' subjects apart)
+    frames: int
+    size: int
+    poses: tuple[str, ...]
+    expressions: tuple[str, ...]
+    layout: str
+    amplitude_deg: float
+    min_amplitude: float
+    translation_frac: float
+    face_frac: float
+    focal_frac: float
+    intensity_range: tuple[float, float]
+    au_jitter: float
+    asymmetry: float
+    onset_range: tuple[float, float]
+    pose_onset_range: tuple[float, float]
+    noise_sigma: float
+    workers: int
 
     def validate(self) -> None:
         """Raise EmoganError naming the bad argument and the valid values."""
@@ -451,7 +451,7 @@ def command(
     seed: Optional[int] = typer.Option(None, help="Random seed: same seed, same files."),
     layout: Optional[str] = typer.Option(None, help="emotiongan (paired cam1/cam2) or ckplus (frontal-only CK+ tree)."),
     section_name: str = typer.Option("synth", "--section", help="params.yaml section to read (synth, synth_ckplus)."),
-    params_file: Optional[Path] = typer.Option(None, "--params", help="params.yaml to read (default ./params.yaml)."),
+    params_file: Optional[Path] = PARAMS_OPTION,
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder."),
 ) -> None:
     """Render the synthetic paired-face dataset (the project's stand-in for SNaP-2DFe)."""

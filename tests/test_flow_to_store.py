@@ -14,6 +14,7 @@ from pipeline import store as st
 from pipeline.cli import app
 from pipeline.folds import read_folds, store_folds
 from pipeline.normalize import denormalize
+from conftest import params_of, write_params
 
 
 def test_cli_chain_builds_a_valid_store(tmp_path):
@@ -28,13 +29,11 @@ def test_cli_chain_builds_a_valid_store(tmp_path):
         w.writeheader()
         w.writerows(rows)
     params = tmp_path / "params.yaml"
-    params.write_text(f"""
-paths: {{crops: {tmp_path / 'crops'}, flows: {tmp_path / 'flows'}, stores: {tmp_path / 'stores'},
-        metrics: {tmp_path / 'metrics'}, manifests: {manifests}}}
-flow: {{size: 32, max_step: 2, workers: 0}}
-normalize: {{clip: q3, representation: cartesian, size: 32}}
-folds: {{k: 3}}
-""")
+    write_params(params, paths={"crops": str(tmp_path / "crops"), "flows": str(tmp_path / "flows"),
+                                "stores": str(tmp_path / "stores"), "metrics": str(tmp_path / "metrics"),
+                                "manifests": str(manifests)},
+                 flow={"size": 32, "max_step": 2, "workers": 0},
+                 normalize={"clip": "q3", "representation": "cartesian", "size": 32}, folds={"k": 3})
     run = CliRunner().invoke
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
                       scheduler_kwargs={"dashboard": False}, silence_logs=logging.WARNING) as cluster:
@@ -43,7 +42,7 @@ folds: {{k: 3}}
     assert r.exit_code == 0, r.output
     assert "flow pairs from 4 sequences" in r.output
     # the existing cluster computed the same store as this process does
-    fl.compute_flows(crops, tmp_path / "local.zarr", fl.FlowParams(size=32, max_step=2, workers=0), progress=False)
+    fl.compute_flows(crops, tmp_path / "local.zarr", params_of(fl.FlowParams, "flow", size=32, max_step=2, workers=0), progress=False)
     assert st.tree_sha256(tmp_path / "flows" / "tiny.zarr") == st.tree_sha256(tmp_path / "local.zarr")
 
     for cmd in (["stats", "tiny"], ["normalize", "tiny"], ["folds", "tiny"]):

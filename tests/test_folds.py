@@ -14,6 +14,7 @@ from pipeline import store as st
 from pipeline.cli import app
 from pipeline.errors import EmoganError
 from test_store import ATTRS, arrays
+from conftest import params_of
 
 
 @settings(max_examples=100, deadline=None)
@@ -56,15 +57,15 @@ def test_folds_command_writes_csv_next_to_the_manifest(tmp_path):
 
 def test_folds_errors_name_the_file(tmp_path):
     with pytest.raises(EmoganError, match="absent.csv"):
-        fo.make_folds(tmp_path / "absent.csv", tmp_path / "f.csv", fo.FoldsParams())
+        fo.make_folds(tmp_path / "absent.csv", tmp_path / "f.csv", params_of(fo.FoldsParams, "folds"))
     manifest = tmp_path / "m.csv"
     write_manifest(manifest, ["S1", "S2", "S3"])
     manifest.write_text("dataset,subject\nd,S1\nd,\n")
     with pytest.raises(EmoganError, match=r"m.csv.*empty subject on line\(s\) \[3\]"):
-        fo.make_folds(manifest, tmp_path / "f.csv", fo.FoldsParams(k=2))
+        fo.make_folds(manifest, tmp_path / "f.csv", params_of(fo.FoldsParams, "folds", k=2))
     manifest.write_text("dataset,sequence\nd,001\n")
     with pytest.raises(EmoganError, match="subject"):
-        fo.make_folds(manifest, tmp_path / "f.csv", fo.FoldsParams(k=2))
+        fo.make_folds(manifest, tmp_path / "f.csv", params_of(fo.FoldsParams, "folds", k=2))
 
 
 def test_store_folds_follow_the_folds_file(tmp_path):
@@ -83,6 +84,6 @@ def test_store_folds_follow_the_folds_file(tmp_path):
 def test_fewer_subjects_than_folds_warns_and_leaves_folds_empty(tmp_path, caplog):
     manifest = tmp_path / "m.csv"
     write_manifest(manifest, ["S1", "S2", "S3"])
-    folds = fo.make_folds(manifest, tmp_path / "f.csv", fo.FoldsParams(k=10))
+    folds = fo.make_folds(manifest, tmp_path / "f.csv", params_of(fo.FoldsParams, "folds", k=10))
     assert folds == {"S1": 0, "S2": 1, "S3": 2}
     assert "3 subject(s) for 10 folds" in caplog.text and str(manifest) in caplog.text

@@ -32,6 +32,7 @@ from pipeline.normalize import NormalizeParams, normalize_store
 from pipeline.synth import SynthParams, synth
 from training.bundle import BundleError, load_bundle, sidecar_path
 from training.fixture import make_arrays
+from conftest import params_of
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ TINY_NETS = {
     "gw": {"name": "gw", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
 }
 # Strong expressions (intensity 0.8-1) of 4 subjects; S001 is held out of training.
-SYNTH = SynthParams(subjects=4, frames=4, size=160, poses=("nothing", "yaw", "roll"),
+SYNTH = params_of(SynthParams, "synth", subjects=4, frames=4, size=160, poses=("nothing", "yaw", "roll"),
                     expressions=("neutral", "happiness", "surprise"), intensity_range=(0.8, 1.0), workers=1)
 CROP_SIZE, FLOW_SIZE, STORE_SIZE, MODEL_SIZE, CLIP = 128, 64, 64, 32, 3.0
 
@@ -70,12 +71,12 @@ def user_error(*args: str) -> str:
 def model(tmp_path_factory):
     d = tmp_path_factory.mktemp("infer")
     synth(SYNTH, d / "synth", progress=False)
-    rows = build_manifest(d / "synth", "emotiongan", "synth", ManifestParams())
+    rows = build_manifest(d / "synth", "emotiongan", "synth", params_of(ManifestParams, "manifest"))
     write_csv(d / "manifest.csv", MANIFEST_COLUMNS, rows)
-    crop_dataset(d / "manifest.csv", d / "crops", CropParams(size=CROP_SIZE, workers=1), progress=False)
-    compute_flows(d / "crops", d / "flows.zarr", FlowParams(size=FLOW_SIZE, workers=0, max_step=3), dataset="synth",
+    crop_dataset(d / "manifest.csv", d / "crops", params_of(CropParams, "crop", size=CROP_SIZE, workers=1), progress=False)
+    compute_flows(d / "crops", d / "flows.zarr", params_of(FlowParams, "flow", size=FLOW_SIZE, workers=0, max_step=3), dataset="synth",
                   progress=False)
-    normalize_store(d / "flows.zarr", d / "store.zarr", NormalizeParams(clip=CLIP, size=STORE_SIZE, chunk_mib=0.05))
+    normalize_store(d / "flows.zarr", d / "store.zarr", params_of(NormalizeParams, "normalize", clip=CLIP, size=STORE_SIZE, chunk_mib=0.05, representation="polar"))
     (d / "folds.csv").write_text("subject,fold\nS001,0\nS002,1\nS003,2\nS004,3\n")
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     # 12 short epochs at a constant rate, the paper's loss weights, D_E warm-up and mirroring as params.yaml
@@ -322,7 +323,7 @@ def test_average_face_registers_faces_before_averaging(tmp_path):
     from pipeline.store import write_store
     from training.infer import align_face, face_from_image
 
-    face = face_from_image(astronaut(), CropParams(size=128), STORE_SIZE)
+    face = face_from_image(astronaut(), params_of(CropParams, "crop", size=128, workers=1), STORE_SIZE)
     rng = np.random.default_rng(0)
     copies = []
     for _ in range(8):

@@ -13,6 +13,7 @@ from pipeline.adapters.common import ManifestParams
 from pipeline.cli import app
 from pipeline.errors import EmoganError
 from pipeline.manifest import MANIFEST_COLUMNS, build_manifest, read_manifest, resolve_root
+from conftest import PARAMS_FILE, params_of
 
 TINY = np.zeros((6, 8, 3), np.uint8)
 
@@ -42,7 +43,7 @@ def test_emotiongan_our_labels(tmp_path):
     (src / "labels.csv").write_text("subject;sequence;expression;pose;amplitude_deg\n"
                                     "S01;001;happiness;yaw;21.5\nS01;002;neutral;nothing;0\n"
                                     "S02;001;surprise;Diagonal;12\nS09;001;anger;tx;3\n")
-    rows = build_manifest(src, "emotiongan", "synth", ManifestParams())
+    rows = build_manifest(src, "emotiongan", "synth", params_of(ManifestParams, "manifest"))
     seqs = by_seq(rows)
     assert list(seqs) == [("S01", "001"), ("S01", "002"), ("S02", "001"), ("S02", "002")]
     r = seqs[("S01", "001")]
@@ -60,14 +61,14 @@ def test_emotiongan_paper_labels_integer_codes(tmp_path):
     make_emotiongan(src, cams=("SNAPcam1", "SNAPcam2"))
     # The paper's file: no header, seq ids as integers (its loader zero-pads them to 3 digits).
     (src / "emotions.csv").write_text("S01;1;5\nS01;2;0\nS02;001;6\n")
-    p = ManifestParams(labels="emotions.csv", cameras=("SNAPcam1", "SNAPcam2"))
+    p = params_of(ManifestParams, "manifest", labels="emotions.csv", cameras=("SNAPcam1", "SNAPcam2"))
     seqs = by_seq(build_manifest(src, "emotiongan", "snap", p))
     assert seqs[("S01", "001")]["label"] == "sadness" and seqs[("S01", "001")]["label_code"] == 5
     assert seqs[("S01", "002")]["label"] == "neutral"
     assert seqs[("S02", "001")]["label_code"] == 6 and seqs[("S02", "001")]["pose"] == ""
     assert seqs[("S01", "001")]["frontal"].startswith("SNAPcam1/S01/001/")
     # Another integer mapping, when a dataset's codes differ from CLASS_NAMES order.
-    p2 = ManifestParams(labels="emotions.csv", cameras=("SNAPcam1", "SNAPcam2"),
+    p2 = params_of(ManifestParams, "manifest", labels="emotions.csv", cameras=("SNAPcam1", "SNAPcam2"),
                         int_labels=("neutral", "happiness", "sadness", "surprise", "anger", "disgust", "fear"))
     assert by_seq(build_manifest(src, "emotiongan", "snap", p2))[("S01", "001")]["label"] == "disgust"
 
@@ -84,18 +85,18 @@ def test_emotiongan_bad_labels_name_the_line(tmp_path, text, match):
     make_emotiongan(src)
     (src / "emotions.csv").write_text(text)
     with pytest.raises(EmoganError, match=match):
-        build_manifest(src, "emotiongan", "d", ManifestParams(labels="emotions.csv"))
+        build_manifest(src, "emotiongan", "d", params_of(ManifestParams, "manifest", labels="emotions.csv"))
 
 
 def test_emotiongan_missing_labels_file_or_camera(tmp_path):
     src = tmp_path / "d"
     make_emotiongan(src)
     with pytest.raises(EmoganError, match=r"labels\.csv: labels file not found"):
-        build_manifest(src, "emotiongan", "d", ManifestParams())
-    rows = build_manifest(src, "emotiongan", "d", ManifestParams(labels=""))
+        build_manifest(src, "emotiongan", "d", params_of(ManifestParams, "manifest"))
+    rows = build_manifest(src, "emotiongan", "d", params_of(ManifestParams, "manifest", labels=""))
     assert all(r["label_code"] == -1 and r["label"] == "" for r in rows)
     with pytest.raises(EmoganError, match=r"camX: non-frontal camera folder not found"):
-        build_manifest(src, "emotiongan", "d", ManifestParams(labels="", cameras=("cam1", "camX")))
+        build_manifest(src, "emotiongan", "d", params_of(ManifestParams, "manifest", labels="", cameras=("cam1", "camX")))
 
 
 def make_ckplus(root: Path) -> None:
@@ -114,7 +115,7 @@ def make_ckplus(root: Path) -> None:
 
 def test_ckplus_codes_unlabeled_and_contempt(tmp_path):
     make_ckplus(tmp_path / "CK+")
-    seqs = by_seq(build_manifest(tmp_path / "CK+", "ckplus", "ck", ManifestParams()))
+    seqs = by_seq(build_manifest(tmp_path / "CK+", "ckplus", "ck", params_of(ManifestParams, "manifest")))
     assert list(seqs) == [("S005", "001"), ("S010", "002"), ("S011", "001"), ("S011", "002"), ("S130", "012")]
     s5 = seqs[("S005", "001")]
     assert (s5["label"], s5["label_code"], s5["pose"], s5["nonfrontal"]) == ("disgust", 2, "nothing", "")
@@ -124,7 +125,7 @@ def test_ckplus_codes_unlabeled_and_contempt(tmp_path):
     assert (seqs[("S010", "002")]["label"], seqs[("S010", "002")]["label_code"]) == ("contempt", -1)
     for k in (("S011", "001"), ("S011", "002")):
         assert (seqs[k]["label"], seqs[k]["label_code"]) == ("", -1)
-    kept = by_seq(build_manifest(tmp_path / "CK+", "ckplus", "ck", ManifestParams(contempt=True)))
+    kept = by_seq(build_manifest(tmp_path / "CK+", "ckplus", "ck", params_of(ManifestParams, "manifest", contempt=True)))
     assert kept[("S010", "002")]["label_code"] == 7
 
 
@@ -133,7 +134,7 @@ def test_ckplus_bad_emotion_file(tmp_path):
     bad = tmp_path / "CK+" / "Emotion" / "S005" / "001" / "S005_001_00000003_emotion.txt"
     bad.write_text("happy")
     with pytest.raises(EmoganError, match="S005_001_00000003_emotion.txt: not a CK\\+ emotion file"):
-        build_manifest(tmp_path / "CK+", "ckplus", "ck", ManifestParams())
+        build_manifest(tmp_path / "CK+", "ckplus", "ck", params_of(ManifestParams, "manifest"))
 
 
 def make_oulu(root: Path) -> None:
@@ -145,19 +146,19 @@ def make_oulu(root: Path) -> None:
 
 def test_oulu_default_subset_and_options(tmp_path):
     make_oulu(tmp_path / "Oulu")
-    rows = build_manifest(tmp_path / "Oulu", "oulu", "oulu", ManifestParams())
+    rows = build_manifest(tmp_path / "Oulu", "oulu", "oulu", params_of(ManifestParams, "manifest"))
     seqs = by_seq(rows)
     assert list(seqs) == [("P001", "VL_Strong_Anger"), ("P001", "VL_Strong_Happiness"),
                           ("P002", "VL_Strong_Anger"), ("P002", "VL_Strong_Happiness")]
     r = seqs[("P002", "VL_Strong_Happiness")]
     assert (r["label"], r["label_code"], r["n_frames"]) == ("happiness", 4, 3)
     assert r["frontal"].split("|")[0] == "OriginalImg/VL/Strong/P002/Happiness/000.jpeg"
-    both = build_manifest(tmp_path / "Oulu", "oulu", "oulu", ManifestParams(oulu_subsets=("VL/Strong", "NI/Weak")))
+    both = build_manifest(tmp_path / "Oulu", "oulu", "oulu", params_of(ManifestParams, "manifest", oulu_subsets=("VL/Strong", "NI/Weak")))
     assert len(both) == 8 and ("P001", "NI_Weak_Anger") in by_seq(both)
     with pytest.raises(EmoganError, match="NI/Dark"):
-        build_manifest(tmp_path / "Oulu", "oulu", "oulu", ManifestParams(oulu_subsets=("NI/Dark",)))
+        build_manifest(tmp_path / "Oulu", "oulu", "oulu", params_of(ManifestParams, "manifest", oulu_subsets=("NI/Dark",)))
     with pytest.raises(EmoganError, match="expected SPECTRUM/LIGHTING"):
-        build_manifest(tmp_path / "Oulu", "oulu", "oulu", ManifestParams(oulu_subsets=("VL",)))
+        build_manifest(tmp_path / "Oulu", "oulu", "oulu", params_of(ManifestParams, "manifest", oulu_subsets=("VL",)))
 
 
 def write_tiny_video(path: Path, n: int) -> None:
@@ -176,7 +177,7 @@ def test_videos_adfes_and_mmi_style(tmp_path):
     write_tiny_video(src / "Sessions" / "9" / "S003-001.avi", 2)  # not in the CSV: unlabeled
     (src / "labels.csv").write_text("video,label,pose\nF01-Anger-Face Forward.avi,anger,nothing\n"
                                     "M02-Joy-Turn Away.avi,joy,yaw\nSessions/7/S001-002.avi,6,\n")
-    seqs = by_seq(build_manifest(src, "videos", "vids", ManifestParams()))
+    seqs = by_seq(build_manifest(src, "videos", "vids", params_of(ManifestParams, "manifest")))
     assert set(seqs) == {("F01", "F01-Anger-Face Forward"), ("M02", "M02-Joy-Turn Away"),
                          ("S001", "S001-002"), ("S003", "S003-001")}
     r = seqs[("F01", "F01-Anger-Face Forward")]
@@ -192,7 +193,7 @@ def test_videos_csv_needs_columns(tmp_path):
     write_tiny_video(src / "a.avi", 2)
     (src / "labels.csv").write_text("file;emotion\na.avi;anger\n")
     with pytest.raises(EmoganError, match=r"labels\.csv:1: the header needs `video` and `label`"):
-        build_manifest(src, "videos", "v", ManifestParams())
+        build_manifest(src, "videos", "v", params_of(ManifestParams, "manifest"))
 
 
 def test_cli_writes_manifest_with_portable_root(tmp_path, monkeypatch):
@@ -200,7 +201,7 @@ def test_cli_writes_manifest_with_portable_root(tmp_path, monkeypatch):
     make_oulu(Path("data/Oulu"))
     out = Path("data_manifests/oulu_both.csv")
     res = CliRunner().invoke(app, ["manifest", "data/Oulu", "--format", "oulu", "--out", str(out),
-                                   "--subset", "VL/Strong", "--subset", "NI/Weak"])
+                                   "--subset", "VL/Strong", "--subset", "NI/Weak", "--params", str(PARAMS_FILE)])
     assert res.exit_code == 0, res.output
     rows = read_manifest(out)
     assert len(rows) == 8 and rows[0]["dataset"] == "oulu_both"
@@ -208,5 +209,6 @@ def test_cli_writes_manifest_with_portable_root(tmp_path, monkeypatch):
     assert (resolve_root(out, rows[0]["root"]) / rows[0]["frontal"].split("|")[0]).is_file()
     with out.open() as f:
         assert next(csv.reader(f)) == list(MANIFEST_COLUMNS)
-    res = CliRunner().invoke(app, ["manifest", "data/nope", "--format", "oulu", "--out", str(out)])
+    res = CliRunner().invoke(app, ["manifest", "data/nope", "--format", "oulu", "--out", str(out),
+                                   "--params", str(PARAMS_FILE)])
     assert isinstance(res.exception, EmoganError) and "data/nope: dataset folder not found" in str(res.exception)

@@ -17,6 +17,7 @@ from pipeline.errors import EmoganError
 from pipeline.flow import FlowParams, compute_flows, open_flows
 from pipeline.params import ParamsError, load_params
 from pipeline.schema import STORE_ARRAYS
+from conftest import params_of, write_params
 
 # Flows in source pixels, (n, 2, h, w), including zeros, exact axes and large vectors.
 flows_px = hnp.arrays(
@@ -89,10 +90,10 @@ def test_unknown_representation_is_an_error():
 
 def test_params_validation_names_the_file(tmp_path):
     p = tmp_path / "params.yaml"
-    p.write_text("normalize:\n  clip: lots\n")
+    write_params(p, normalize={"clip": "lots"})
     with pytest.raises(ParamsError, match=r"params.yaml.*normalize.*clip"):
         nz.load_normalize_params(load_params(p))
-    p.write_text("normalize:\n  clip: Q3\n  representation: cartesian\n")
+    write_params(p, normalize={"clip": "Q3", "representation": "cartesian"})
     assert nz.load_normalize_params(load_params(p)).clip == "q3"
 
 
@@ -100,13 +101,13 @@ def test_params_validation_names_the_file(tmp_path):
 def flow_store(tmp_path_factory):
     root = tmp_path_factory.mktemp("norm")
     make_crops(root / "crops", n_sequences=3, frames=4, side=64)
-    compute_flows(root / "crops", root / "flows.zarr", FlowParams(size=32, workers=0, max_step=2), progress=False)
+    compute_flows(root / "crops", root / "flows.zarr", params_of(FlowParams, "flow", size=32, workers=0, max_step=2), progress=False)
     return root / "flows.zarr"
 
 
 @pytest.mark.parametrize("representation", ["polar", "cartesian"])
 def test_normalize_store_writes_the_schema(flow_store, tmp_path, representation):
-    p = nz.NormalizeParams(clip=2.0, representation=representation, size=32)
+    p = params_of(nz.NormalizeParams, "normalize", clip=2.0, representation=representation, size=32)
     attrs = nz.normalize_store(flow_store, tmp_path / "store.zarr", p)
     g = st.open_store(tmp_path / "store.zarr")
     src = open_flows(flow_store)
@@ -125,7 +126,7 @@ def test_normalize_store_writes_the_schema(flow_store, tmp_path, representation)
 def test_normalize_q3_clip_and_smaller_size(flow_store, tmp_path):
     stats = tmp_path / "stats.json"
     stats.write_text(json.dumps({"suggested_clip": 1.25}))
-    p = nz.NormalizeParams(clip="q3", size=16)
+    p = params_of(nz.NormalizeParams, "normalize", clip="q3", size=16, representation="polar")
     attrs = nz.normalize_store(flow_store, tmp_path / "store.zarr", p, stats_path=stats)
     assert attrs["clip"] == 1.25 and "q3" in attrs["clip_source"] and attrs["size"] == 16
     g = st.open_store(tmp_path / "store.zarr")
@@ -139,15 +140,15 @@ def test_normalize_q3_clip_and_smaller_size(flow_store, tmp_path):
 
 def test_normalize_errors_name_the_file(flow_store, tmp_path):
     with pytest.raises(EmoganError, match="stats.json"):
-        nz.normalize_store(flow_store, tmp_path / "s.zarr", nz.NormalizeParams(clip="q3", size=32),
+        nz.normalize_store(flow_store, tmp_path / "s.zarr", params_of(nz.NormalizeParams, "normalize", clip="q3", size=32, representation="polar"),
                            stats_path=tmp_path / "stats.json")
     with pytest.raises(EmoganError, match="larger"):
-        nz.normalize_store(flow_store, tmp_path / "s.zarr", nz.NormalizeParams(size=64))
+        nz.normalize_store(flow_store, tmp_path / "s.zarr", params_of(nz.NormalizeParams, "normalize", size=64, representation="polar"))
     with pytest.raises(EmoganError, match="nothing.zarr"):
-        nz.normalize_store(tmp_path / "nothing.zarr", tmp_path / "s.zarr", nz.NormalizeParams(size=32))
+        nz.normalize_store(tmp_path / "nothing.zarr", tmp_path / "s.zarr", params_of(nz.NormalizeParams, "normalize", size=32, representation="polar"))
     assert not (tmp_path / "s.zarr").exists()
 
 
 def test_affine_map_is_documented_in_attrs(flow_store, tmp_path):
-    attrs = nz.normalize_store(flow_store, tmp_path / "s.zarr", nz.NormalizeParams(size=32))
+    attrs = nz.normalize_store(flow_store, tmp_path / "s.zarr", params_of(nz.NormalizeParams, "normalize", size=32, representation="polar"))
     assert "2x - 1" in attrs["affine_map"] and math.isclose(attrs["clip"], 10.0)

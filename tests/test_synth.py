@@ -15,8 +15,9 @@ import pytest
 from pipeline.errors import EmoganError
 from pipeline.face_model import EYE_CORNERS, NOSE_BRIDGE
 from pipeline.synth import SynthParams, plan, synth
+from conftest import PARAMS_FILE, params_of
 
-TINY = SynthParams(subjects=2, frames=3, size=128, poses=("nothing", "yaw"),
+TINY = params_of(SynthParams, "synth", subjects=2, frames=3, size=128, poses=("nothing", "yaw"),
                    expressions=("neutral", "happiness", "surprise"), workers=1)
 
 
@@ -78,7 +79,7 @@ def test_pose_nothing_cameras_equal_and_moving_head_differs(tiny: Path):
 
 
 def test_cam1_rigid_points_still_while_action_units_move(tmp_path: Path):
-    p = SynthParams(subjects=1, frames=4, size=256, poses=("nothing", "yaw"),
+    p = params_of(SynthParams, "synth", subjects=1, frames=4, size=256, poses=("nothing", "yaw"),
                     expressions=("happiness", "surprise"), workers=1, onset_range=(0.0, 0.0),
                     intensity_range=(0.9, 1.0))
     out = synth(p, tmp_path / "rigid", progress=False)
@@ -187,7 +188,8 @@ def test_killed_run_resumes_to_the_same_files(tiny: Path, tmp_path: Path):
 
 def test_cli_reports_bad_arguments(tmp_path: Path):
     res = subprocess.run([sys.executable, "-m", "pipeline.cli", "synth", "--out", str(tmp_path / "o"),
-                          "--subjects", "0"], capture_output=True, text=True, cwd=tmp_path)
+                          "--subjects", "0", "--params", str(PARAMS_FILE)], capture_output=True, text=True,
+                         cwd=tmp_path)
     assert res.returncode == 2
     assert "--subjects must be at least 1" in res.stderr
     assert not (tmp_path / "o").exists()

@@ -8,10 +8,12 @@ import pytest
 
 from pipeline.synth import SynthParams, synth
 from pipeline.synth_check import fer_accuracy, load_flows, premise
+from conftest import ROOT, params_of, project_params
+from pipeline.weights import weights_path
 
 
 def test_premise_holds_on_a_small_set(tmp_path: Path):
-    p = SynthParams(subjects=6, frames=2, size=192, poses=("nothing", "yaw", "diagonal"), workers=2)
+    p = params_of(SynthParams, "synth", subjects=6, frames=2, size=192, poses=("nothing", "yaw", "diagonal"), workers=2)
     root = synth(p, tmp_path / "premise", progress=False)
     res = premise(load_flows(root), folds=3)
     assert res["sequences"] == 6 * 7 * 3
@@ -23,9 +25,9 @@ def test_premise_holds_on_a_small_set(tmp_path: Path):
 
 
 def test_fer2013_reads_synthetic_apex_faces_above_chance(tmp_path: Path):
-    p = SynthParams(subjects=12, frames=2, size=256, poses=("nothing",), workers=2)
+    p = params_of(SynthParams, "synth", subjects=12, frames=2, size=256, poses=("nothing",), workers=2)
     root = synth(p, tmp_path / "fer", progress=False)
-    res = fer_accuracy(root)
+    res = fer_accuracy(root, ROOT / weights_path("fer2013", project_params()))
     assert res["faces_not_found"] == 0
     # 7 classes: chance is 14%; this set measured 0.488 (docs/DATASET.md reports the default set).
     # A guard against regressions with room for a few predictions to flip across platforms.

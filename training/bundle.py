@@ -81,10 +81,11 @@ def sidecar_path(path: Path | str) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def _store_preprocess(store: dict[str, Any], params_file: str | None) -> dict[str, Any]:
-    """Crop/flow/normalize params the run's first store was made with; crop params from its crops folder."""
+def _store_preprocess(store: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Crop/flow/normalize params the run's first store was made with; crop params from its crops folder
+    (params.yaml's when that folder's crop_params.json is gone)."""
     from pipeline.crop import CropParams
-    from pipeline.params import as_dict, load_params, section
+    from pipeline.params import as_dict, section
 
     p = store.get("params") or {}
     out: dict[str, Any] = {"flow": p.get("flow"), "normalize": p.get("normalize"), "store_size": int(store["size"])}
@@ -101,9 +102,8 @@ def _store_preprocess(store: dict[str, Any], params_file: str | None) -> dict[st
         crop = crop.get("params", crop)
         out["crop_source"] = str(crop_file)
     else:
-        crop = as_dict(section(load_params(params_file) if params_file and Path(params_file).is_file() else {},
-                               "crop", CropParams))
-        out["crop_source"] = f"{params_file or 'defaults'} (crop_params.json of the store not found)"
+        crop = as_dict(section(params, "crop", CropParams))
+        out["crop_source"] = f"{params.get('__file__')} (crop_params.json of the store not found)"
     crop = {k: v for k, v in crop.items() if k in {f for f in CropParams.__dataclass_fields__}}
     if attrs.get("source_size"):
         crop["size"] = int(attrs["source_size"])  # the crop side the flows' pixel units refer to
@@ -113,7 +113,7 @@ def _store_preprocess(store: dict[str, Any], params_file: str | None) -> dict[st
     return out
 
 
-def export_bundle(run_dir: Path | str, out: Path | str, *, epoch: int | None = None,
+def export_bundle(run_dir: Path | str, out: Path | str, params: dict[str, Any], *, epoch: int | None = None,
                   average_face: AverageFace | None = None) -> Path:
     """Write the bundle of a training run: OUT (.safetensors) and its JSON sidecar; returns OUT."""
     import torch
@@ -144,7 +144,7 @@ def export_bundle(run_dir: Path | str, out: Path | str, *, epoch: int | None = N
         "weights_file": out.name, "weights_sha256": file_sha256(out),
         "class_names": list(CLASS_NAMES), "representation": run.representation, "clip": run.clip, "size": run.size,
         "roles": list(ROLES), "nets": {r: config["train"]["nets"][r] for r in ROLES},
-        "preprocess": _store_preprocess(stores[0], config.get("params_file")),
+        "preprocess": _store_preprocess(stores[0], params),
         "average_face": None if average_face is None else {
             "source": average_face.source, "n_faces": average_face.n_faces, "n_skipped": average_face.n_skipped,
             "size": int(average_face.image.shape[-1]),

@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from pipeline.params import PARAMS_OPTION
+
 log = logging.getLogger(__name__)
 
 STORES_HELP = "training store(s) (Zarr, from `emogan normalize`); several are merged, each evaluated on its own"
@@ -48,12 +50,12 @@ def train_command(
                                            "(full, no_rec, no_de, no_gw): those L_GF terms are zeroed"),
     resume: bool = typer.Option(False, "--resume", help="continue from the run folder's last checkpoint"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config, check stores and folds, exit"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Train eMotion-GAN (G_F, D_P, D_E, G_W) on the training folds; multi-GPU with `torchrun ... -m pipeline.cli train`."""
     from training.config import resolve_run
 
-    c = resolve_run(params, stores=stores, out=out, config=config, fold=fold, folds=folds, live_dir=live_dir,
+    c = resolve_run(params_file, stores=stores, out=out, config=config, fold=fold, folds=folds, live_dir=live_dir,
                     device=device, efer=efer, efer_path=efer_path, efer_classes=efer_classes, ablation=ablation,
                     epochs=epochs,
                     batch_size=batch_size, steps_per_epoch=steps_per_epoch, workers=workers, seed=seed)
@@ -83,12 +85,12 @@ def train_fer_command(
     seed: Optional[int] = typer.Option(None, "--seed"),
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="also write the metrics JSON here (DVC metrics)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and exit"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Train the project's own image e_FER on the frontal expressive faces of the training folds, then freeze it."""
     from training.train_fer import resolve_fer_run
 
-    c = resolve_fer_run(params, stores=stores, out=out, fold=fold, folds=folds, epochs=epochs,
+    c = resolve_fer_run(params_file, stores=stores, out=out, fold=fold, folds=folds, epochs=epochs,
                         batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed)
     if dry_run:
         typer.echo(json.dumps(c, indent=2, sort_keys=True))

@@ -1,12 +1,12 @@
 """The trainer's configs, read from params.yaml (`train:` with its `paper`/`small` sub-configs, `train_fer:`).
 
-The dataclass defaults are the paper's values (section IV-C); params.yaml states every one of
-them for both configs. A run's resolved config is a plain JSON-able dict written to config.json.
+params.yaml states every value (the dataclasses have none); `paper` is the paper's section IV-C.
+A run's resolved config is a plain JSON-able dict written to config.json.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,71 +19,52 @@ ROLES: tuple[str, ...] = ("gf", "dp", "de", "gw")  # G_F, D_P, D_E, G_W: what th
 EFER_KINDS: tuple[str, ...] = ("own", "fer2013", "file")
 
 
-def _paper_nets() -> dict[str, dict[str, Any]]:
-    return {
-        "gf": {"name": "gf", "ngf": 64, "max_ch": 1024, "n_down": 4, "n_res_enc": 2, "n_res_dec": 5},
-        "dp": {"name": "dp", "in_ch": 4, "ndf": 64, "n_layers": 3, "max_ch": 512},
-        "de": {"name": "de", "channels": [32, 64, 128], "pool": 16, "hidden": 256, "dropout": 0.5},
-        "gw": {"name": "gw", "ngf": 64, "max_ch": 512, "n_down": 3, "n_res_enc": 3, "n_res_dec": 3},
-    }
-
-
-def _paper_optim() -> dict[str, dict[str, Any]]:
-    return {
-        "gf": {"kind": "adam", "lr": 1e-5, "betas": [0.5, 0.999]},
-        "dp": {"kind": "adam", "lr": 1e-4, "betas": [0.5, 0.999]},
-        "de": {"kind": "sgd", "lr": 1e-4, "momentum": 0.9},
-        "gw": {"kind": "adam", "lr": 1e-5, "betas": [0.5, 0.999]},
-    }
-
-
 @dataclass
 class TrainConfig:
     """One training config (`train.paper` or `train.small`)."""
 
-    seed: int = 0
-    epochs: int = 15
-    batch_size: int = 4
-    e_c: int = 5                                   # epoch from which L_GW enters L_GF
-    lambdas: tuple[float, ...] = (1.0, 7.0, 3.0, 1.0)   # L_GAN, L_epe, L_char, L_GW in L_GF
-    gan_weights: tuple[float, ...] = (1.0, 1.0)         # D_P and D_E terms inside L_GAN (ablation w/o L_DE: D_E 0)
-    alphas: tuple[float, ...] = (2.0, 7.0, 1.0)         # L_1, L_perc, L_eFER in L_GW
-    char_eps: float = 1e-3
-    flow_loss_space: str = "cartesian"             # L_epe/L_char on (u, v)/clip, or on the store's `representation`
-    image_steps: tuple[int, ...] | None = (3, 5)   # rows with lo < step <= hi feed the image losses
-    gw_flow: str = "generated"                     # G_W's own update warps G_F's output, or `target`
-    dp_conditional: bool = True                    # D_P sees (input flow, frontal flow)
-    de_warmup_steps: int = 0                       # D_E alone on real frontal flows before the GAN steps (paper: 0)
-    hflip: bool = False                            # mirror half of each batch (flows u-negated, faces) (paper: off)
-    size: int | None = None                        # model side; null: the store's (128). Flows resized as (u, v)
-    nets: dict[str, Any] = field(default_factory=_paper_nets)
-    optim: dict[str, Any] = field(default_factory=_paper_optim)
-    lr_gamma: float = 0.9                          # every learning rate x lr_gamma after each epoch
-    perceptual: str = "auto"                       # vgg16 | efer | auto (vgg16 when its weights are cached)
-    efer: dict[str, Any] = field(default_factory=lambda: {"name": "own"})
-    amp: str = "auto"                              # bf16 autocast: auto (CUDA only) | on | off
-    fused_optim: bool = True                       # fused Adam (7x faster than the default on CPU)
-    workers: int = 2
-    buffer_chunks: int = 4
-    steps_per_epoch: int | None = None
-    eval_batch_size: int = 16
-    eval_rows: int | None = None                   # held-out rows evaluated between epochs (null: all); last: all
-    log_every: int = 50
-    keep_checkpoints: int = 3
+    seed: int
+    epochs: int
+    batch_size: int
+    e_c: int  # epoch from which L_GW enters L_GF
+    lambdas: tuple[float, ...]  # L_GAN, L_epe, L_char, L_GW in L_GF
+    gan_weights: tuple[float, ...]  # D_P and D_E terms inside L_GAN (ablation w/o L_DE: D_E 0)
+    alphas: tuple[float, ...]  # L_1, L_perc, L_eFER in L_GW
+    char_eps: float
+    flow_loss_space: str  # L_epe/L_char on (u, v)/clip, or on the store's `representation`
+    image_steps: tuple[int, ...] | None  # rows with lo < step <= hi feed the image losses
+    gw_flow: str  # G_W's own update warps G_F's output, or `target`
+    dp_conditional: bool  # D_P sees (input flow, frontal flow)
+    de_warmup_steps: int  # D_E alone on real frontal flows before the GAN steps (paper: 0)
+    hflip: bool  # mirror half of each batch (flows u-negated, faces) (paper: off)
+    size: int | None  # model side; null: the store's (128). Flows resized as (u, v)
+    nets: dict[str, Any]
+    optim: dict[str, Any]
+    lr_gamma: float  # every learning rate x lr_gamma after each epoch
+    perceptual: str  # vgg16 | efer | auto (vgg16 when its weights are cached)
+    efer: dict[str, Any]
+    amp: str  # bf16 autocast: auto (CUDA only) | on | off
+    fused_optim: bool  # fused Adam (7x faster than the default on CPU)
+    workers: int
+    buffer_chunks: int
+    steps_per_epoch: int | None
+    eval_batch_size: int
+    eval_rows: int | None  # held-out rows evaluated between epochs (null: all); last: all
+    log_every: int
+    keep_checkpoints: int
 
 
 @dataclass
 class TrainSection:
     """params.yaml `train:`: the defaults of `emogan train` and its named configs."""
 
-    config: str = "small"
-    fold: int = 0
-    folds_k: int = 10
-    paper: dict[str, Any] = field(default_factory=dict)
-    small: dict[str, Any] = field(default_factory=dict)
+    config: str
+    fold: int
+    folds_k: int
+    paper: dict[str, Any]
+    small: dict[str, Any]
     # Table IV: `emogan train --ablation NAME` zeroes these terms of L_GF in the chosen config.
-    ablations: dict[str, list[str]] = field(default_factory=lambda: {
-        "full": [], "no_rec": ["epe", "char"], "no_de": ["gan_de"], "no_gw": ["gw"]})
+    ablations: dict[str, list[str]]
 
 
 # Terms an ablation can remove: which weight of the config it zeroes.
@@ -112,20 +93,19 @@ def apply_ablation(cfg: "TrainConfig", sec: "TrainSection", name: str | None) ->
 class TrainFerConfig:
     """params.yaml `train_fer:`: the project's own image e_FER."""
 
-    seed: int = 0
-    epochs: int = 6
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    lr_gamma: float = 0.8
-    net: dict[str, Any] = field(default_factory=lambda: {"name": "fer_cnn", "size": 64,
-                                                         "channels": [16, 32, 64, 128], "dropout": 0.3})
-    strategies: tuple[str, ...] = ("neutral_apex",)
-    add_neutral_frames: bool = True  # the `neutral` face of those rows, labeled neutral
-    hflip: bool = True
-    workers: int = 0
-    buffer_chunks: int = 4
-    steps_per_epoch: int | None = None
+    seed: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    lr_gamma: float
+    net: dict[str, Any]
+    strategies: tuple[str, ...]
+    add_neutral_frames: bool  # the `neutral` face of those rows, labeled neutral
+    hflip: bool
+    workers: int
+    buffer_chunks: int
+    steps_per_epoch: int | None
 
 
 def train_config(params: dict[str, Any], name: str, **overrides: Any) -> TrainConfig:
@@ -183,7 +163,7 @@ def default_folds_file(params: dict[str, Any], store: str | Path) -> Path | None
     """`<paths.manifests>/<dataset>_folds.csv` for store `<dataset>.zarr` when it exists, else None (the rule)."""
     stem = Path(str(store).rstrip("/")).name
     stem = stem[:-5] if stem.endswith(".zarr") else stem
-    p = path_param(params, "manifests", "data_manifests") / f"{stem}_folds.csv"
+    p = path_param(params, "manifests") / f"{stem}_folds.csv"
     if p.is_file():
         return p
     log.warning("no folds file %s: folds of %s follow the rule (subjects sorted, dealt round-robin)", p, store)
@@ -219,6 +199,10 @@ def resolve_run(params_path: Path | str | None, *, stores: Sequence[Path], out: 
         e["path"] = str(efer_path)
     if efer_classes is not None:
         e["classes"] = [c.strip() for c in efer_classes.split(",") if c.strip()]
+    if e.get("name") == "fer2013" and not e.get("path"):
+        from pipeline.weights import weights_path
+
+        e["path"] = str(weights_path("fer2013", params))  # where `emogan weights fetch fer2013` put it
     cfg.efer = e
     apply_ablation(cfg, sec, ablation)
     validate(cfg, where=f"train.{name}")

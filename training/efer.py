@@ -179,12 +179,12 @@ def load_efer(spec: dict[str, Any], fold: int | None = None) -> tuple[nn.Module,
     if name == "own":
         return _load_own(spec, fold)
     if name == "fer2013":
-        from training.fer2013 import default_weights_path, load_fer2013
+        from training.fer2013 import load_fer2013
 
-        path = spec.get("path")
-        model = load_fer2013(path)
-        p = Path(path) if path else default_weights_path()
-        return model, {"name": "fer2013", "path": str(p), "sha256": file_sha256(p)}
+        if not spec.get("path"):
+            raise EmoganError("e_FER `fer2013` needs its weights file (params.yaml paths.weights, or --efer-path)")
+        p = Path(spec["path"])
+        return load_fer2013(p), {"name": "fer2013", "path": str(p), "sha256": file_sha256(p)}
     if name == "file":
         return _load_file(spec)
     raise EmoganError(f"unknown e_FER {name!r}; expected own, fer2013 or file")

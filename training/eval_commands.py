@@ -12,6 +12,8 @@ from typing import List, Optional
 
 import typer
 
+from pipeline.params import PARAMS_OPTION
+
 log = logging.getLogger(__name__)
 
 FOLDS_HELP = ("folds file (subject,fold) per store, in store order; default <paths.manifests>/<dataset>_folds.csv, "
@@ -44,15 +46,15 @@ def train_flowcnn_command(
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="also write the metrics JSON here (DVC metrics)"),
     device: str = typer.Option("cpu", "--device"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Train the motion-domain judge (Flow-CNN) on the frontal ground-truth flows of the training folds."""
     from pipeline.params import path_param, subsection
     from training.flowcnn import FlowCnnParams, train_flowcnn
 
-    prm = _params(params)
+    prm = _params(params_file)
     p = subsection(prm, "evaluate.flowcnn", FlowCnnParams)
-    out = out or path_param(prm, "models", "models") / f"flowcnn_fold{fold}"
+    out = out or path_param(prm, "models") / f"flowcnn_fold{fold}"
     m = train_flowcnn([str(s) for s in stores], fold, _folds_files(prm, stores, folds), _k(prm), p, out, device)
     if metrics is not None:
         metrics.parent.mkdir(parents=True, exist_ok=True)
@@ -68,26 +70,26 @@ def baseline_landmark_command(
     out: Optional[Path] = typer.Option(None, "--out", help="output .npz (default <paths.baselines>/<dataset>_landmark.npz)"),
     fold: Optional[List[int]] = typer.Option(None, "--fold", help="held-out fold(s) to compute (default evaluate.folds)"),
     folds_file: Optional[Path] = typer.Option(None, "--folds", help="folds file (default <paths.manifests>/<dataset>_folds.csv)"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Landmark-based frontalization baseline: FaceMesh head pose removed by a mesh warp, then Farneback flow."""
     import numpy as np
 
-    from pipeline.flow import FlowParams, load_flow_params
-    from pipeline.params import path_param, subsection
+    from pipeline.flow import load_flow_params
+    from pipeline.params import path_param, subsection, with_record
     from training.baselines import LandmarkParams, landmark_baseline
     from training.data import check_store, fold_rows
     from training.evaluate import dataset_name, evaluate_params
     from training.flowcnn import select_rows
 
-    prm = _params(params)
+    prm = _params(params_file)
     ep = evaluate_params(prm)
     lp = subsection(prm, "evaluate.landmark", LandmarkParams)
     name = dataset_name(store)
     info = check_store(store)
     # The store's own flow settings (recorded by normalize), so the baseline's flow matches its ground truth.
     rec = (info.attrs.get("params") or {}).get("flow")
-    fp = FlowParams(**{k: v for k, v in rec.items() if k in FlowParams.__dataclass_fields__}) if rec else load_flow_params(prm)
+    fp = with_record(load_flow_params(prm), rec, f"{store}: attrs params.flow")
     ff = folds_file or _folds_files(prm, [store], None)[0]
     rows = []
     for k in (fold or list(ep.folds)):
@@ -97,7 +99,7 @@ def baseline_landmark_command(
             log.warning("%s: fold %s skipped (%s)", store, k, e)
     all_rows = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
     all_rows = select_rows(str(store), all_rows, lp.strategies) if len(all_rows) else all_rows
-    out = out or path_param(prm, "baselines", "data/baselines") / f"{name}_landmark.npz"
+    out = out or path_param(prm, "baselines") / f"{name}_landmark.npz"
     meta = landmark_baseline(str(store), crops, all_rows, lp, fp, out)
     typer.echo(f"{out}: {meta['rows']} rows of {meta['sequences']} sequences, landmarks found on "
                f"{100 * (meta['ok_fraction'] or 0):.1f}% ({meta['seconds']:.0f} s)")
@@ -113,14 +115,14 @@ def evaluate_command(
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default <paths.metrics>/eval/<variant>/fold_<K>)"),
     device: str = typer.Option("cpu", "--device"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Evaluate a trained eMotion-GAN on the held-out fold: EPE, SSIM/RMSE, motion and image FER, baselines."""
     from pipeline.errors import EmoganError
     from pipeline.params import path_param
     from training.evaluate import dataset_name, evaluate_fold, evaluate_params
 
-    prm = _params(params)
+    prm = _params(params_file)
     ep = evaluate_params(prm)
     cfg_p = model / "config.json"
     if not cfg_p.is_file():
@@ -128,18 +130,20 @@ def evaluate_command(
     run_cfg = json.loads(cfg_p.read_text())
     k = int(run_cfg["fold"]) if fold is None else fold
     variant = run_cfg.get("ablation") or "full"
-    flowcnn = flowcnn or path_param(prm, "models", "models") / f"flowcnn_fold{k}"
+    flowcnn = flowcnn or path_param(prm, "models") / f"flowcnn_fold{k}"
     names = [dataset_name(s) for s in stores]
     if landmark:
         if len(landmark) != len(stores):
             raise EmoganError(f"--landmark given {len(landmark)} time(s) for {len(stores)} store(s): one per store")
         lm = dict(zip(names, landmark))
     else:
-        base = path_param(prm, "baselines", "data/baselines")
+        base = path_param(prm, "baselines")
         lm = {n: (base / f"{n}_landmark.npz") if (base / f"{n}_landmark.npz").is_file() else None for n in names}
-    out = out or path_param(prm, "metrics", "metrics") / "eval" / variant / f"fold_{k}"
+    out = out or path_param(prm, "metrics") / "eval" / variant / f"fold_{k}"
+    from pipeline.weights import weights_path
+
     m = evaluate_fold(model, [str(s) for s in stores], k, flowcnn, lm, _folds_files(prm, stores, folds), _k(prm),
-                      ep, out, device)
+                      ep, out, weights_path("fer2013", prm), device)
     a = m.get("all", {}).get("all", {})
     fc = a.get("flowcnn", {}).get("accuracy", {})
     epe = a.get("epe_px", {})
@@ -154,16 +158,16 @@ def report_command(
     eval_dir: Path = typer.Argument(..., help="folder of `emogan evaluate` outputs: <variant>/fold_<k>/"),
     out: Optional[Path] = typer.Option(None, "--out", help="report file (default <paths.reports>/REPORT.md)"),
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="CV metrics JSON (default <paths.metrics>/cv.json)"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Write REPORT.md (Tables I, II, IV, Fig. 1 and 5 analogues, acceptance check) and the CV metrics."""
     from pipeline.params import path_param
     from training.report import build_report, report_params
 
-    prm = _params(params)
+    prm = _params(params_file)
     rp = report_params(prm)
-    out = out or path_param(prm, "reports", "reports") / "REPORT.md"
-    metrics = metrics or path_param(prm, "metrics", "metrics") / "cv.json"
+    out = out or path_param(prm, "reports") / "REPORT.md"
+    metrics = metrics or path_param(prm, "metrics") / "cv.json"
     record = {k: prm[k] for k in ("synth", "synth_ckplus", "crop", "augment", "flow", "normalize", "folds",
                                   "train_fer", "evaluate", "report") if k in prm}
     if "train" in prm:

@@ -25,7 +25,7 @@ import csv
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -52,19 +52,18 @@ ALL = "all"
 class EvaluateParams:
     """params.yaml `evaluate:`: what `emogan evaluate` scores and the cross-validation driver runs."""
 
-    folds: tuple[int, ...] = (0, 1)          # held-out folds the CV driver runs (the paper: all k)
-    ablations: tuple[str, ...] = ("no_rec", "no_de", "no_gw")   # Table IV variants run beside the full model
-    strategies: tuple[str, ...] = ("neutral_apex", "frame_to_frame")   # rows scored (flows)
-    image_strategies: tuple[str, ...] = ("neutral_apex",)   # rows whose faces are warped and judged too
-    size: int | None = None                  # evaluation grid; null: the model's side
-    batch_size: int = 64
-    samples_per_pose: int = 2                # rows per (dataset, pose) kept for the figures
+    folds: tuple[int, ...]  # held-out folds the CV driver runs (the paper: all k)
+    ablations: tuple[str, ...]  # Table IV variants run beside the full model
+    strategies: tuple[str, ...]  # rows scored (flows)
+    image_strategies: tuple[str, ...]  # rows whose faces are warped and judged too
+    size: int | None  # evaluation grid; null: the model's side
+    batch_size: int
+    samples_per_pose: int  # rows per (dataset, pose) kept for the figures
     # Pose groups reported beside single poses; `large` is the acceptance check's group.
-    pose_groups: dict[str, list[str]] = field(default_factory=lambda: {
-        "large": ["yaw", "pitch", "roll", "diagonal"], "small": ["nothing", "tx"]})
-    ssim_window: int = 7                     # SSIM Gaussian-free window side (skimage), odd
-    flowcnn: dict[str, Any] = field(default_factory=dict)    # -> training.flowcnn.FlowCnnParams
-    landmark: dict[str, Any] = field(default_factory=dict)   # -> training.baselines.LandmarkParams
+    pose_groups: dict[str, list[str]]
+    ssim_window: int  # SSIM Gaussian-free window side (skimage), odd
+    flowcnn: dict[str, Any]  # -> training.flowcnn.FlowCnnParams
+    landmark: dict[str, Any]  # -> training.baselines.LandmarkParams
 
 
 def evaluate_params(params: dict[str, Any], **overrides: Any) -> EvaluateParams:
@@ -292,19 +291,22 @@ class Judges:
     info: dict[str, Any]
 
 
-def load_judges(run, fold: int, flowcnn_dir: Path | str) -> Judges:
+def load_judges(run, fold: int, flowcnn_dir: Path | str, fer2013_weights: Path) -> Judges:
     """The fold's Flow-CNN, the run's own e_FER (held-out fold checked), and the FER2013 judge when its weights are there."""
     from training.efer import load_efer
-    from training.fer2013 import default_weights_path, load_fer2013
+    from training.fer2013 import load_fer2013
     from training.flowcnn import load_flowcnn
 
     fc = load_flowcnn(flowcnn_dir, fold=fold)
-    efer, efer_info = load_efer(run.config["train"]["efer"], fold=fold)
+    spec = dict(run.config["train"]["efer"])
+    if spec.get("name") == "fer2013" and not spec.get("path"):
+        spec["path"] = str(fer2013_weights)  # runs made before the path was recorded
+    efer, efer_info = load_efer(spec, fold=fold)
     info: dict[str, Any] = {"flowcnn": {"path": str(flowcnn_dir),
                                         "test_accuracy_frontal_gt": fc.meta["metrics"]["test_accuracy_frontal_gt"]},
                             "efer": efer_info}
     fer = None
-    p = default_weights_path()
+    p = Path(fer2013_weights)
     if p.is_file():
         fer = load_fer2013(p)
         info["fer2013"] = {"path": str(p)}
@@ -533,7 +535,7 @@ def load_landmark(path: Path | str) -> dict[str, np.ndarray]:
 
 def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, flowcnn_dir: Path | str,
                   landmark_files: Mapping[str, Path | None], folds_files: Sequence[str | None], k: int,
-                  p: EvaluateParams, out: Path | str, device: str = "cpu") -> dict[str, Any]:
+                  p: EvaluateParams, out: Path | str, fer2013_weights: Path, device: str = "cpu") -> dict[str, Any]:
     """Evaluate a trained run on the held-out fold of each store; write rows.csv, breakdown.json, metrics.json, samples.npz."""
     import torch
 
@@ -547,7 +549,7 @@ def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, 
     if fold != run_fold:
         raise EmoganError(f"{run_dir}: trained with fold {run_fold} held out; evaluating it on fold {fold} would "
                           "score subjects it was trained on")
-    judges = load_judges(run, fold, flowcnn_dir)
+    judges = load_judges(run, fold, flowcnn_dir, fer2013_weights)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts, sample_parts, per_store = [], [], {}

@@ -312,18 +312,12 @@ def load_keras_weights(net: MiniXception, weights: dict[str, dict[str, np.ndarra
             _assign(m.running_var, w["moving_variance"], where)
 
 
-def default_weights_path() -> Path:
-    """Where `emogan weights fetch fer2013` puts the HDF5 (params.yaml `paths.weights` + `weights.fer2013.file`)."""
-    from pipeline.weights import weights_path
-
-    return weights_path("fer2013")
-
-
-def load_fer2013(path: Path | str | None = None) -> FER2013Classifier:
-    """The pretrained FER2013 mini-Xception from its Keras HDF5, frozen, in eval mode (h5py only)."""
+def load_fer2013(path: Path | str) -> FER2013Classifier:
+    """The pretrained FER2013 mini-Xception from its Keras HDF5 (`pipeline.weights.weights_path("fer2013", params)`),
+    frozen, in eval mode (h5py only)."""
     import h5py
 
-    p = Path(path) if path is not None else default_weights_path()
+    p = Path(path)
     if not p.is_file():
         raise EmoganError(f"{p}: FER2013 weights not found; {FETCH_HINT}")
     try:
@@ -345,17 +339,8 @@ def load_fer2013(path: Path | str | None = None) -> FER2013Classifier:
     return FER2013Classifier(net, source=str(p))
 
 
-_DEFAULT_MODEL: FER2013Classifier | None = None
-
-
-def predict_proba(images_rgb_u8: np.ndarray, model: FER2013Classifier | None = None,
-                  batch_size: int = 256) -> np.ndarray:
+def predict_proba(images_rgb_u8: np.ndarray, model: FER2013Classifier, batch_size: int = 256) -> np.ndarray:
     """Class probabilities (N,7) float32, `CLASS_NAMES` order, for face crops (N,H,W,3) or (H,W,3) RGB uint8."""
-    global _DEFAULT_MODEL
-    if model is None:
-        if _DEFAULT_MODEL is None:
-            _DEFAULT_MODEL = load_fer2013()
-        model = _DEFAULT_MODEL
     a = np.asarray(images_rgb_u8)
     if a.ndim == 3:
         a = a[None]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,21 +32,20 @@ ARRAYS = ("flow_target", "label", "strategy")
 class FlowCnnParams:
     """params.yaml `evaluate.flowcnn`: the motion-domain judge and how it is trained."""
 
-    net: dict[str, Any] = field(default_factory=lambda: {"name": "de", "channels": [16, 32, 64], "pool": 8,
-                                                         "hidden": 64, "dropout": 0.5})
-    size: int = 64                      # flows are area-averaged (as (u, v)) to this side
-    input: str = "store"                # store: the store's representation (as D_E); cartesian: (u, v)/clip
-    strategies: tuple[str, ...] = ("neutral_apex", "frame_to_frame")
-    seed: int = 0
-    epochs: int = 4
-    batch_size: int = 64
-    steps_per_epoch: int | None = 200   # cap on batches per epoch; null: all training rows
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    lr_gamma: float = 0.7               # learning rate x lr_gamma after each epoch
-    hflip: bool = True                  # mirror half the flows (u negated): expressions are near-symmetric
-    buffer_chunks: int = 64
-    workers: int = 0
+    net: dict[str, Any]
+    size: int  # flows are area-averaged (as (u, v)) to this side
+    input: str  # store: the store's representation (as D_E); cartesian: (u, v)/clip
+    strategies: tuple[str, ...]
+    seed: int
+    epochs: int
+    batch_size: int
+    steps_per_epoch: int | None  # cap on batches per epoch; null: all training rows
+    lr: float
+    weight_decay: float
+    lr_gamma: float  # learning rate x lr_gamma after each epoch
+    hflip: bool  # mirror half the flows (u negated): expressions are near-symmetric
+    buffer_chunks: int
+    workers: int
 
 
 def flip_flows(flow_norm, representation: str, clip: float):

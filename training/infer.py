@@ -16,7 +16,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -36,18 +36,18 @@ KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_centre")
 class FrontalizeParams:
     """params.yaml `frontalize:` (see the comments there)."""
 
-    stride: int = 1
-    max_frames: int = 300
-    apex: str = "max_motion"
-    batch_size: int = 16
-    viz_max_px: float | None = None
-    panel: int = 192
-    fps: float = 6.0
-    keypoint_model: int = 0
-    keypoint_confidence: float = 0.5
-    align_neutral: bool = False
-    align_target: bool = True
-    device: str = "cpu"
+    stride: int
+    max_frames: int
+    apex: str
+    batch_size: int
+    viz_max_px: float | None
+    panel: int
+    fps: float
+    keypoint_model: int
+    keypoint_confidence: float
+    align_neutral: bool
+    align_target: bool
+    device: str
 
     def __post_init__(self) -> None:
         if self.apex not in APEX_RULES:
@@ -445,21 +445,31 @@ def write_outputs(out: Path, result: MotionResult, bundle: Bundle, inputs_rgb: S
 
 # ---------------------------------------------------------------- the commands' work
 
-def preprocess_params(bundle: Bundle) -> tuple[Any, Any, int]:
-    """The CropParams, FlowParams and store side the bundle's training data was made with."""
+class Preprocess(NamedTuple):
+    """How the bundle's training data was made: crop and flow params, and the store side."""
+
+    crop: Any         # pipeline.crop.CropParams
+    flow: Any         # pipeline.flow.FlowParams
+    store_size: int
+
+
+def preprocess_params(bundle: Bundle, params: dict[str, Any]) -> Preprocess:
+    """The bundle's recorded crop and flow params on top of params.yaml's (which only add how to run: workers)."""
     from pipeline.crop import CropParams
-    from pipeline.flow import FlowParams
+    from pipeline.flow import load_flow_params
+    from pipeline.params import with_record
 
     pre = bundle.meta["preprocess"]
-    crop = CropParams(**{k: v for k, v in pre["crop"].items() if k in CropParams.__dataclass_fields__})
-    flow = FlowParams(**{k: v for k, v in pre["flow"].items() if k in FlowParams.__dataclass_fields__})
-    return crop, flow, int(pre["store_size"])
+    where = f"{bundle.path}: preprocess"
+    return Preprocess(with_record(section(params, "crop", CropParams), pre["crop"], f"{where}.crop"),
+                      with_record(load_flow_params(params), pre["flow"], f"{where}.flow"), int(pre["store_size"]))
 
 
-def neutral_face(bundle: Bundle, image: np.ndarray | None, p: FrontalizeParams, *, as_crop: bool = False,
-                 align: bool = False, what: str = "neutral face") -> tuple[np.ndarray, dict[str, Any]]:
+def neutral_face(bundle: Bundle, pre: Preprocess, image: np.ndarray | None, p: FrontalizeParams, *,
+                 as_crop: bool = False, align: bool = False,
+                 what: str = "neutral face") -> tuple[np.ndarray, dict[str, Any]]:
     """The face G_W warps: a picture framed like the training crops (aligned on request), else the average face."""
-    crop, _, store_size = preprocess_params(bundle)
+    crop, store_size = pre.crop, pre.store_size
     avg = bundle.average_face
     if image is None:
         if avg is None:
@@ -489,12 +499,11 @@ class Recording:
     crops: np.ndarray
 
 
-def frontalize_recording(bundle: Bundle, frames: Iterable[tuple[str, np.ndarray]], neutral_u8: np.ndarray,
-                         p: FrontalizeParams) -> tuple[MotionResult, Recording]:
+def frontalize_recording(bundle: Bundle, pre: Preprocess, frames: Iterable[tuple[str, np.ndarray]],
+                         neutral_u8: np.ndarray, p: FrontalizeParams) -> tuple[MotionResult, Recording]:
     """Crop, flow, normalize (name, RGB frame) pairs as the pipeline does, then the networks."""
-    crop, flow, store_size = preprocess_params(bundle)
-    box, names, crops = crop_recording(frames, crop)
-    flows = normalize_flows(recording_flows_px(crops, flow, store_size), bundle.representation, bundle.clip)
+    box, names, crops = crop_recording(frames, pre.crop)
+    flows = normalize_flows(recording_flows_px(crops, pre.flow, pre.store_size), bundle.representation, bundle.clip)
     res = run_networks(bundle, flows, neutral_u8, batch_size=p.batch_size, apex=p.apex)
     return res, Recording(names, box, crops)
 

@@ -11,19 +11,21 @@ from typing import List, Optional
 
 import typer
 
+from pipeline.params import PARAMS_OPTION
+
 log = logging.getLogger(__name__)
 
 BUNDLE_HELP = "model bundle (.safetensors with its .json sidecar, from `emogan export`)"
 INPUT_HELP = "a video file, a folder of frames, or two (or more) image files; the first frame is the neutral one"
 
 
-def _params(path: Path, **overrides):
+def _params(path: Optional[Path], **overrides):
     from pipeline.adapters.common import ManifestParams
     from pipeline.params import load_params, section
     from training.infer import load_frontalize_params
 
-    params = load_params(path if path.is_file() or path != Path("params.yaml") else None)
-    return load_frontalize_params(params, **overrides), section(params, "manifest", ManifestParams)
+    params = load_params(path)
+    return load_frontalize_params(params, **overrides), section(params, "manifest", ManifestParams), params
 
 
 def _read_image(path: Path):
@@ -53,19 +55,21 @@ def frontalize_command(
                                          "face's keypoints (default frontalize.align_neutral)"),
     stride: Optional[int] = typer.Option(None, "--stride", help="keep every n-th frame (default frontalize.stride)"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda (default frontalize.device)"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Frontalize the facial motion of a recording: frontal flow (.npy, .png), expressive frontal face, expression (JSON)."""
     from training import infer
     from training.bundle import load_bundle
 
-    p, mp = _params(params, stride=stride, device=device)
+    p, mp, params = _params(params_file, stride=stride, device=device)
     b = load_bundle(bundle, device=p.device)
+    pre = infer.preprocess_params(b, params)
     frames = infer.iter_recording(inputs, mp.image_exts, p.stride, p.max_frames)
     image = _read_image(neutral) if neutral is not None else None
-    face, info = infer.neutral_face(b, image, p, as_crop=as_crop, align=p.align_neutral if align is None else align,
+    face, info = infer.neutral_face(b, pre, image, p, as_crop=as_crop,
+                                    align=p.align_neutral if align is None else align,
                                     what=str(neutral) if neutral else "neutral face")
-    res, rec = infer.frontalize_recording(b, frames, face, p)
+    res, rec = infer.frontalize_recording(b, pre, frames, face, p)
     record = {"command": "frontalize", "input": rec.names, "box": [rec.box.x, rec.box.y, rec.box.side],
               "neutral_face": str(neutral) if neutral else "bundle average face", **info}
     doc = infer.write_outputs(out, res, b, list(rec.crops[1:]), rec.names[1:], p, record)
@@ -85,7 +89,7 @@ def transfer_command(
                                          "keypoints (default frontalize.align_target)"),
     stride: Optional[int] = typer.Option(None, "--stride", help="keep every n-th frame of the source"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda (default frontalize.device)"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Transfer the (frontalized) facial motion of a source sequence onto a target neutral face."""
     from pipeline.errors import EmoganError
@@ -96,11 +100,12 @@ def transfer_command(
         raise EmoganError("give the source either as a recording (SOURCE...) or as --store STORE --sequence ID")
     if store is not None and not sequence:
         raise EmoganError("--store needs --sequence SUBJECT/SEQUENCE")
-    p, mp = _params(params, stride=stride, device=device)
+    p, mp, params = _params(params_file, stride=stride, device=device)
     b = load_bundle(bundle, device=p.device)
+    pre = infer.preprocess_params(b, params)
     image = None if target == "average" else _read_image(Path(target))
-    face, info = infer.neutral_face(b, image, p, as_crop=as_crop, align=p.align_target if align is None else align,
-                                    what=f"target {target}")
+    face, info = infer.neutral_face(b, pre, image, p, as_crop=as_crop,
+                                    align=p.align_target if align is None else align, what=f"target {target}")
     if store is not None:
         flows, images, _ = infer.store_sequence(store, sequence, b.meta)
         res = infer.run_networks(b, flows, face, batch_size=p.batch_size, apex=p.apex)
@@ -109,7 +114,7 @@ def transfer_command(
         record = {"command": "transfer", "source": {"store": str(store), "sequence": sequence}}
     else:
         frames = infer.iter_recording(source, mp.image_exts, p.stride, p.max_frames)
-        res, rec = infer.frontalize_recording(b, frames, face, p)
+        res, rec = infer.frontalize_recording(b, pre, frames, face, p)
         inputs, ids = list(rec.crops[1:]), rec.names[1:]
         record = {"command": "transfer", "source": {"input": rec.names, "box": [rec.box.x, rec.box.y, rec.box.side]}}
     record.update({"target": target, **info})
@@ -120,12 +125,12 @@ def transfer_command(
 def average_face_command(
     stores: List[Path] = typer.Argument(..., help="training store(s) (Zarr, from `emogan normalize`)"),
     out: Path = typer.Option(..., "--out", help="PNG to write (its keypoints go to the .json beside it)"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """The mean aligned neutral face of the stores' sequences (each registered on the mean eyes/nose/mouth)."""
     from training import infer
 
-    p, _ = _params(params)
+    p, _, _ = _params(params_file)
     avg = infer.average_face(stores, model=p.keypoint_model, min_confidence=p.keypoint_confidence)
     out.parent.mkdir(parents=True, exist_ok=True)
     infer.write_png(out, avg.image.transpose(1, 2, 0))
@@ -143,14 +148,14 @@ def export_command(
     average_face: Optional[Path] = typer.Option(None, "--average-face", help="PNG from `emogan average-face` "
                                                 "(default: computed from the run's training rows)"),
     no_average_face: bool = typer.Option(False, "--no-average-face", help="bundle without an average face"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="params file"),
+    params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Bundle a trained run for inference: all nets' weights in one safetensors file plus a JSON sidecar."""
     from pipeline.errors import EmoganError
     from training import infer
     from training.bundle import AverageFace, export_bundle
 
-    p, _ = _params(params)
+    p, _, params = _params(params_file)
     avg = None
     if average_face is not None and no_average_face:
         raise EmoganError("--average-face and --no-average-face exclude each other")
@@ -168,7 +173,7 @@ def export_command(
                           int(meta.get("n_faces", 0)), int(meta.get("n_skipped", 0)), str(average_face))
     elif not no_average_face:
         avg = _run_average_face(run_dir, p)
-    path = export_bundle(run_dir, out, epoch=epoch, average_face=avg)
+    path = export_bundle(run_dir, out, params, epoch=epoch, average_face=avg)
     face = "no average face" if avg is None else f"average face of {avg.n_faces} faces"
     typer.echo(f"{path} (+ {path.with_suffix('.json').name}): gf, dp, de, gw weights, {face}")
 

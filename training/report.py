@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -49,17 +49,16 @@ JUDGE_LABELS: dict[str, str] = {
 class ReportParams:
     """params.yaml `report:`: what the report shows."""
 
-    title: str = "eMotion-GAN on the synthetic default: cross-validation report"
-    strategy: str = "all"                   # rows of the main tables: all, neutral_apex or frame_to_frame
-    columns: tuple[str, ...] = ("synth_ckplus/all", "synth/all", "synth/small", "synth/large", "synth/nothing",
-                                "synth/tx", "synth/yaw", "synth/pitch", "synth/roll", "synth/diagonal")
-    acceptance_poses: tuple[str, ...] = ("yaw", "pitch", "roll", "diagonal")
-    acceptance_dataset: str = "synth"
-    acceptance_gain_pts: float = 10.0       # motion-domain FER gain over no frontalization required on each pose
-    figure_dataset: str = "synth"
-    figure_poses: tuple[str, ...] = ("nothing", "tx", "yaw", "pitch", "roll", "diagonal")
-    figure_px: int = 96                     # side of each tile in the figures
-    decimals: int = 2
+    title: str
+    strategy: str  # rows of the main tables: all, neutral_apex or frame_to_frame
+    columns: tuple[str, ...]
+    acceptance_poses: tuple[str, ...]
+    acceptance_dataset: str
+    acceptance_gain_pts: float  # motion-domain FER gain over no frontalization required on each pose
+    figure_dataset: str
+    figure_poses: tuple[str, ...]
+    figure_px: int  # side of each tile in the figures
+    decimals: int
 
 
 def report_params(params: dict[str, Any], **overrides: Any) -> ReportParams:

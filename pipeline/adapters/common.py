@@ -22,17 +22,17 @@ EXTRA_CODE = len(CLASS_NAMES)
 class ManifestParams:
     """params.yaml `manifest:` (see the comments there)."""
 
-    labels: str = "labels.csv"
-    cameras: tuple[str, ...] = ("cam1", "cam2")
-    int_labels: tuple[str, ...] = CLASS_NAMES
-    excluded_labels: tuple[str, ...] = ("contempt", "embarrassment", "pride")
-    contempt: bool = False
-    ckplus_images: str = "cohn-kanade-images"
-    ckplus_labels: str = "Emotion"
-    oulu_variant: str = "OriginalImg"
-    oulu_subsets: tuple[str, ...] = ("VL/Strong",)
-    image_exts: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-    video_exts: tuple[str, ...] = (".avi", ".mp4", ".mpeg", ".mpg", ".mov", ".mkv", ".wmv", ".m4v")
+    labels: str
+    cameras: tuple[str, ...]
+    int_labels: tuple[str, ...]
+    excluded_labels: tuple[str, ...]
+    contempt: bool
+    ckplus_images: str
+    ckplus_labels: str
+    oulu_variant: str
+    oulu_subsets: tuple[str, ...]
+    image_exts: tuple[str, ...]
+    video_exts: tuple[str, ...]
 
 
 @dataclasses.dataclass
