@@ -53,7 +53,7 @@ def make_bundle(params: dict[str, Any], name: str) -> Any:
     from pipeline.normalize import load_normalize_params
     from pipeline.params import as_dict, section
     from pipeline.schema import CLASS_NAMES
-    from training.bundle import Bundle
+    from training.inference.bundle import Bundle
     from training.config import train_config
     from training.loop import build_nets
     from training.run import TrainedRun
@@ -75,7 +75,7 @@ def make_bundle(params: dict[str, Any], name: str) -> Any:
 def measure(bundle: Any, params: dict[str, Any], names: list[str], frames: list[np.ndarray],
             repeats: int) -> dict[str, Any]:
     """Median seconds of crop, flow and networks for one pair (after one warm-up run)."""
-    from training import infer
+    from training.inference import frontalize as infer
 
     crop, flow, store_size = infer.preprocess_params(bundle, params)
     import torch

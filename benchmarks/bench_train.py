@@ -22,10 +22,10 @@ import torch
 from pipeline.params import as_dict, load_params
 from training.config import train_config
 from training.data import GAN_ARRAYS, StreamingStoreDataset, check_store, make_loader
-from training.efer import FrozenClassifier
+from training.models.efer import FrozenClassifier
 from training.fixture import make_arrays, write_fixture_store
 from training.loop import Dist, StepContext, autocast_ctx, build_nets, gan_step, make_optimizer, to_device
-from training.registry import build_from
+from training.models.networks import build_from
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- bench_train:start -->", "<!-- bench_train:end -->"

@@ -1,4 +1,4 @@
-"""`emogan synth-check`: does a paired dataset's premise hold?
+"""The premise of a paired dataset (`emogan synth-check`, with training/evaluation/synth_check.py): does it hold?
 
 A simple classifier (logistic regression) on downsampled Farneback neutral-to-apex flows,
 trained on some subjects and tested on the others (subject-wise cross-validation):
@@ -9,17 +9,13 @@ frontalization must close.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np
-import typer
 
 from pipeline.errors import EmoganError
-from pipeline.params import PARAMS_OPTION
 from pipeline.schema import CLASS_NAMES
 from pipeline.scoring import confusion
 
@@ -113,40 +109,6 @@ def premise(records: list[dict], folds: int = 3, seed: int = 0) -> dict:
     }
 
 
-def fer_accuracy(root: Path, weights: Path, cam: str = "cam1", margin: float = 0.1) -> dict:
-    """The pretrained FER2013 model on each sequence's apex frame, face box from mediapipe detection.
-
-    margin 0.1 of the face size matches how the `fer` package crops faces for this model.
-    """
-    from pipeline.crop import crop_square, detect_face_box
-    from training.fer2013 import load_fer2013, predict_proba
-
-    model = load_fer2013(weights)
-    labels = root / "labels.csv"
-    if not labels.exists():
-        raise EmoganError(f"{labels}: not found; is {root} a folder written by `emogan synth`?")
-    crops, y, missed = [], [], 0
-    with open(labels, newline="") as f:
-        for row in csv.DictReader(f, delimiter=";"):
-            frames = sorted((root / cam / row["subject"] / row["sequence"]).glob("img_*.png"))
-            if not frames:
-                raise EmoganError(f"{root / cam / row['subject'] / row['sequence']}: no frames")
-            img = cv2.cvtColor(cv2.imread(str(frames[-1]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-            box = detect_face_box(img, margin=margin)
-            if box is None:
-                missed += 1
-                continue
-            crops.append(crop_square(img, box, 128))
-            y.append(CLASS_NAMES.index(row["expression"]))
-    y_arr = np.array(y)
-    pred = predict_proba(np.stack(crops), model).argmax(1) if crops else np.zeros(0, int)
-    conf = confusion(y_arr, pred)
-    per_class = {c: float(conf[k, k] / conf[k].sum()) if conf[k].sum() else float("nan")
-                 for k, c in enumerate(CLASS_NAMES)}
-    return {"accuracy": float(np.trace(conf) / max(conf.sum(), 1)), "per_class": per_class,
-            "confusion": conf.tolist(), "faces_not_found": missed, "camera": cam, "margin": margin}
-
-
 def plot(result: dict, out: Path) -> None:
     """Bar chart of the accuracies and the two confusion matrices."""
     import matplotlib
@@ -180,27 +142,3 @@ def plot(result: dict, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
-
-
-def command(
-    root: Path = typer.Argument(..., help="A folder written by `emogan synth` (emotiongan layout)."),
-    out: Optional[Path] = typer.Option(None, help="Write the result as JSON here (and a PNG next to it)."),
-    folds: int = typer.Option(3, help="Subject-wise cross-validation folds."),
-    fer: bool = typer.Option(True, help="Also score cam1 apex faces with the pretrained FER2013 model."),
-    params_file: Optional[Path] = PARAMS_OPTION,
-) -> None:
-    """Check the premise: expressions are easy from frontal flows, hard under head rotation."""
-    res = premise(load_flows(root), folds=folds)
-    typer.echo(f"cam1 accuracy {res['cam1_accuracy']:.3f}; cam2 (yaw/pitch/roll/diagonal) "
-               f"{res['cam2_rotating_accuracy']:.3f}; cam1-trained on cam2 {res['cam1_to_cam2_rotating_accuracy']:.3f}")
-    if fer:
-        from pipeline.params import load_params
-        from pipeline.weights import weights_path
-
-        res["fer2013_cam1_apex"] = fer_accuracy(root, weights_path("fer2013", load_params(params_file)))
-        per = ", ".join(f"{k} {v:.2f}" for k, v in res["fer2013_cam1_apex"]["per_class"].items())
-        typer.echo(f"FER2013 model on cam1 apex faces: {res['fer2013_cam1_apex']['accuracy']:.3f} ({per})")
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=2))
-        plot(res, out.with_suffix(".png"))

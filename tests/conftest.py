@@ -4,6 +4,8 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,3 +49,9 @@ def write_params(dest: Path, **sections: dict[str, Any]) -> Path:
         p[name] = {**p[name], **values}
     Path(dest).write_text(yaml.safe_dump(p, sort_keys=False))
     return Path(dest)
+
+
+def run_emogan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m emogan ARGS` in a subprocess, this checkout first on its path (whatever venv runs it)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    return subprocess.run([sys.executable, "-m", "emogan", *args], cwd=cwd, env=env, capture_output=True, text=True)

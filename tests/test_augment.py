@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import pipeline.augment as aug_mod
 from face_images import astronaut, grace_hopper, moving, tree_digest, write_rgb
 from pipeline.augment import AugmentParams, augment_dataset, rotation_homography, sequence_rng
-from pipeline.cli import app
+from emogan.cli import app
 from pipeline.crop import CROPS_COLUMNS, ERRORS_COLUMNS, Box, crop_square, format_box, read_rgb
 from pipeline.errors import EmoganError
 from pipeline.manifest import read_csv, write_csv

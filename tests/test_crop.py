@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import pipeline.crop as crop_mod
 from face_images import astronaut, frame, grace_hopper, moving, tree_digest, write_rgb, write_video
 from pipeline.adapters.common import ManifestParams
-from pipeline.cli import app
+from emogan.cli import app
 from pipeline.errors import EmoganError
 from pipeline.crop import (
     CROPS_COLUMNS, ERRORS_COLUMNS, Box, CropParams, SequenceError, box_from_detection, crop_dataset, crop_frames,

@@ -14,10 +14,10 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from emogan.cli import app
 from pipeline.errors import EmoganError
-from training import evaluate as ev
-from training.baselines import (RIGID_LANDMARKS, border_points, frontal_template, frontalize_landmarks, umeyama,
+from training.evaluation import evaluate as ev
+from training.evaluation.baselines import (RIGID_LANDMARKS, border_points, frontal_template, frontalize_landmarks, umeyama,
                                 warp_to_mesh, triangulate)
 from conftest import params_of
 
@@ -91,7 +91,7 @@ def test_summaries_group_rows_and_compute_delta():
 
 def test_flow_flip_mirrors_and_inverts():
     from training import flowrep
-    from training.flowcnn import flip_flows
+    from training.evaluation.flowcnn import flip_flows
 
     px = torch.zeros(1, 2, 4, 4)
     px[0, 0, :, 0] = 3.0     # rightward motion in the left column
@@ -125,7 +125,7 @@ def test_umeyama_recovers_a_similarity():
 def test_frontalized_landmarks_undo_the_head_rotation():
     """A face mesh (random 3-D points, the rigid ones fixed) turned by yaw/pitch/roll and moved comes back
     where the frontal frame put it, while a non-rigid point keeps its own (expression) offset."""
-    from training.baselines import FOREHEAD, NOSE_TIP, RIGID_PAIRS
+    from training.evaluation.baselines import FOREHEAD, NOSE_TIP, RIGID_PAIRS
 
     rng = np.random.default_rng(2)
     mesh = rng.normal(0, 30, (468, 3))
@@ -181,7 +181,7 @@ def test_landmark_frontalization_removes_an_in_plane_head_turn():
 
     from face_images import astronaut
     from pipeline.flow import FlowParams, farneback_px
-    from training.baselines import LandmarkParams, frontalize_frames, landmarks
+    from training.evaluation.baselines import LandmarkParams, frontalize_frames, landmarks
 
     img = cv2.resize(astronaut()[10:210, 40:240], (256, 256))
     m = cv2.getRotationMatrix2D((128, 128), 20, 1.0)
@@ -262,7 +262,7 @@ def tiny(tmp_path_factory):
 
 def test_held_out_subjects_are_never_trained_on(tiny):
     from training.data import check_store, fold_rows
-    from training.flowcnn import subjects_of
+    from training.evaluation.flowcnn import subjects_of
 
     d, store = tiny["dir"], str(tiny["store"])
     info = check_store(store)
@@ -289,7 +289,7 @@ def test_evaluate_refuses_judges_and_models_of_another_fold(tiny):
     # A run whose config claims another fold's training rows: the subject check itself refuses it.
     cfg = json.loads((d / "models/full_fold0/config.json").read_text())
     from training.data import check_store, fold_rows
-    from training.flowcnn import subjects_of
+    from training.evaluation.flowcnn import subjects_of
 
     test = set(subjects_of(str(store), fold_rows(check_store(str(store)), 0, "test", None, 3)))
     with pytest.raises(EmoganError, match="trained on held-out subject"):
@@ -338,7 +338,7 @@ def test_landmark_baseline_command_on_a_tiny_crops_folder(tmp_path):
     from pipeline.flow import FlowParams, farneback_px
     from pipeline.normalize import denormalize, normalize_flow
     from pipeline.store import write_store
-    from training.baselines import LandmarkParams, landmark_baseline
+    from training.evaluation.baselines import LandmarkParams, landmark_baseline
 
     face = cv2.resize(astronaut()[10:210, 40:240], (256, 256))
     frames = []
@@ -372,7 +372,7 @@ def test_landmark_baseline_command_on_a_tiny_crops_folder(tmp_path):
     mag_lm = np.hypot(*denormalize(z["flow"].astype(np.float32), "cartesian", 40.0).transpose(1, 0, 2, 3))
     mag_raw = np.hypot(*raw_small.transpose(1, 0, 2, 3))
     # Inside the face (FaceMesh hull of the first frame): outside it the rotated background is not warped.
-    from training.baselines import landmarks
+    from training.evaluation.baselines import landmarks
 
     hull = np.zeros((256, 256), np.float32)
     cv2.fillConvexPoly(hull, cv2.convexHull(landmarks(frames[0], 0.3)[:, :2].astype(np.float32)).astype(np.int32), 1.0)

@@ -17,7 +17,7 @@ from pipeline.params import load_params
 from pipeline.schema import CLASS_NAMES
 from pipeline.store import file_sha256
 from pipeline.weights import weights_params, weights_path
-from training.fer2013 import (
+from training.models.fer2013 import (
     FER2013Classifier, KERAS_CLASSES, MiniXception, keras_layer_map, load_fer2013, predict_proba, preprocess,
 )
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from flowdata import make_crops, texture, translate
 from pipeline import flow as fl
 from pipeline import store as st
-from pipeline.cli import app
+from emogan.cli import app
 from pipeline.errors import EmoganError
 from pipeline.params import ParamsError, as_dict, load_params
 from pipeline.schema import STRATEGY_NAMES

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from flowdata import make_crops
 from pipeline import flow as fl
 from pipeline import store as st
-from pipeline.cli import app
+from emogan.cli import app
 from pipeline.folds import read_folds, store_folds
 from pipeline.normalize import denormalize
 from conftest import params_of, write_params
@@ -69,7 +69,7 @@ def test_cli_user_error_exits_2_with_the_file_named(tmp_path, capsys, monkeypatc
 
     import pytest
 
-    from pipeline import cli
+    from emogan import cli
 
     monkeypatch.setattr(sys, "argv", ["emogan", "normalize", "nope", "--flows", str(tmp_path / "absent.zarr"),
                                       "--out", str(tmp_path / "s.zarr")])

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from pipeline import folds as fo
 from pipeline import store as st
-from pipeline.cli import app
+from emogan.cli import app
 from pipeline.errors import EmoganError
 from test_store import ATTRS, arrays
 from conftest import params_of

@@ -9,8 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -23,16 +21,16 @@ from typer.testing import CliRunner
 
 from face_images import astronaut, grace_hopper, moving, write_rgb, write_video
 from pipeline.adapters.common import ManifestParams
-from pipeline.cli import app
+from emogan.cli import app
 from pipeline.crop import CropParams, crop_dataset
 from pipeline.errors import EmoganError
 from pipeline.flow import FlowParams, compute_flows
 from pipeline.manifest import MANIFEST_COLUMNS, build_manifest, write_csv
 from pipeline.normalize import NormalizeParams, normalize_store
 from pipeline.synth import SynthParams, synth
-from training.bundle import BundleError, load_bundle, sidecar_path
+from training.inference.bundle import BundleError, load_bundle, sidecar_path
 from training.fixture import make_arrays
-from conftest import params_of
+from conftest import params_of, run_emogan
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -321,7 +319,7 @@ def test_average_face_of_the_synthetic_store(model, tmp_path):
 def test_average_face_registers_faces_before_averaging(tmp_path):
     """Shifted, turned and scaled copies of a real photograph average back to the photograph."""
     from pipeline.store import write_store
-    from training.infer import align_face, face_from_image
+    from training.inference.frontalize import align_face, face_from_image
 
     face = face_from_image(astronaut(), params_of(CropParams, "crop", size=128, workers=1), STORE_SIZE)
     rng = np.random.default_rng(0)
@@ -367,7 +365,7 @@ def test_clear_errors_for_bad_recordings(model, tmp_path):
 
 def test_the_emogan_command_prints_one_line_and_exits_2(model, tmp_path):
     blank = write_rgb(tmp_path / "blank.png", np.full((120, 120, 3), 128, np.uint8))
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "frontalize", str(blank), str(blank), "--bundle",
-                        str(model["bundle"]), "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
+    r = run_emogan("frontalize", str(blank), str(blank), "--bundle", str(model["bundle"]), "--out", str(tmp_path / "o"),
+                   cwd=ROOT)
     assert r.returncode == 2
     assert "error:" in r.stderr and "no face found" in r.stderr and "Traceback" not in r.stderr

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.adapters.common import ManifestParams
-from pipeline.cli import app
+from emogan.cli import app
 from pipeline.errors import EmoganError
 from pipeline.manifest import MANIFEST_COLUMNS, build_manifest, read_manifest, resolve_root
 from conftest import PARAMS_FILE, params_of

@@ -11,10 +11,10 @@ from torch import nn
 
 from pipeline.errors import EmoganError
 from pipeline.params import as_dict, load_params
-from training import model_card
+from training.commands import model_card
 from training.config import ROLES, train_config
-from training.networks import VGG16_TAPS, Vgg16Features, count_parameters
-from training.registry import build, build_from, names
+from training.models.networks import VGG16_TAPS, Vgg16Features, count_parameters
+from training.models.networks import build, build_from, names
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -72,7 +72,7 @@ def test_model_card_counts_match_the_code(params):
     rows = model_card.table(params)
     assert len(rows) == 10
     for r in rows:
-        assert printed[(r["config"], r["net"])] == r["params"], f"docs/MODEL.md is stale for {r}: run python -m training.model_card"
+        assert printed[(r["config"], r["net"])] == r["params"], f"docs/MODEL.md is stale for {r}: run python -m training.commands.model_card"
     # The paper's G_F is the big one: 64 to 1024 channels at an 8x8 bottleneck.
     paper = {r["net"]: r["params"] for r in rows if r["config"] == "paper"}
     assert paper["gf"] > 100_000_000 and paper["gw"] > paper["de"] > paper["dp"]

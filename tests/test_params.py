@@ -5,15 +5,13 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import PARAMS_FILE, ROOT, project_params
+from conftest import PARAMS_FILE, ROOT, project_params, run_emogan
 from pipeline.params import ParamsError, as_dict, load_params, path_param, section, subsection
 
 # Every params dataclass and the params.yaml section it is read from.
@@ -32,11 +30,11 @@ SECTIONS: list[tuple[str, str, str]] = [
     ("train.paper", "training.config", "TrainConfig"),
     ("train.small", "training.config", "TrainConfig"),
     ("train_fer", "training.config", "TrainFerConfig"),
-    ("frontalize", "training.infer", "FrontalizeParams"),
-    ("evaluate", "training.evaluate", "EvaluateParams"),
-    ("evaluate.flowcnn", "training.flowcnn", "FlowCnnParams"),
-    ("evaluate.landmark", "training.baselines", "LandmarkParams"),
-    ("report", "training.report", "ReportParams"),
+    ("frontalize", "training.inference.frontalize", "FrontalizeParams"),
+    ("evaluate", "training.evaluation.evaluate", "EvaluateParams"),
+    ("evaluate.flowcnn", "training.evaluation.flowcnn", "FlowCnnParams"),
+    ("evaluate.landmark", "training.evaluation.baselines", "LandmarkParams"),
+    ("report", "training.evaluation.report", "ReportParams"),
 ]
 
 
@@ -142,7 +140,7 @@ WOULD_RUN = ("synth", "weights")
 
 @pytest.mark.parametrize("args", COMMANDS, ids=[c[0] if c[0] != "weights" else "weights-fetch" for c in COMMANDS])
 def test_a_command_without_params_yaml_stops_with_one_line(args, tmp_path, monkeypatch):
-    from pipeline.cli import app
+    from emogan.cli import app
 
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(app, args)
@@ -155,8 +153,7 @@ def test_a_command_without_params_yaml_stops_with_one_line(args, tmp_path, monke
 
 
 def test_the_console_prints_that_one_line_and_exits_2(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "flow", "synth"], cwd=tmp_path, capture_output=True,
-                       text=True)
+    r = run_emogan("flow", "synth", cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"error: no params.yaml in {tmp_path}: run emogan in the project folder "
                                              "(where params.yaml is) or pass --params PATH"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -15,7 +13,7 @@ import pytest
 from pipeline.errors import EmoganError
 from pipeline.face_model import EYE_CORNERS, NOSE_BRIDGE
 from pipeline.synth import SynthParams, plan, synth
-from conftest import PARAMS_FILE, params_of
+from conftest import PARAMS_FILE, params_of, run_emogan
 
 TINY = params_of(SynthParams, "synth", subjects=2, frames=3, size=128, poses=("nothing", "yaw"),
                    expressions=("neutral", "happiness", "surprise"), workers=1)
@@ -187,11 +185,10 @@ def test_killed_run_resumes_to_the_same_files(tiny: Path, tmp_path: Path):
 
 
 def test_cli_reports_bad_arguments(tmp_path: Path):
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "synth", "--out", str(tmp_path / "o"),
-                          "--subjects", "0", "--params", str(PARAMS_FILE)], capture_output=True, text=True,
-                         cwd=tmp_path)
+    res = run_emogan("synth", "--out", str(tmp_path / "o"), "--subjects", "0", "--params", str(PARAMS_FILE),
+                     cwd=tmp_path)
     assert res.returncode == 2
     assert "--subjects must be at least 1" in res.stderr
     assert not (tmp_path / "o").exists()
-    res = subprocess.run([sys.executable, "-m", "pipeline.cli", "synth", "--help"], capture_output=True, text=True)
+    res = run_emogan("synth", "--help")
     assert res.returncode == 0 and "--poses" in res.stdout and "--workers" in res.stdout

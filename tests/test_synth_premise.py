@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.synth import SynthParams, synth
-from pipeline.synth_check import fer_accuracy, load_flows, premise
+from pipeline.synth_check import load_flows, premise
+from training.evaluation.synth_check import fer_accuracy
 from conftest import ROOT, params_of, project_params
 from pipeline.weights import weights_path
 

@@ -12,7 +12,7 @@ import torch
 import zarr
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from emogan.cli import app
 from pipeline.folds import write_folds
 from pipeline.normalize import denormalize, normalize_flow
 from pipeline.store import StoreError

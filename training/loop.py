@@ -1,6 +1,6 @@
 """The eMotion-GAN training loop (paper section III-D, IV-C): one config dict in, a trained run folder out.
 
-Nets are built by name from the config (`training.registry`); the loop knows their roles only:
+Nets are built by name from the config (`training.models.networks`); the loop knows their roles only:
 gf (G_F), dp (D_P), de (D_E), gw (G_W), plus the frozen e_FER and perceptual backbone. One
 step: G_F forward; D_P and D_E update on real vs generated flows; G_W update on its image
 rows; G_F update on L_GF (with L_GW through G_W from epoch e_c on). Under torchrun each rank
@@ -28,10 +28,10 @@ from torch import nn
 from pipeline.errors import EmoganError
 from training import checkpoint as ck
 from training import flowrep
-from training import losses as L
+from training.models import losses as L
 from training.config import ROLES
 from training.data import DE_ARRAYS, GAN_ARRAYS, StreamingStoreDataset, check_compatible, check_store, fold_rows, iter_rows, make_loader
-from training.flowcnn import flip_flows
+from training.evaluation.flowcnn import flip_flows
 
 log = logging.getLogger(__name__)
 LOSS_NAMES = ("gf", "gan", "epe", "char", "gw", "gw_l1", "gw_perc", "gw_fer", "dp", "de")
@@ -86,7 +86,7 @@ def _all_true(flag: bool, d: Dist, device: torch.device) -> bool:
 
 def build_nets(t: dict[str, Any]) -> dict[str, nn.Module]:
     """The four trained nets of a config's `nets` mapping, by role."""
-    from training.registry import build_from
+    from training.models.networks import build_from
 
     return {role: build_from(t["nets"][role]) for role in ROLES}
 
@@ -499,7 +499,7 @@ def run_training(c: dict[str, Any],
     # Nets (same seed on every rank; DDP broadcasts rank 0's anyway), frozen judges.
     _set_seed(t["seed"])
     nets = {r: m.to(device) for r, m in build_nets(t).items()}
-    from training.efer import load_efer, perceptual_backbone
+    from training.models.efer import load_efer, perceptual_backbone
 
     efer, efer_info = load_efer(t["efer"], fold=c["fold"])
     efer = efer.to(device)

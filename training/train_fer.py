@@ -2,7 +2,7 @@
 training folds only (the held-out fold's subjects are never seen), then saved frozen for the GAN.
 
 Output folder: fer.safetensors (state_dict), fer.json (net config, class names, fold, stores,
-metrics), log.jsonl, metrics.json. Loaded by `training.efer.load_efer({"name": "own", "path": DIR})`.
+metrics), log.jsonl, metrics.json. Loaded by `training.models.efer.load_efer({"name": "own", "path": DIR})`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pipeline.schema import CLASS_NAMES, STRATEGY_NAMES
 from pipeline.scoring import accuracy, confusion, per_class_accuracy
 from training.config import TrainSection, fer_config, resolve_folds
 from training.data import FER_ARRAYS, StoreInfo, StreamingStoreDataset, raw_group, check_compatible, check_store, fold_rows, iter_rows, make_loader
-from training.efer import FER_CONFIG, FER_WEIGHTS
+from training.models.efer import FER_CONFIG, FER_WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def run_train_fer(c: dict[str, Any]) -> dict[str, Any]:
     """Train the own e_FER as config `c` says (resolve_fer_run); write the output folder; return its metrics."""
     from safetensors.torch import save_file
 
-    from training.registry import build_from
+    from training.models.networks import build_from
 
     f = c["train_fer"]
     out = Path(c["out"])

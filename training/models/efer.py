@@ -117,7 +117,7 @@ class _OnnxNet(nn.Module):
 def _load_own(spec: dict[str, Any], fold: int | None) -> tuple[FrozenClassifier, dict[str, Any]]:
     from safetensors.torch import load_file
 
-    from training.registry import build_from
+    from training.models.networks import build_from
 
     raw = spec.get("path")
     if not raw:
@@ -179,7 +179,7 @@ def load_efer(spec: dict[str, Any], fold: int | None = None) -> tuple[nn.Module,
     if name == "own":
         return _load_own(spec, fold)
     if name == "fer2013":
-        from training.fer2013 import load_fer2013
+        from training.models.fer2013 import load_fer2013
 
         if not spec.get("path"):
             raise EmoganError("e_FER `fer2013` needs its weights file (params.yaml paths.weights, or --efer-path)")
@@ -192,14 +192,14 @@ def load_efer(spec: dict[str, Any], fold: int | None = None) -> tuple[nn.Module,
 
 def vgg16_weights_path() -> Path:
     """Where torchvision would cache the ImageNet VGG16 weights (the torch hub cache)."""
-    from training.networks import VGG16_FILE
+    from training.models.networks import VGG16_FILE
 
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
 
 
 def perceptual_backbone(kind: str, efer: nn.Module) -> tuple[Callable[[torch.Tensor], list[torch.Tensor]], nn.Module | None, dict[str, Any]]:
     """The perceptual loss's frozen feature extractor: (features(rgb01), module to move, record for config.json)."""
-    from training.networks import Vgg16Features
+    from training.models.networks import Vgg16Features
 
     vgg = vgg16_weights_path()
     if kind in ("auto", "vgg16") and vgg.is_file():

@@ -22,7 +22,7 @@ INPUT_HELP = "a video file, a folder of frames, or two (or more) image files; th
 def _params(path: Optional[Path], **overrides):
     from pipeline.adapters.common import ManifestParams
     from pipeline.params import load_params, section
-    from training.infer import load_frontalize_params
+    from training.inference.frontalize import load_frontalize_params
 
     params = load_params(path)
     return load_frontalize_params(params, **overrides), section(params, "manifest", ManifestParams), params
@@ -58,8 +58,8 @@ def frontalize_command(
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Frontalize the facial motion of a recording: frontal flow (.npy, .png), expressive frontal face, expression (JSON)."""
-    from training import infer
-    from training.bundle import load_bundle
+    from training.inference import frontalize as infer
+    from training.inference.bundle import load_bundle
 
     p, mp, params = _params(params_file, stride=stride, device=device)
     b = load_bundle(bundle, device=p.device)
@@ -93,8 +93,8 @@ def transfer_command(
 ) -> None:
     """Transfer the (frontalized) facial motion of a source sequence onto a target neutral face."""
     from pipeline.errors import EmoganError
-    from training import infer
-    from training.bundle import load_bundle
+    from training.inference import frontalize as infer
+    from training.inference.bundle import load_bundle
 
     if bool(source) == (store is not None):
         raise EmoganError("give the source either as a recording (SOURCE...) or as --store STORE --sequence ID")
@@ -128,7 +128,7 @@ def average_face_command(
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """The mean aligned neutral face of the stores' sequences (each registered on the mean eyes/nose/mouth)."""
-    from training import infer
+    from training.inference import frontalize as infer
 
     p, _, _ = _params(params_file)
     avg = infer.average_face(stores, model=p.keypoint_model, min_confidence=p.keypoint_confidence)
@@ -152,8 +152,8 @@ def export_command(
 ) -> None:
     """Bundle a trained run for inference: all nets' weights in one safetensors file plus a JSON sidecar."""
     from pipeline.errors import EmoganError
-    from training import infer
-    from training.bundle import AverageFace, export_bundle
+    from training.inference import frontalize as infer
+    from training.inference.bundle import AverageFace, export_bundle
 
     p, _, params = _params(params_file)
     avg = None
@@ -181,7 +181,7 @@ def export_command(
 def _run_average_face(run_dir: Path, p):
     """The average face of a run's TRAINING rows (its held-out subjects stay out of it)."""
     from pipeline.errors import EmoganError
-    from training import infer
+    from training.inference import frontalize as infer
     from training.data import check_store, fold_rows
 
     c = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else None

@@ -1,4 +1,6 @@
-"""The `emogan` command: one sub-command per stage. Stage modules keep heavy imports inside functions."""
+"""The `emogan` command: the composition root. It mounts pipeline's stage commands and the trainer's
+commands (training/commands/) on one typer app; neither package imports this one. Stage modules keep
+heavy imports inside their functions, so `emogan --help` stays fast."""
 from __future__ import annotations
 
 import logging
@@ -6,14 +8,11 @@ import sys
 
 import typer
 
-from pipeline import augment, crop, manifest
-from pipeline import synth, synth_check
-from pipeline import flow, folds, normalize, stats
-from pipeline import weights
+from pipeline import augment, crop, flow, folds, manifest, normalize, stats, synth, weights
 from pipeline.errors import EmoganError
-from training import commands as train_commands
-from training import eval_commands
-from training import infer_cli
+from training.commands import evaluate as evaluate_commands
+from training.commands import infer as infer_commands
+from training.commands import train as train_commands
 
 app = typer.Typer(
     name="emogan",
@@ -29,9 +28,9 @@ def _group() -> None:
     """Keeps `emogan` a command group even while it has a single sub-command."""
 
 
-# Stage commands are registered below, one line each, in stage-graph order.
+# One line per command, in stage-graph order: pipeline's stages, then the trainer's.
 app.command("synth")(synth.command)
-app.command("synth-check")(synth_check.command)
+app.command("synth-check")(evaluate_commands.synth_check_command)
 app.command("manifest")(manifest.manifest_command)
 app.command("crop")(crop.crop_command)
 app.command("augment")(augment.augment_command)
@@ -41,14 +40,14 @@ app.command("normalize")(normalize.cli)
 app.command("folds")(folds.cli)
 app.command("train-fer")(train_commands.train_fer_command)
 app.command("train")(train_commands.train_command)
-app.command("train-flowcnn")(eval_commands.train_flowcnn_command)
-app.command("baseline-landmark")(eval_commands.baseline_landmark_command)
-app.command("evaluate")(eval_commands.evaluate_command)
-app.command("report")(eval_commands.report_command)
-app.command("export")(infer_cli.export_command)
-app.command("average-face")(infer_cli.average_face_command)
-app.command("frontalize")(infer_cli.frontalize_command)
-app.command("transfer")(infer_cli.transfer_command)
+app.command("train-flowcnn")(evaluate_commands.train_flowcnn_command)
+app.command("baseline-landmark")(evaluate_commands.baseline_landmark_command)
+app.command("evaluate")(evaluate_commands.evaluate_command)
+app.command("report")(evaluate_commands.report_command)
+app.command("export")(infer_commands.export_command)
+app.command("average-face")(infer_commands.average_face_command)
+app.command("frontalize")(infer_commands.frontalize_command)
+app.command("transfer")(infer_commands.transfer_command)
 
 # Set-up commands (not stages): `emogan weights fetch NAME`.
 app.add_typer(weights.app, name="weights")
@@ -62,7 +61,3 @@ def main() -> None:
     except EmoganError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.errors import EmoganError
 from pipeline.params import ParamsError, section
-from training.bundle import AverageFace, Bundle
+from training.inference.bundle import AverageFace, Bundle
 
 log = logging.getLogger(__name__)
 
@@ -516,7 +516,7 @@ def store_sequence(store: Path | str, sequence: str,
     """
     from pipeline.schema import CLASS_NAMES
     from pipeline.store import open_store
-    from training.bundle import check_compatible
+    from training.inference.bundle import check_compatible
 
     g = open_store(store)
     attrs = dict(g.attrs)

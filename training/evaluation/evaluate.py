@@ -62,8 +62,8 @@ class EvaluateParams:
     # Pose groups reported beside single poses; `large` is the acceptance check's group.
     pose_groups: dict[str, list[str]]
     ssim_window: int  # SSIM Gaussian-free window side (skimage), odd
-    flowcnn: dict[str, Any]  # -> training.flowcnn.FlowCnnParams
-    landmark: dict[str, Any]  # -> training.baselines.LandmarkParams
+    flowcnn: dict[str, Any]  # -> training.evaluation.flowcnn.FlowCnnParams
+    landmark: dict[str, Any]  # -> training.evaluation.baselines.LandmarkParams
 
 
 def evaluate_params(params: dict[str, Any], **overrides: Any) -> EvaluateParams:
@@ -264,7 +264,7 @@ def _same_path(a: str | Path, b: str | Path) -> bool:
 def check_held_out(run_config: Mapping[str, Any], store: str, test_subjects: set[str]) -> None:
     """Refuse a model whose training rows of `store` include a held-out subject (it would be judged on its training data)."""
     from training.data import check_store, fold_rows
-    from training.flowcnn import subjects_of
+    from training.evaluation.flowcnn import subjects_of
 
     for s, ff in zip(run_config["stores"], run_config["folds_files"]):
         if not _same_path(s, store):
@@ -293,9 +293,9 @@ class Judges:
 
 def load_judges(run, fold: int, flowcnn_dir: Path | str, fer2013_weights: Path) -> Judges:
     """The fold's Flow-CNN, the run's own e_FER (held-out fold checked), and the FER2013 judge when its weights are there."""
-    from training.efer import load_efer
-    from training.fer2013 import load_fer2013
-    from training.flowcnn import load_flowcnn
+    from training.models.efer import load_efer
+    from training.models.fer2013 import load_fer2013
+    from training.evaluation.flowcnn import load_flowcnn
 
     fc = load_flowcnn(flowcnn_dir, fold=fold)
     spec = dict(run.config["train"]["efer"])
@@ -540,7 +540,7 @@ def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, 
     import torch
 
     from training.data import check_store, fold_rows
-    from training.flowcnn import subjects_of
+    from training.evaluation.flowcnn import subjects_of
     from training.run import load_run
 
     run = load_run(run_dir, device=device)
@@ -563,7 +563,7 @@ def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, 
             log.warning("%s: %s; skipped", store, e)
             per_store[name] = {"rows": 0, "skipped": str(e)}
             continue
-        from training.flowcnn import select_rows
+        from training.evaluation.flowcnn import select_rows
 
         rows = select_rows(store, rows, p.strategies)
         test_subjects = set(subjects_of(store, rows)) if len(rows) else set()

@@ -112,7 +112,7 @@ def load_flowcnn(folder: Path | str, fold: int | None = None) -> FlowJudge:
     """A trained Flow-CNN judge; refuses one trained with another held-out fold (it saw the test subjects)."""
     from safetensors.torch import load_file
 
-    from training.registry import build_from
+    from training.models.networks import build_from
 
     d = Path(folder)
     if not (d / CONFIG).is_file() or not (d / WEIGHTS).is_file():
@@ -136,7 +136,7 @@ def train_flowcnn(stores: Sequence[str], fold: int, folds_files: Sequence[str | 
 
     from training.data import StreamingStoreDataset, check_compatible, check_store, fold_rows, iter_rows, make_loader
     from training.loop import resize_flow
-    from training.registry import build_from
+    from training.models.networks import build_from
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,7 @@ def train_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config, check stores and folds, exit"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
-    """Train eMotion-GAN (G_F, D_P, D_E, G_W) on the training folds; multi-GPU with `torchrun ... -m pipeline.cli train`."""
+    """Train eMotion-GAN (G_F, D_P, D_E, G_W) on the training folds; multi-GPU with `torchrun ... -m emogan train`."""
     from training.config import resolve_run
 
     c = resolve_run(params_file, stores=stores, out=out, config=config, fold=fold, folds=folds, live_dir=live_dir,

@@ -3,7 +3,7 @@
 - `<name>.safetensors`: every network's weights, keys `<role>.<state_dict key>` (roles gf, dp, de, gw),
   plus `average_face` ((3,S,S) uint8 RGB, the training data's mean aligned neutral face) when present;
 - `<name>.json` (the sidecar): format and version, the sha256 of the weights file, class names, flow
-  representation and clip, model side, each net's build spec (`training.registry`), the preprocessing
+  representation and clip, model side, each net's build spec (`training.models.networks`), the preprocessing
   the training data went through (crop, flow, normalize params and crop side: inference repeats them),
   the average face's keypoints, and the training config.
 Loading reads safetensors and JSON only: nothing is unpickled, no code in the files runs.
@@ -201,7 +201,7 @@ def load_bundle(path: Path | str, device: str = "cpu", **expect: Any) -> Bundle:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from training.registry import build_from
+    from training.models.networks import build_from
     from training.run import TrainedRun
 
     path = Path(path)

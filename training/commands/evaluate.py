@@ -50,7 +50,7 @@ def train_flowcnn_command(
 ) -> None:
     """Train the motion-domain judge (Flow-CNN) on the frontal ground-truth flows of the training folds."""
     from pipeline.params import path_param, subsection
-    from training.flowcnn import FlowCnnParams, train_flowcnn
+    from training.evaluation.flowcnn import FlowCnnParams, train_flowcnn
 
     prm = _params(params_file)
     p = subsection(prm, "evaluate.flowcnn", FlowCnnParams)
@@ -77,10 +77,10 @@ def baseline_landmark_command(
 
     from pipeline.flow import load_flow_params
     from pipeline.params import path_param, subsection, with_record
-    from training.baselines import LandmarkParams, landmark_baseline
+    from training.evaluation.baselines import LandmarkParams, landmark_baseline
     from training.data import check_store, fold_rows
-    from training.evaluate import dataset_name, evaluate_params
-    from training.flowcnn import select_rows
+    from training.evaluation.evaluate import dataset_name, evaluate_params
+    from training.evaluation.flowcnn import select_rows
 
     prm = _params(params_file)
     ep = evaluate_params(prm)
@@ -120,7 +120,7 @@ def evaluate_command(
     """Evaluate a trained eMotion-GAN on the held-out fold: EPE, SSIM/RMSE, motion and image FER, baselines."""
     from pipeline.errors import EmoganError
     from pipeline.params import path_param
-    from training.evaluate import dataset_name, evaluate_fold, evaluate_params
+    from training.evaluation.evaluate import dataset_name, evaluate_fold, evaluate_params
 
     prm = _params(params_file)
     ep = evaluate_params(prm)
@@ -162,7 +162,7 @@ def report_command(
 ) -> None:
     """Write REPORT.md (Tables I, II, IV, Fig. 1 and 5 analogues, acceptance check) and the CV metrics."""
     from pipeline.params import path_param
-    from training.report import build_report, report_params
+    from training.evaluation.report import build_report, report_params
 
     prm = _params(params_file)
     rp = report_params(prm)
@@ -178,3 +178,24 @@ def report_command(
     r = build_report(eval_dir, out, metrics, rp, record)
     typer.echo(f"{r['report']}: {len(r['figures'])} figures; acceptance check "
                f"{'passed' if r['acceptance_passed'] else 'NOT passed'}")
+
+
+def synth_check_command(
+    root: Path = typer.Argument(..., help="A folder written by `emogan synth` (emotiongan layout)."),
+    out: Optional[Path] = typer.Option(None, help="Write the result as JSON here (and a PNG next to it)."),
+    folds: int = typer.Option(3, help="Subject-wise cross-validation folds."),
+    fer: bool = typer.Option(True, help="Also score cam1 apex faces with the pretrained FER2013 model."),
+    params_file: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """Check the premise: expressions are easy from frontal flows, hard under head rotation."""
+    from pipeline.weights import weights_path
+    from training.evaluation.synth_check import check_synth
+
+    res = check_synth(root, folds, weights_path("fer2013", _params(params_file)) if fer else None, out)
+    line = (f"cam1 accuracy {res['cam1_accuracy']:.3f}; cam2 (yaw/pitch/roll/diagonal) "
+            f"{res['cam2_rotating_accuracy']:.3f}; cam1-trained on cam2 {res['cam1_to_cam2_rotating_accuracy']:.3f}")
+    if fer:
+        f = res["fer2013_cam1_apex"]
+        per = ", ".join(f"{k} {v:.2f}" for k, v in f["per_class"].items())
+        line += f"; FER2013 model on cam1 apex faces {f['accuracy']:.3f} ({per})"
+    typer.echo(line)

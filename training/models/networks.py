@@ -1,4 +1,4 @@
-"""The eMotion-GAN networks (paper section III), registered by name: gf, dp, de, gw, fer_cnn.
+"""The eMotion-GAN networks (paper section III), built by name from NETS: gf, dp, de, gw, fer_cnn.
 
 Flows are (N,2,S,S) in the store's normalized representation ([-1,1]); images given to G_W are
 (N,3,S,S) RGB in [-1,1]; image classifiers take RGB in [0,1] and return (N,K) logits in
@@ -6,8 +6,9 @@ Flows are (N,2,S,S) in the store's normalized representation ([-1,1]); images gi
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,6 @@ from torch import nn
 
 from pipeline.errors import EmoganError
 from pipeline.schema import CLASS_NAMES
-from training.registry import register
 
 
 def _instance_norm(ch: int) -> nn.Module:
@@ -92,7 +92,6 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-@register("gf")
 class FlowGenerator(nn.Module):
     """G_F: non-frontal flow (N,2,S,S) -> frontalized flow (N,2,S,S) in [-1,1]."""
 
@@ -107,7 +106,6 @@ class FlowGenerator(nn.Module):
         return self.decoder(self.encoder(flow))
 
 
-@register("dp")
 class PatchDiscriminator(nn.Module):
     """D_P PatchGAN: (N,in_ch,S,S) -> (N,1,h,w) real/fake logits per patch.
 
@@ -134,7 +132,6 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 
-@register("de")
 class FlowCNN(nn.Module):
     """D_E Flow-CNN: flow (N,2,S,S) -> (N,n_classes) expression logits.
 
@@ -160,7 +157,6 @@ class FlowCNN(nn.Module):
         return self.mlp(self.pool(self.features(flow)))
 
 
-@register("gw")
 class ImageGenerator(nn.Module):
     """G_W: frontal flow (N,2,S,S) and neutral face (N,3,S,S) in [-1,1] -> expressive face (N,3,S,S) in [-1,1].
 
@@ -184,7 +180,6 @@ class ImageGenerator(nn.Module):
         return self.decoder(self.fuse(z))
 
 
-@register("fer_cnn")
 class ImageFER(nn.Module):
     """The project's own image e_FER: RGB (N,3,H,W) in [0,1] -> (N,n_classes) logits, CLASS_NAMES order.
 
@@ -274,6 +269,40 @@ class Vgg16Features(nn.Module):
             if i in VGG16_TAPS:
                 out.append(x)
         return out
+
+
+# The networks a config can name (`nets.<role>.name`, `train_fer.net.name`, `evaluate.flowcnn.net.name`):
+# an explicit table, so the loop and the bundles build nets without naming a class.
+NETS: dict[str, type[nn.Module]] = {
+    "gf": FlowGenerator, "dp": PatchDiscriminator, "de": FlowCNN, "gw": ImageGenerator, "fer_cnn": ImageFER,
+}
+
+
+def names() -> tuple[str, ...]:
+    """The buildable network names."""
+    return tuple(sorted(NETS))
+
+
+def build(name: str, **cfg: Any) -> nn.Module:
+    """Build network `name` from keyword config; unknown names or keys are clear errors."""
+    if name not in NETS:
+        raise EmoganError(f"unknown network {name!r}; known: {', '.join(names())}")
+    cls = NETS[name]
+    accepted = [p for p in inspect.signature(cls).parameters]
+    unknown = sorted(set(cfg) - set(accepted))
+    if unknown:
+        raise EmoganError(f"network {name!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(accepted)}")
+    return cls(**cfg)
+
+
+def build_from(spec: dict[str, Any]) -> nn.Module:
+    """Build from a config mapping holding the network's `name` plus its options."""
+    spec = dict(spec)
+    try:
+        name = spec.pop("name")
+    except KeyError:
+        raise EmoganError(f"network config {spec} lacks a 'name'") from None
+    return build(name, **spec)
 
 
 def count_parameters(net: nn.Module) -> int:
