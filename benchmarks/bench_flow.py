@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from flowdata import CROPS_COLUMNS, texture  # noqa: E402
+from pipeline import farneback as fb  # noqa: E402
 from pipeline import flow as fl  # noqa: E402
 from pipeline.normalize import NormalizeParams, normalize_store  # noqa: E402
 
@@ -77,7 +78,7 @@ def raw_farneback(crops: Path, p: fl.FlowParams) -> tuple[int, float, float]:
         for cam in ("cam1", "cam2"):
             frames = [cv2.cvtColor(cv2.imread(str(q)), cv2.COLOR_BGR2GRAY)
                       for q in sorted((crops / row[f"{cam}_dir"]).glob("img_*.png"))]
-            pairs = {(q.t, q.t2) for q in fl.frame_pairs(len(frames), p.strategies, p.max_step)}
+            pairs = {(q.t, q.t2) for q in fb.frame_pairs(len(frames), p.strategies, p.max_step)}
             t0, c0 = time.perf_counter(), cpu_seconds()
             for t, t2 in sorted(pairs):
                 cv2.calcOpticalFlowFarneback(frames[t], frames[t2], None, p.pyr_scale, p.levels, p.winsize,

@@ -55,15 +55,15 @@ def make_bundle(params: dict[str, Any], name: str) -> Any:
     from pipeline.schema import CLASS_NAMES
     from training.inference.bundle import Bundle
     from training.config import train_config
-    from training.loop import build_nets
-    from training.run import TrainedRun
+    from training.models.networks import build_nets
+    from training.checkpoint import TrainedRun
 
     cfg = as_dict(train_config(params, name))
     norm = load_normalize_params(params)
     clip = float(norm.clip) if not isinstance(norm.clip, str) else 10.0
     size = cfg["size"] or norm.size
     torch.manual_seed(0)
-    nets = {r: n.eval() for r, n in build_nets(cfg).items()}
+    nets = {r: n.eval() for r, n in build_nets(cfg["nets"]).items()}
     meta = {"class_names": list(CLASS_NAMES), "representation": norm.representation, "clip": clip, "size": size,
             "nets": cfg["nets"], "weights_sha256": "",
             "preprocess": {"crop": as_dict(section(params, "crop", CropParams)),
@@ -80,7 +80,7 @@ def measure(bundle: Any, params: dict[str, Any], names: list[str], frames: list[
     crop, flow, store_size = infer.preprocess_params(bundle, params)
     import torch
 
-    from training.loop import resize_flow
+    from training.flowrep import resize_flow
 
     neutral = np.random.default_rng(0).integers(0, 256, (3, store_size, store_size), dtype=np.uint8)
     times: dict[str, list[float]] = {"crop": [], "flow": [], "networks": []}

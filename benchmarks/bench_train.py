@@ -19,13 +19,14 @@ from typing import Any
 
 import torch
 
-from pipeline.params import as_dict, load_params
+from pipeline.params import load_params
 from training.config import train_config
-from training.data import GAN_ARRAYS, StreamingStoreDataset, check_store, make_loader
-from training.models.efer import FrozenClassifier
+from training.data import GAN_ARRAYS, StreamingStoreDataset, check_store, make_loader, to_device
+from training.distributed import Dist
 from training.fixture import make_arrays, write_fixture_store
-from training.loop import Dist, StepContext, autocast_ctx, build_nets, gan_step, make_optimizer, to_device
-from training.models.networks import build_from
+from training.models.efer import FrozenClassifier
+from training.models.networks import build_from, build_nets
+from training.step import StepContext, autocast_ctx, gan_step, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- bench_train:start -->", "<!-- bench_train:end -->"
@@ -42,29 +43,29 @@ def _batch(n: int, store_size: int) -> dict[str, torch.Tensor]:
 def step_rate(params: dict[str, Any], name: str, steps: int, warmup: int, device: torch.device, amp: str,
               store_size: int = 128, batch_size: int | None = None) -> dict[str, Any]:
     """Whole-GAN steps/s (D_P+D_E, G_W, G_F with L_GW connected) of a config on random store batches."""
-    t = as_dict(train_config(params, name))
-    t["amp"] = amp
+    t = train_config(params, name)
+    t.amp = amp
     if batch_size:
-        t["batch_size"] = batch_size
+        t.batch_size = batch_size
     torch.manual_seed(0)
-    nets = {r: m.to(device) for r, m in build_nets(t).items()}
+    nets = {r: m.to(device) for r, m in build_nets(dict(t.nets.items())).items()}
     efer = FrozenClassifier(build_from(params["train_fer"]["net"])).to(device)
-    opt = {r: make_optimizer(m.parameters(), t["optim"][r], t["fused_optim"]) for r, m in nets.items()}
-    ctx = StepContext(nets, nets, opt, efer, efer.features, t, autocast_ctx(t, device), Dist(), device)
-    raw = _batch(t["batch_size"], store_size)
+    opt = {r: make_optimizer(m.parameters(), getattr(t.optim, r), t.fused_optim) for r, m in nets.items()}
+    ctx = StepContext(nets, nets, opt, efer, efer.features, t, autocast_ctx(t, device), Dist(), device, "polar", 10.0)
+    raw = _batch(t.batch_size, store_size)
     for i in range(warmup + steps):
         if i == warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        b = to_device(raw, device, t["size"], "polar", 10.0)
-        gan_step(b, epoch=t["e_c"], c=ctx)
+        b = to_device(raw, device, t.size, "polar", 10.0)
+        gan_step(b, epoch=t.e_c, c=ctx)
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / steps
-    return {"config": name, "batch_size": t["batch_size"], "size": t["size"] or store_size,
+    return {"config": name, "batch_size": t.batch_size, "size": t.size or store_size,
             "params": sum(p.numel() for m in nets.values() for p in m.parameters()),
-            "s_per_step": dt, "steps_per_s": 1 / dt, "samples_per_s": t["batch_size"] / dt}
+            "s_per_step": dt, "steps_per_s": 1 / dt, "samples_per_s": t.batch_size / dt}
 
 
 def loader_rate(store: Path, batch_size: int, workers: int, epochs: int = 2) -> dict[str, Any]:

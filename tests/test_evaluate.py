@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from emogan.cli import app
 from pipeline.errors import EmoganError
 from training.evaluation import evaluate as ev
+from training.evaluation import metrics as mt
 from training.evaluation.baselines import (RIGID_LANDMARKS, border_points, frontal_template, frontalize_landmarks, umeyama,
                                 warp_to_mesh, triangulate)
 from conftest import params_of
@@ -33,36 +34,36 @@ def test_epe_of_known_flows():
     pred[0, 0] = 3.0
     pred[0, 1] = 4.0          # every vector of sample 0 is off by (3, 4): 5 px
     pred[1, 0, :2] = 1.0      # half of sample 1's vectors off by 1 px along u
-    assert ev.epe_px(pred, gt) == pytest.approx([5.0, 0.5])
-    assert ev.epe_px(gt, gt) == pytest.approx([0.0, 0.0])
+    assert mt.epe_px(pred, gt) == pytest.approx([5.0, 0.5])
+    assert mt.epe_px(gt, gt) == pytest.approx([0.0, 0.0])
     # The end-point error is a per-vector norm, not a per-channel error: (1, 1) -> sqrt 2.
-    assert ev.epe_px(np.ones((1, 2, 3, 3)), np.zeros((1, 2, 3, 3)))[0] == pytest.approx(math.sqrt(2))
+    assert mt.epe_px(np.ones((1, 2, 3, 3)), np.zeros((1, 2, 3, 3)))[0] == pytest.approx(math.sqrt(2))
 
 
 def test_ssim_and_rmse_of_images():
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
-    assert ev.ssim_u8(a, a) == pytest.approx([1.0, 1.0, 1.0])
-    assert ev.rmse_u8(a, a) == pytest.approx([0.0, 0.0, 0.0])
+    assert mt.ssim_u8(a, a) == pytest.approx([1.0, 1.0, 1.0])
+    assert mt.rmse_u8(a, a) == pytest.approx([0.0, 0.0, 0.0])
     b = np.clip(a.astype(int) + 10, 0, 255).astype(np.uint8)
     flat = np.full((1, 3, 32, 32), 100, np.uint8)
-    assert ev.rmse_u8(flat + 10, flat)[0] == pytest.approx(10.0)
+    assert mt.rmse_u8(flat + 10, flat)[0] == pytest.approx(10.0)
     noisy = np.clip(a.astype(int) + rng.normal(0, 40, a.shape), 0, 255).astype(np.uint8)
-    s_b, s_noisy = ev.ssim_u8(b, a), ev.ssim_u8(noisy, a)
+    s_b, s_noisy = mt.ssim_u8(b, a), mt.ssim_u8(noisy, a)
     assert (s_noisy < s_b).all() and (s_b < 1.0).all()
 
 
 def test_delta_accuracy_and_confusion_arithmetic():
-    assert ev.delta_percent(0.6, 0.4) == pytest.approx(50.0)
-    assert ev.delta_percent(0.3, 0.4) == pytest.approx(-25.0)
-    assert ev.gain_points(0.6, 0.4) == pytest.approx(20.0)
-    assert ev.delta_percent(0.5, 0.0) is None and ev.delta_percent(None, 0.4) is None
+    assert mt.delta_percent(0.6, 0.4) == pytest.approx(50.0)
+    assert mt.delta_percent(0.3, 0.4) == pytest.approx(-25.0)
+    assert mt.gain_points(0.6, 0.4) == pytest.approx(20.0)
+    assert mt.delta_percent(0.5, 0.0) is None and mt.delta_percent(None, 0.4) is None
     labels = np.array([0, 1, 1, 2, -1])
     preds = np.array([0, 1, 2, 2, 3])           # the unlabeled row does not count
-    c = ev.confusion(labels, preds)
+    c = mt.confusion(labels, preds)
     assert c.sum() == 4 and c[1, 2] == 1 and np.trace(c) == 3
-    assert ev.accuracy(labels, preds) == pytest.approx(0.75)
-    assert ev.accuracy(np.array([-1]), np.array([0])) is None
+    assert mt.accuracy(labels, preds) == pytest.approx(0.75)
+    assert mt.accuracy(np.array([-1]), np.array([0])) is None
 
 
 def test_summaries_group_rows_and_compute_delta():
@@ -76,7 +77,7 @@ def test_summaries_group_rows_and_compute_delta():
         "epe_nonfrontal": np.array([4.0, 6.0, 2.0, 1.0, 3.0, 3.0]),
         "epe_emotiongan": np.array([1.0, 1.0, 1.0, 1.0, 1.0, np.nan]),
     }
-    bd = ev.breakdown(rec, {"large": ["yaw", "pitch", "roll", "diagonal"]})
+    bd = mt.breakdown(rec, {"large": ["yaw", "pitch", "roll", "diagonal"]})
     large = bd["a/large/neutral_apex"]
     assert large["n"] == 3
     assert large["flowcnn"]["accuracy"] == {"nonfrontal": pytest.approx(1 / 3), "emotiongan": 1.0}
@@ -91,7 +92,7 @@ def test_summaries_group_rows_and_compute_delta():
 
 def test_flow_flip_mirrors_and_inverts():
     from training import flowrep
-    from training.evaluation.flowcnn import flip_flows
+    from training.flowrep import flip_flows
 
     px = torch.zeros(1, 2, 4, 4)
     px[0, 0, :, 0] = 3.0     # rightward motion in the left column
@@ -180,7 +181,8 @@ def test_landmark_frontalization_removes_an_in_plane_head_turn():
     import cv2
 
     from face_images import astronaut
-    from pipeline.flow import FlowParams, farneback_px
+    from pipeline.farneback import farneback_px
+    from pipeline.flow import FlowParams
     from training.evaluation.baselines import LandmarkParams, frontalize_frames, landmarks
 
     img = cv2.resize(astronaut()[10:210, 40:240], (256, 256))
@@ -274,7 +276,7 @@ def test_held_out_subjects_are_never_trained_on(tiny):
         assert not (set(judge["train_subjects"][store]) & test)
         bd = json.loads((d / f"metrics/eval/full/fold_{fold}/breakdown.json").read_text())
         assert set(bd["meta"]["stores"]["synth"]["test_subjects"]) == test
-        rows = ev.read_rows_csv(d / f"metrics/eval/full/fold_{fold}/rows.csv")
+        rows = mt.read_rows_csv(d / f"metrics/eval/full/fold_{fold}/rows.csv")
         assert set(rows["subject"]) == test
 
 
@@ -335,7 +337,8 @@ def test_landmark_baseline_command_on_a_tiny_crops_folder(tmp_path):
     import cv2
 
     from face_images import astronaut, write_rgb
-    from pipeline.flow import FlowParams, farneback_px
+    from pipeline.farneback import farneback_px
+    from pipeline.flow import FlowParams
     from pipeline.normalize import denormalize, normalize_flow
     from pipeline.store import write_store
     from training.evaluation.baselines import LandmarkParams, landmark_baseline
@@ -383,7 +386,7 @@ def test_landmark_baseline_command_on_a_tiny_crops_folder(tmp_path):
 
 
 def test_evaluate_scores_a_perfect_landmark_flow_like_the_ground_truth(tiny):
-    all_rows = ev.read_rows_csv(tiny["dir"] / "metrics/eval/full/fold_0/rows.csv")
+    all_rows = mt.read_rows_csv(tiny["dir"] / "metrics/eval/full/fold_0/rows.csv")
     apex = all_rows["strategy"] == "neutral_apex"
     assert apex.any() and (~apex).any()
     rows = {k: v[apex] for k, v in all_rows.items()}

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flowdata import make_crops, texture, translate
+from pipeline import farneback as fb
 from pipeline import flow as fl
 from pipeline import store as st
 from emogan.cli import app
@@ -28,7 +29,7 @@ P = params_of(fl.FlowParams, "flow", size=32, workers=0, max_step=2)
 def test_flow_of_a_translation_recovers_it():
     img = cv2.cvtColor(texture(128), cv2.COLOR_BGR2GRAY)
     moved = translate(img, 2.5, -1.5)
-    f = fl.farneback_px(img, moved, params_of(fl.FlowParams, "flow"))
+    f = fb.farneback_px(img, moved, params_of(fl.FlowParams, "flow"))
     assert f.shape == (128, 128, 2) and f.dtype == np.float32
     inner = f[24:-24, 24:-24]  # away from the reflected borders
     np.testing.assert_allclose(np.median(inner.reshape(-1, 2), axis=0), [2.5, -1.5], atol=0.1)
@@ -41,7 +42,7 @@ def test_downsampling_averages_vectors_not_angles():
     f = np.zeros((2, 2, 2), np.float32)
     f[0, :] = (np.cos(a), np.sin(a))
     f[1, :] = (np.cos(a), -np.sin(a))
-    d = fl.downsample_flow_px(f, 1)
+    d = fb.downsample_flow_px(f, 1)
     np.testing.assert_allclose(d[:, 0, 0], [np.cos(a), 0], atol=1e-6)
 
 
@@ -66,12 +67,12 @@ def test_stage_keeps_source_pixels_after_downsampling(tmp_path):
 
 
 def test_frame_pairs():
-    pairs = fl.frame_pairs(5, ["neutral_apex", "frame_to_frame"], 2)
+    pairs = fb.frame_pairs(5, ["neutral_apex", "frame_to_frame"], 2)
     apex, f2f = STRATEGY_NAMES.index("neutral_apex"), STRATEGY_NAMES.index("frame_to_frame")
     assert pairs[0] == (apex, 4, 0, 4)
     assert [(q.t, q.t2) for q in pairs[1:]] == [(0, 1), (1, 2), (2, 3), (3, 4), (0, 2), (1, 3), (2, 4)]
     assert all(q.strategy == f2f and q.t2 - q.t == q.step for q in pairs[1:])
-    assert len(fl.frame_pairs(3, ["frame_to_frame"], 10)) == 3  # steps stop at n_frames - 1
+    assert len(fb.frame_pairs(3, ["frame_to_frame"], 10)) == 3  # steps stop at n_frames - 1
 
 
 def test_rows_follow_the_manifest(tmp_path):

@@ -128,7 +128,7 @@ def test_export_writes_all_nets_and_a_sidecar_that_describes_them(model):
     assert meta["average_face"]["n_faces"] == 27 and np.shape(meta["average_face"]["keypoints"]) == (4, 2)
 
     b = load_bundle(model["bundle"])
-    from training.run import load_run
+    from training.checkpoint import load_run
 
     run = load_run(model["dir"] / "run")
     x = torch.rand(3, 2, MODEL_SIZE, MODEL_SIZE) * 2 - 1
@@ -221,7 +221,7 @@ def test_frontalize_reads_the_expression_of_synthetic_sequences(model, tmp_path)
 def test_frontalize_sees_the_flows_the_pipeline_stored(model, tmp_path):
     """Same crop, flow and normalize code: the input flows equal the store's rows of that sequence."""
     from pipeline.store import open_store
-    from training.loop import resize_flow
+    from training.flowrep import resize_flow
 
     src = seq_dir(model, "S002", "happiness", "roll")
     out = tmp_path / "o"

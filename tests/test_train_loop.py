@@ -27,9 +27,13 @@ from training.config import TrainConfig
 from conftest import params_of, project_params
 from training.models.efer import FrozenClassifier, load_efer, perceptual_backbone
 from training.fixture import make_arrays, write_fixture_store
-from training.loop import Dist, StepContext, TrainingDiverged, autocast_ctx, build_nets, gan_step, make_optimizer
+from training.config import parse_train
+from training.distributed import Dist
+from training.loop import TrainingDiverged
+from training.models.networks import build_nets
+from training.step import StepContext, autocast_ctx, gan_step, make_optimizer
 from training.models.networks import build
-from training.run import load_run
+from training.checkpoint import load_run
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,13 +88,14 @@ def _batch(n: int = 4, size: int = 32) -> dict[str, torch.Tensor]:
 
 def test_one_step_of_the_whole_gan_lowers_each_loss_on_a_fixed_batch():
     torch.manual_seed(0)
-    t = as_dict(params_of(TrainConfig, "train.paper"))
-    t.update({"nets": TINY_NETS, "image_steps": [3, 5], "e_c": 0, "amp": "off", "flow_loss_space": "cartesian"})
-    t["optim"] = {r: {"kind": "adam", "lr": 1e-4, "betas": [0.5, 0.999]} for r in ("gf", "dp", "gw")}
-    t["optim"]["de"] = {"kind": "sgd", "lr": 1e-3, "momentum": 0.9}
-    nets = build_nets(t)
+    raw = as_dict(params_of(TrainConfig, "train.paper"))
+    raw.update({"nets": TINY_NETS, "image_steps": [3, 5], "e_c": 0, "amp": "off", "flow_loss_space": "cartesian"})
+    raw["optim"] = {r: {"kind": "adam", "lr": 1e-4, "betas": [0.5, 0.999]} for r in ("gf", "dp", "gw")}
+    raw["optim"]["de"] = {"kind": "sgd", "lr": 1e-3, "momentum": 0.9}
+    t = parse_train(raw, "test config")
+    nets = build_nets(TINY_NETS)
     efer = FrozenClassifier(build("fer_cnn", **{k: v for k, v in TINY_FER.items() if k != "name"}))
-    opt = {r: make_optimizer(m.parameters(), t["optim"][r], True) for r, m in nets.items()}
+    opt = {r: make_optimizer(m.parameters(), getattr(t.optim, r), True) for r, m in nets.items()}
     b = _batch()
     y, ys, xt, xs, lab = b["flow_input"], b["flow_target"], b["neutral"], b["target_image"], b["label"]
 
@@ -101,15 +106,15 @@ def test_one_step_of_the_whole_gan_lowers_each_loss_on_a_fixed_batch():
     def gw_loss(gw, flow):
         x = gw(flow, xt)
         return L.total_gw(L.l1_image(x, xs), L.perceptual(efer.features, (x + 1) / 2, (xs + 1) / 2),
-                          L.efer_loss(efer((x + 1) / 2), lab), t["alphas"])
+                          L.efer_loss(efer((x + 1) / 2), lab), t.alphas)
 
     def gf_loss(gf, n):
         fake = gf(y)
         gan = L.gan_loss_gf(n["dp"](torch.cat([y, fake], 1)), n["de"](fake), lab)
         # L_epe and L_char on Cartesian (u, v)/clip, as the step computes them (flow_loss_space).
         f, s = flowrep.decode(fake, "polar", 10.0) / 10.0, flowrep.decode(ys, "polar", 10.0) / 10.0
-        return L.total_gf(gan, L.epe(f, s), L.charbonnier(f, s, t["char_eps"]), gw_loss(n["gw"], fake),
-                          t["lambdas"], connected=True).item()
+        return L.total_gf(gan, L.epe(f, s), L.charbonnier(f, s, t.char_eps), gw_loss(n["gw"], fake),
+                          t.lambdas, connected=True).item()
 
     before = copy.deepcopy(nets)
     with torch.no_grad():
@@ -237,7 +242,6 @@ from training.loop import run_training
 torch.set_num_threads(1)
 store, out, fer, params = sys.argv[1:5]
 c = resolve_run(params, stores=[store], out=out, fold=0, efer_path=fer)
-c["resume"] = False
 def save(nets, d):
     torch.save({r: m.state_dict() for r, m in nets.items()}, f"{out}_rank{d.rank}.pt")
 run_training(c, on_finish=save)
@@ -251,7 +255,7 @@ def test_two_process_gloo_ddp_run_completes_with_identical_weights(env, tmp_path
     envv = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
            str(env["store"]), str(out), str(env["fer"]), str(env["params"])]
-    p = subprocess.run(cmd, cwd=ROOT, env=envv, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(cmd, cwd=ROOT, env=envv, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     w0 = torch.load(f"{out}_rank0.pt", weights_only=True)
     w1 = torch.load(f"{out}_rank1.pt", weights_only=True)
@@ -372,14 +376,17 @@ def test_perceptual_backbone_is_vgg16_when_cached_else_efer_logged(monkeypatch, 
 
 @pytest.mark.parametrize("rep", ["polar", "cartesian"])
 def test_mirrored_batches_negate_u_flip_faces_and_keep_labels(rep):
-    from training.loop import mirror_batch
+    from training.data import MirrorDraws, mirror_batch
 
     b = _batch(n=8)
     px = flowrep.decode(b["flow_input"], "cartesian", 10.0)
     b = {**b, "flow_input": flowrep.encode(px, rep, 10.0), "flow_target": flowrep.encode(px * 0.5, rep, 10.0)}
-    gen = torch.Generator().manual_seed(3)
-    m = mirror_batch(b, rep, 10.0, gen)
+    draws = MirrorDraws(seed=3)
+    draws.start_epoch(0)
+    chosen = draws.draw(8)
+    m = mirror_batch(b, chosen, rep, 10.0)
     sel = ~torch.isclose(m["neutral"], b["neutral"]).flatten(1).all(1)
+    assert torch.equal(sel, chosen)
     assert 0 < int(sel.sum()) < 8                      # a random half, not none or all
     assert torch.equal(m["label"], b["label"]) and torch.equal(m["step"], b["step"])
     assert torch.equal(m["neutral"][sel], b["neutral"][sel].flip(-1))
@@ -388,9 +395,15 @@ def test_mirrored_batches_negate_u_flip_faces_and_keep_labels(rep):
     want = flowrep.decode(b["flow_input"][sel], rep, 10.0).flip(-1) * torch.tensor([-1.0, 1.0]).view(1, 2, 1, 1)
     assert torch.allclose(got, want, atol=1e-4)
     # The same draw mirrors the same rows back: twice is the identity.
-    back = mirror_batch(m, rep, 10.0, torch.Generator().manual_seed(3))
+    back = mirror_batch(m, chosen, rep, 10.0)
     assert torch.allclose(flowrep.decode(back["flow_target"], rep, 10.0),
                           flowrep.decode(b["flow_target"], rep, 10.0), atol=1e-4)
+    # The draws are the seed's, the rank's and the epoch's: a resumed epoch mirrors the same rows.
+    again = MirrorDraws(seed=3)
+    again.start_epoch(0)
+    assert torch.equal(again.draw(8), chosen)
+    again.start_epoch(1)
+    assert not torch.equal(again.draw(64), MirrorDraws(seed=3, rank=1).draw(64))
 
 
 def test_de_warmup_trains_de_alone_before_the_gan_steps(env, tmp_path):

@@ -1,4 +1,5 @@
-"""Checkpoints (state_dicts + config, torch.load(weights_only=True)) and exported weights (safetensors).
+"""Checkpoints (state_dicts + config, torch.load(weights_only=True)), exported weights (safetensors), and a
+trained run loaded back for evaluation and inference (`load_run` -> TrainedRun).
 
 Run folder layout: config.json, log.jsonl, checkpoints/epoch_###.pt (every epoch),
 weights/<role>.safetensors (the final exported nets), metrics.json, dvclive/.
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ import torch
 from torch import nn
 
 from pipeline.errors import EmoganError
+from training import flowrep
+from training.config import ROLES, RunRecord
 
 CKPT_DIR = "checkpoints"
 WEIGHTS_DIR = "weights"
@@ -86,3 +90,87 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     if not Path(path).is_file():
         raise EmoganError(f"{path}: weights file not found (did the run finish? checkpoints are in {CKPT_DIR}/)")
     return load_file(str(path))
+
+
+# --- a trained run, loaded back -------------------------------------------------------------
+
+@dataclass
+class TrainedRun:
+    """A trained eMotion-GAN in eval mode: nets by role and the conventions of the stores it learnt from."""
+
+    config: dict[str, Any]
+    nets: dict[str, nn.Module]
+    representation: str
+    clip: float
+    size: int            # the model's side (flows and faces are resized to it)
+    device: torch.device
+
+    @property
+    def gf(self) -> nn.Module:
+        """G_F: (N,2,size,size) -> (N,2,size,size), store representation."""
+        return self.nets["gf"]
+
+    @property
+    def gw(self) -> nn.Module:
+        """G_W: flow (N,2,size,size), neutral (N,3,size,size) in [-1,1] -> face in [-1,1]."""
+        return self.nets["gw"]
+
+    def _flow_in(self, flow: torch.Tensor) -> torch.Tensor:
+        f = torch.as_tensor(flow).to(self.device).float()
+        return flowrep.resize_flow(f, self.size, self.representation, self.clip)
+
+    @torch.no_grad()
+    def frontalize(self, flow: torch.Tensor) -> torch.Tensor:
+        """Non-frontal flows (N,2,S,S), store representation (any S multiple of size) -> frontalized (N,2,size,size)."""
+        return self.gf(self._flow_in(flow)).float()
+
+    @torch.no_grad()
+    def warp(self, flow: torch.Tensor, neutral_u8: torch.Tensor) -> torch.Tensor:
+        """Frontal flows (N,2,S,S) and neutral faces (N,3,S,S) uint8 RGB -> expressive faces (N,3,size,size) uint8."""
+        x = torch.as_tensor(neutral_u8).to(self.device).float() / 127.5 - 1.0
+        if x.shape[-1] != self.size:
+            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="area")
+        y = self.gw(self._flow_in(flow), x).float()
+        return ((y + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+    def to_pixels(self, flow: torch.Tensor) -> torch.Tensor:
+        """Store representation (N,2,H,W) -> Cartesian flow in source-crop pixels (N,2,H,W)."""
+        return flowrep.decode(torch.as_tensor(flow), self.representation, self.clip)
+
+
+def read_run_record(run_dir: Path | str) -> RunRecord:
+    """A run folder's config.json, parsed (older run folders too); EmoganError when it is not a run folder."""
+    d = Path(run_dir)
+    cfg_p = d / "config.json"
+    if not cfg_p.is_file():
+        raise EmoganError(f"{d}: no config.json here: not a run folder of `emogan train`")
+    return RunRecord.from_json(json.loads(cfg_p.read_text()), str(cfg_p))
+
+
+def load_run(run_dir: Path | str, device: str | torch.device = "cpu", epoch: int | None = None) -> TrainedRun:
+    """A trained run: exported weights (default), else its newest checkpoint, or checkpoint `epoch`."""
+    from training.models.networks import build_nets
+
+    d = Path(run_dir)
+    rec = read_run_record(d)
+    nets = build_nets(rec.nets)
+    weights = {r: d / WEIGHTS_DIR / f"{r}.safetensors" for r in ROLES}
+    if epoch is None and all(p.is_file() for p in weights.values()):
+        for r in ROLES:
+            nets[r].load_state_dict(load_weights(weights[r]))
+    else:
+        cks = dict(list_checkpoints(d))
+        if not cks:
+            raise EmoganError(f"{d}: neither exported weights nor checkpoints")
+        e = max(cks) if epoch is None else epoch
+        if e not in cks:
+            raise EmoganError(f"{d}: no checkpoint of epoch {e}; have {sorted(cks)}")
+        state = load_checkpoint(cks[e])
+        for r in ROLES:
+            nets[r].load_state_dict(state["nets"][r])
+    dev = torch.device(device)
+    for n in nets.values():
+        n.to(dev).eval()
+    store = rec.store_records[0]
+    return TrainedRun(rec.config, nets, store["representation"], float(store["clip"]), int(rec.size or store["size"]),
+                      dev)

@@ -1,55 +1,113 @@
-"""The trainer's configs, read from params.yaml (`train:` with its `paper`/`small` sub-configs, `train_fer:`).
+"""The trainer's configs, typed, read from params.yaml (`train:` with its `paper`/`small` sub-configs, `train_fer:`).
 
 params.yaml states every value (the dataclasses have none); `paper` is the paper's section IV-C.
-A run's resolved config is a plain JSON-able dict written to config.json.
+`resolve_run` turns params.yaml plus the command's flags into a RunConfig, written as config.json
+(as_dict of it plus the runtime record) and handed to the loop down to the step; `RunRecord` reads
+config.json back, old run folders included, for evaluation, export and inference.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from pipeline.errors import EmoganError
-from pipeline.params import ParamsError, as_dict, load_params, path_param, section, subsection
+from pipeline.params import ParamsError, as_dict, build, load_params, path_param, section
 
 log = logging.getLogger(__name__)
 
 ROLES: tuple[str, ...] = ("gf", "dp", "de", "gw")  # G_F, D_P, D_E, G_W: what the GAN step builds
+
+
+@dataclass
+class AdamSpec:
+    """params.yaml `train.<config>.optim.<role>` of kind adam."""
+
+    kind: str
+    lr: float
+    betas: tuple[float, float]
+
+
+@dataclass
+class SgdSpec:
+    """params.yaml `train.<config>.optim.<role>` of kind sgd."""
+
+    kind: str
+    lr: float
+    momentum: float
+
+
+OptimSpec = Union[AdamSpec, SgdSpec]
+OPTIMIZERS: dict[str, type] = {"adam": AdamSpec, "sgd": SgdSpec}
+
+
+@dataclass
+class Roles:
+    """One entry per trained net (gf, dp, de, gw): a net spec (`name` + options) or an optimizer spec."""
+
+    gf: Any
+    dp: Any
+    de: Any
+    gw: Any
+
+    def items(self) -> list[tuple[str, Any]]:
+        """(role, entry) in ROLES order."""
+        return [(r, getattr(self, r)) for r in ROLES]
+
+
+@dataclass
+class EferSpec:
+    """params.yaml `train.<config>.efer`: which frozen image classifier judges G_W's faces.
+
+    own: `emogan train-fer`'s output folder (`path`, usually given by --efer-path); fer2013: the pretrained
+    FER2013 weights (`path` filled from params.yaml paths.weights); file: a TorchScript/torch.export/ONNX
+    model (`path`) with its class order (`classes`), input side (`size`) and normalization (`mean`, `std`).
+    """
+
+    name: str
+    path: Optional[str]
+    classes: Optional[list[str]]
+    size: Optional[int]
+    mean: Optional[list[float]]
+    std: Optional[list[float]]
+
+
 EFER_KINDS: tuple[str, ...] = ("own", "fer2013", "file")
+EFER_OPTIONAL = ("path", "classes", "size", "mean", "std")  # not every kind needs them: absent means null
 
 
 @dataclass
 class TrainConfig:
-    """One training config (`train.paper` or `train.small`)."""
+    """params.yaml `train.paper` / `train.small`: one training config."""
 
     seed: int
     epochs: int
     batch_size: int
-    e_c: int  # epoch from which L_GW enters L_GF
-    lambdas: tuple[float, ...]  # L_GAN, L_epe, L_char, L_GW in L_GF
-    gan_weights: tuple[float, ...]  # D_P and D_E terms inside L_GAN (ablation w/o L_DE: D_E 0)
-    alphas: tuple[float, ...]  # L_1, L_perc, L_eFER in L_GW
+    e_c: int                          # epoch from which L_GW enters L_GF
+    lambdas: tuple[float, ...]        # L_GAN, L_epe, L_char, L_GW in L_GF
+    gan_weights: tuple[float, ...]    # D_P and D_E terms inside L_GAN (ablation w/o L_DE: D_E 0)
+    alphas: tuple[float, ...]         # L_1, L_perc, L_eFER in L_GW
     char_eps: float
-    flow_loss_space: str  # L_epe/L_char on (u, v)/clip, or on the store's `representation`
-    image_steps: tuple[int, ...] | None  # rows with lo < step <= hi feed the image losses
-    gw_flow: str  # G_W's own update warps G_F's output, or `target`
-    dp_conditional: bool  # D_P sees (input flow, frontal flow)
-    de_warmup_steps: int  # D_E alone on real frontal flows before the GAN steps (paper: 0)
-    hflip: bool  # mirror half of each batch (flows u-negated, faces) (paper: off)
-    size: int | None  # model side; null: the store's (128). Flows resized as (u, v)
-    nets: dict[str, Any]
-    optim: dict[str, Any]
-    lr_gamma: float  # every learning rate x lr_gamma after each epoch
-    perceptual: str  # vgg16 | efer | auto (vgg16 when its weights are cached)
-    efer: dict[str, Any]
-    amp: str  # bf16 autocast: auto (CUDA only) | on | off
-    fused_optim: bool  # fused Adam (7x faster than the default on CPU)
+    flow_loss_space: str              # L_epe/L_char on (u, v)/clip, or on the store's `representation`
+    image_steps: Optional[tuple[int, ...]]  # rows with lo < step <= hi feed the image losses
+    gw_flow: str                      # G_W's own update warps G_F's output, or `target`
+    dp_conditional: bool              # D_P sees (input flow, frontal flow)
+    de_warmup_steps: int              # D_E alone on real frontal flows before the GAN steps (paper: 0)
+    hflip: bool                       # mirror half of each batch (flows u-negated, faces) (paper: off)
+    size: Optional[int]               # model side; null: the store's (128). Flows resized as (u, v)
+    nets: Roles                       # net specs by role: {name, options} (models.networks.NETS)
+    optim: Roles                      # AdamSpec | SgdSpec by role
+    lr_gamma: float                   # every learning rate x lr_gamma after each epoch
+    perceptual: str                   # vgg16 | efer | auto (vgg16 when its weights are cached)
+    efer: EferSpec
+    amp: str                          # bf16 autocast: auto (CUDA only) | on | off
+    fused_optim: bool                 # fused Adam (7x faster than the default on CPU)
     workers: int
     buffer_chunks: int
-    steps_per_epoch: int | None
+    steps_per_epoch: Optional[int]
     eval_batch_size: int
-    eval_rows: int | None  # held-out rows evaluated between epochs (null: all); last: all
+    eval_rows: Optional[int]          # held-out rows evaluated between epochs (null: all); last: all
     log_every: int
     keep_checkpoints: int
 
@@ -61,32 +119,9 @@ class TrainSection:
     config: str
     fold: int
     folds_k: int
-    paper: dict[str, Any]
-    small: dict[str, Any]
-    # Table IV: `emogan train --ablation NAME` zeroes these terms of L_GF in the chosen config.
-    ablations: dict[str, list[str]]
-
-
-# Terms an ablation can remove: which weight of the config it zeroes.
-ABLATION_TERMS: dict[str, tuple[str, int]] = {
-    "gan_dp": ("gan_weights", 0), "gan_de": ("gan_weights", 1),
-    "epe": ("lambdas", 1), "char": ("lambdas", 2), "gw": ("lambdas", 3),
-}
-
-
-def apply_ablation(cfg: "TrainConfig", sec: "TrainSection", name: str | None) -> None:
-    """Zero the L_GF terms that ablation `name` (params `train.ablations`) removes; None or `full` keeps all."""
-    if name is None:
-        return
-    if name not in sec.ablations:
-        raise ParamsError(f"unknown ablation {name!r}; params.yaml `train.ablations` has {', '.join(sec.ablations)}")
-    for term in sec.ablations[name]:
-        if term not in ABLATION_TERMS:
-            raise ParamsError(f"train.ablations.{name}: unknown term {term!r}; known: {', '.join(ABLATION_TERMS)}")
-        key, i = ABLATION_TERMS[term]
-        w = list(getattr(cfg, key))
-        w[i] = 0.0
-        setattr(cfg, key, tuple(w))
+    paper: dict[str, Any]             # -> TrainConfig
+    small: dict[str, Any]             # -> TrainConfig
+    ablations: dict[str, list[str]]   # Table IV: `emogan train --ablation NAME` zeroes these terms of L_GF
 
 
 @dataclass
@@ -101,19 +136,82 @@ class TrainFerConfig:
     lr_gamma: float
     net: dict[str, Any]
     strategies: tuple[str, ...]
-    add_neutral_frames: bool  # the `neutral` face of those rows, labeled neutral
+    add_neutral_frames: bool          # the `neutral` face of those rows, labeled neutral
     hflip: bool
     workers: int
     buffer_chunks: int
-    steps_per_epoch: int | None
+    steps_per_epoch: Optional[int]
+
+
+@dataclass
+class RunConfig:
+    """One `emogan train` run, resolved (config.json holds it plus the runtime record)."""
+
+    config_name: str
+    ablation: str
+    stores: list[str]
+    fold: int
+    folds_files: list[Optional[str]]
+    folds_k: int
+    out: str
+    live_dir: str
+    device: Optional[str]
+    params_file: str
+    train: TrainConfig
+    resume: bool
+
+
+# Terms an ablation can remove: which weight of the config it zeroes.
+ABLATION_TERMS: dict[str, tuple[str, int]] = {
+    "gan_dp": ("gan_weights", 0), "gan_de": ("gan_weights", 1),
+    "epe": ("lambdas", 1), "char": ("lambdas", 2), "gw": ("lambdas", 3),
+}
+
+
+def parse_optim(raw: Mapping[str, Any], where: str) -> OptimSpec:
+    """An optimizer spec by its `kind` (adam: lr, betas; sgd: lr, momentum)."""
+    kind = raw.get("kind") if isinstance(raw, Mapping) else None
+    if kind not in OPTIMIZERS:
+        raise ParamsError(f"{where}.kind must be one of {', '.join(OPTIMIZERS)}, got {kind!r}")
+    return build(OPTIMIZERS[kind], raw, where)
+
+
+def parse_efer(raw: Mapping[str, Any], where: str) -> EferSpec:
+    """An e_FER spec; the keys its kind does not need may be left out (null)."""
+    if not isinstance(raw, Mapping) or raw.get("name") not in EFER_KINDS:
+        raise ParamsError(f"{where}.name is one of {', '.join(EFER_KINDS)}")
+    return build(EferSpec, {**{k: None for k in EFER_OPTIONAL}, **raw}, where)
+
+
+def parse_roles(raw: Any, where: str, entry: Any = None) -> Roles:
+    """The four role entries, each parsed by `entry(raw, where)` when given."""
+    if not isinstance(raw, Mapping) or set(raw) != set(ROLES):
+        got = ", ".join(raw) if isinstance(raw, Mapping) else repr(raw)
+        raise ParamsError(f"{where} must have exactly {', '.join(ROLES)}, got {got}")
+    return Roles(**{r: entry(raw[r], f"{where}.{r}") if entry else dict(raw[r]) for r in ROLES})
+
+
+def parse_train(raw: Mapping[str, Any], where: str) -> TrainConfig:
+    """A TrainConfig from a mapping (params.yaml's, or config.json's `train`), nested specs typed."""
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{where}: expected a mapping")
+    values = dict(raw)
+    if "nets" in values:
+        values["nets"] = parse_roles(values["nets"], f"{where}.nets")
+    if "optim" in values:
+        values["optim"] = parse_roles(values["optim"], f"{where}.optim", parse_optim)
+    if "efer" in values:
+        values["efer"] = parse_efer(values["efer"], f"{where}.efer")
+    return build(TrainConfig, values, where)
 
 
 def train_config(params: dict[str, Any], name: str, **overrides: Any) -> TrainConfig:
     """The named training config (`paper`, `small`) from params.yaml, CLI overrides applied, validated."""
-    section(params, "train", TrainSection)  # refuses unknown keys under `train:`
+    sec = section(params, "train", TrainSection)  # refuses unknown keys under `train:`
     if name not in ("paper", "small"):
         raise ParamsError(f"unknown config {name!r}; params.yaml `train:` has paper, small")
-    cfg = subsection(params, f"train.{name}", TrainConfig, **overrides)
+    raw = {**getattr(sec, name), **{k: v for k, v in overrides.items() if v is not None}}
+    cfg = parse_train(raw, f"{params.get('__file__', 'params')}: section 'train.{name}'")
     validate(cfg, where=f"train.{name}")
     return cfg
 
@@ -122,13 +220,6 @@ def validate(cfg: TrainConfig, where: str) -> None:
     """Refuse a config that cannot train, naming the key."""
     def bad(msg: str) -> None:
         raise ParamsError(f"params {where}: {msg}")
-    if set(cfg.nets) != set(ROLES):
-        bad(f"nets must be exactly {', '.join(ROLES)}, got {', '.join(cfg.nets)}")
-    if set(cfg.optim) != set(ROLES):
-        bad(f"optim must be exactly {', '.join(ROLES)}, got {', '.join(cfg.optim)}")
-    for role, o in cfg.optim.items():
-        if o.get("kind") not in ("adam", "sgd"):
-            bad(f"optim.{role}.kind must be adam or sgd")
     if len(cfg.lambdas) != 4 or len(cfg.alphas) != 3:
         bad("lambdas needs 4 numbers (GAN, epe, char, GW), alphas 3 (L1, perc, eFER)")
     if len(cfg.gan_weights) != 2:
@@ -143,15 +234,31 @@ def validate(cfg: TrainConfig, where: str) -> None:
         bad("amp is auto, on or off")
     if cfg.perceptual not in ("auto", "vgg16", "efer"):
         bad("perceptual is auto, vgg16 or efer")
-    if cfg.efer.get("name") not in EFER_KINDS:
-        bad(f"efer.name is one of {', '.join(EFER_KINDS)}")
+    for role, spec in cfg.nets.items():
+        if not isinstance(spec, dict) or not spec.get("name"):
+            bad(f"nets.{role} needs a `name` (a network of training/models/networks.py)")
     want_in = 4 if cfg.dp_conditional else 2
-    if int(cfg.nets["dp"].get("in_ch", 4)) != want_in:
+    if int(cfg.nets.dp.get("in_ch", 4)) != want_in:
         bad(f"nets.dp.in_ch must be {want_in} when dp_conditional is {cfg.dp_conditional}")
     if cfg.size is not None and cfg.size < 8:
         bad("size must be null (the store's) or at least 8")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         bad("epochs and batch_size must be >= 1")
+
+
+def apply_ablation(cfg: TrainConfig, sec: TrainSection, name: str | None) -> None:
+    """Zero the L_GF terms that ablation `name` (params `train.ablations`) removes; None or `full` keeps all."""
+    if name is None:
+        return
+    if name not in sec.ablations:
+        raise ParamsError(f"unknown ablation {name!r}; params.yaml `train.ablations` has {', '.join(sec.ablations)}")
+    for term in sec.ablations[name]:
+        if term not in ABLATION_TERMS:
+            raise ParamsError(f"train.ablations.{name}: unknown term {term!r}; known: {', '.join(ABLATION_TERMS)}")
+        key, i = ABLATION_TERMS[term]
+        w = list(getattr(cfg, key))
+        w[i] = 0.0
+        setattr(cfg, key, tuple(w))
 
 
 def fer_config(params: dict[str, Any], **overrides: Any) -> TrainFerConfig:
@@ -180,11 +287,17 @@ def resolve_folds(params: dict[str, Any], stores: Sequence[str | Path], folds: S
     return [str(f) if f is not None else None for f in out]
 
 
+def folds_k(params: dict[str, Any]) -> int:
+    """k of the fold rule (params.yaml `train.folds_k`), for stores without a folds file."""
+    return int(section(params, "train", TrainSection).folds_k)
+
+
 def resolve_run(params_path: Path | str | None, *, stores: Sequence[Path], out: Path, config: str | None = None,
                 fold: int | None = None, folds: Sequence[Path] | None = None, live_dir: Path | None = None,
                 device: str | None = None, efer: str | None = None, efer_path: Path | None = None,
-                efer_classes: str | None = None, ablation: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """The whole resolved config of an `emogan train` run, as written to config.json."""
+                efer_classes: str | None = None, ablation: str | None = None, resume: bool = False,
+                **overrides: Any) -> RunConfig:
+    """The whole resolved config of an `emogan train` run (config.json holds it)."""
     params = load_params(params_path)
     sec = section(params, "train", TrainSection)
     name = config or sec.config
@@ -192,9 +305,7 @@ def resolve_run(params_path: Path | str | None, *, stores: Sequence[Path], out: 
         raise EmoganError("give at least one training store")
     cfg = train_config(params, name, **overrides)
     # e_FER choice: CLI flags override the config's `efer` mapping.
-    e = dict(cfg.efer)
-    if efer is not None:
-        e = {"name": efer}
+    e = as_dict(cfg.efer) if efer is None else {"name": efer}
     if efer_path is not None:
         e["path"] = str(efer_path)
     if efer_classes is not None:
@@ -203,20 +314,42 @@ def resolve_run(params_path: Path | str | None, *, stores: Sequence[Path], out: 
         from pipeline.weights import weights_path
 
         e["path"] = str(weights_path("fer2013", params))  # where `emogan weights fetch fer2013` put it
-    cfg.efer = e
+    cfg.efer = parse_efer(e, f"train.{name}.efer")
     apply_ablation(cfg, sec, ablation)
     validate(cfg, where=f"train.{name}")
-    k = sec.folds_k
-    return {
-        "config_name": name,
-        "ablation": ablation or "full",
-        "stores": [str(s) for s in stores],
-        "fold": sec.fold if fold is None else int(fold),
-        "folds_files": resolve_folds(params, stores, folds),
-        "folds_k": k,
-        "out": str(out),
-        "live_dir": str(live_dir if live_dir is not None else Path(out) / "dvclive"),
-        "device": device,
-        "params_file": params.get("__file__"),
-        "train": as_dict(cfg),
-    }
+    return RunConfig(
+        config_name=name, ablation=ablation or "full", stores=[str(s) for s in stores],
+        fold=sec.fold if fold is None else int(fold), folds_files=resolve_folds(params, stores, folds),
+        folds_k=sec.folds_k, out=str(out), live_dir=str(live_dir if live_dir is not None else Path(out) / "dvclive"),
+        device=device, params_file=str(params["__file__"]), train=cfg, resume=bool(resume))
+
+
+@dataclass
+class RunRecord:
+    """What evaluation, export and inference read back from a run's config.json (older run folders too)."""
+
+    config: dict[str, Any]            # config.json as written
+    config_name: Optional[str]
+    ablation: str                     # `full` for runs made before ablations existed
+    fold: int
+    stores: list[str]
+    folds_files: list[Optional[str]]
+    folds_k: int
+    nets: dict[str, dict[str, Any]]   # net specs by role
+    efer: dict[str, Any]
+    size: Optional[int]               # model side; null: the store's
+    store_records: list[dict[str, Any]]   # runtime.stores: path, size, representation, clip, params
+
+    @classmethod
+    def from_json(cls, config: Mapping[str, Any], where: str) -> "RunRecord":
+        """Parse config.json; a key a run of this code always writes but this one lacks is named."""
+        try:
+            t = config["train"]
+            return cls(config=dict(config), config_name=config.get("config_name"),
+                       ablation=config.get("ablation") or "full", fold=int(config["fold"]),
+                       stores=list(config["stores"]), folds_files=list(config["folds_files"]),
+                       folds_k=int(config["folds_k"]), nets={r: dict(t["nets"][r]) for r in ROLES},
+                       efer=dict(t.get("efer") or {}), size=t.get("size"),
+                       store_records=list(config["runtime"]["stores"]))
+        except (KeyError, TypeError) as e:
+            raise EmoganError(f"{where}: not a config.json of `emogan train` (missing {e})") from None

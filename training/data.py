@@ -1,4 +1,5 @@
-"""Streaming the training stores: schema check, fold selection, a chunk-shuffling IterableDataset.
+"""Streaming the training stores: schema check, fold selection, a chunk-shuffling IterableDataset, and
+batches made ready for a step (on the device, resized, a random half mirrored).
 
 A store is read in whole chunks along N (random row reads are 40-50x slower); each epoch the
 chunk order is shuffled, chunks are dealt to (rank, worker) slots, and rows are shuffled inside
@@ -17,7 +18,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.errors import EmoganError
+from pipeline.schema import STRATEGY_NAMES
 from pipeline.store import StoreError
+from training import flowrep
 
 # What a GAN step reads; `train-fer` reads images only.
 GAN_ARRAYS: tuple[str, ...] = ("flow_input", "flow_target", "neutral", "target_image", "label", "step")
@@ -92,6 +95,46 @@ def fold_rows(info: StoreInfo, fold: int, role: str, folds_file: Path | None, k:
     if rows.size == 0:
         raise FoldError(f"store {info.path}: fold {fold} leaves no {role} rows ({src})")
     return rows
+
+
+def split_folds(infos: Sequence[StoreInfo], fold: int, folds_files: Sequence[str | Path | None],
+                k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each store's training rows (subjects outside `fold`) and test rows (inside it): the one fold split."""
+    files = [Path(f) if f else None for f in folds_files]
+    return ([fold_rows(i, fold, "train", f, k) for i, f in zip(infos, files)],
+            [fold_rows(i, fold, "test", f, k) for i, f in zip(infos, files)])
+
+
+def describe_split(stores: Sequence[str], fold: int, folds_files: Sequence[str | None], k: int) -> str:
+    """What a run would train and test on: each store checked, its row counts (one line per store)."""
+    infos = [check_store(s) for s in stores]
+    check_compatible(infos)
+    train, test = split_folds(infos, fold, folds_files, k)
+    return "\n".join(f"{i.path}: {i.n} rows, {len(tr)} train, {len(te)} test (fold {fold} held out)"
+                     for i, tr, te in zip(infos, train, test))
+
+
+def select_rows(path: str | Path, rows: np.ndarray, strategies: Sequence[str]) -> np.ndarray:
+    """Rows (of `rows`) with a label and one of `strategies` (unlabeled sequences cannot teach a classifier)."""
+    g = raw_group(path)
+    names = list(g.attrs.get("strategy_names", STRATEGY_NAMES))
+    codes = [names.index(s) for s in strategies]
+    strat = np.asarray(g["strategy"][:])[rows]
+    label = np.asarray(g["label"][:])[rows]
+    return rows[np.isin(strat, codes) & (label >= 0)]
+
+
+def subjects_of(path: str | Path, rows: np.ndarray) -> list[str]:
+    """Subject ids (store attr subject_ids) present in `rows`, sorted."""
+    g = raw_group(path)
+    ids = list(g.attrs["subject_ids"])
+    codes = np.unique(np.asarray(g["subject"][:])[rows])
+    return sorted(ids[int(c)] for c in codes)
+
+
+def store_name(store: str | Path) -> str:
+    """A store's dataset name: `data/stores/synth.zarr` -> `synth`."""
+    return Path(str(store).rstrip("/")).name.removesuffix(".zarr")
 
 
 # --- streaming ------------------------------------------------------------------------------
@@ -281,3 +324,61 @@ def iter_rows(path: str, rows: np.ndarray, arrays: Sequence[str], batch_size: in
     info_chunk = int(raw_group(path)[arrays[0]].chunks[0])
     ds = StreamingStoreDataset([path], [rows], [info_chunk], arrays, batch_size, shuffle=False, drop_last=False)
     yield from ds._iter_slot(ds._plan(0)[0], ds._limits(ds._plan(0))[0], 0, 0)
+
+
+# --- batches for a step ---------------------------------------------------------------------
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device, size: int | None = None,
+              representation: str = "polar", clip: float = 10.0) -> dict[str, torch.Tensor]:
+    """Batch from the loader to the device: flows float32, images float in [-1,1], codes int64; resized to `size`."""
+    out = {}
+    for k, v in batch.items():
+        v = v.to(device, non_blocking=True)
+        if v.dtype == torch.uint8:
+            v = v.float() / 127.5 - 1.0
+            if size is not None and v.shape[-1] != size:
+                v = torch.nn.functional.interpolate(v, size=(size, size), mode="area")
+        elif v.is_floating_point():
+            v = v.float()
+            if size is not None and v.ndim == 4:
+                v = flowrep.resize_flow(v, size, representation, clip)
+        out[k] = v
+    return out
+
+
+class MirrorDraws:
+    """Which rows of each batch are mirrored: a random half, drawn from a generator seeded per epoch.
+
+    The one seeding rule of the project (GAN, e_FER, Flow-CNN): seed, rank and epoch fix the draws, so a
+    run resumed at an epoch mirrors what an uninterrupted one does (the D_E warm-up is epoch -1).
+    """
+
+    def __init__(self, seed: int, rank: int = 0):
+        self.seed, self.rank = int(seed), int(rank)
+        self.gen = torch.Generator()
+
+    def start_epoch(self, epoch: int) -> None:
+        """Reseed for `epoch`."""
+        self.gen.manual_seed(self.seed + 7919 * (self.rank + 1) + 104729 * (epoch + 1))
+
+    def draw(self, n: int) -> torch.Tensor:
+        """(n,) bool: the rows to mirror."""
+        return torch.rand(n, generator=self.gen) < 0.5
+
+
+def mirror_batch(batch: dict[str, torch.Tensor], sel: torch.Tensor, representation: str,
+                 clip: float) -> dict[str, torch.Tensor]:
+    """The batch with rows `sel` (N,) mirrored left-right: flows (keys flow*) through (u, v) with u negated,
+    other (N,C,H,W) arrays (faces) flipped. A mirrored face makes the same expression, so labels stay."""
+    if not bool(sel.any()):
+        return batch
+    ref = next(v for v in batch.values() if v.ndim == 4)
+    idx = torch.nonzero(sel).flatten().to(ref.device)
+    out = dict(batch)
+    for k, v in batch.items():
+        if v.ndim != 4:
+            continue
+        part = v.index_select(0, idx)
+        part = flowrep.flip_flows(part, representation, clip) if k.startswith("flow") else part.flip(-1)
+        out[k] = v.index_copy(0, idx, part.to(v.dtype))
+    return out

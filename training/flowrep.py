@@ -1,8 +1,10 @@
-"""Batched torch codec of the store's flow representations (docs/ARCHITECTURE.md, Conventions).
+"""Batched torch codec of the store's flow representations (docs/ARCHITECTURE.md, Conventions), and every
+other operation on normalized flows: resizing, mirroring, converting between representations.
 
 The trainer needs the store's inverse on device tensors, inside the loop (EPE in source pixels)
-and to build learnable fixture stores; `tests/test_train_data.py` checks it against the
-pipeline's `denormalize` when that exists. Flows are (N,2,H,W): channel 0 = u (x), 1 = v (y).
+and to build learnable fixture stores; the tests check it against the pipeline's `denormalize`.
+Flows are (N,2,H,W): channel 0 = u (x), 1 = v (y). Resizing and mirroring go through Cartesian
+pixels: a flow is averaged as (u, v), never as magnitude/angle, and a mirror negates u.
 
 - polar:     c0 = 2 * min(|f|, clip) / clip - 1,  c1 = 2 * (atan2(v, u) mod 2pi) / (2pi) - 1
 - cartesian: (u, v) / clip, the vector shortened to length clip first when longer.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from pipeline.errors import EmoganError
 
@@ -52,3 +55,26 @@ def epe_px(pred_norm: torch.Tensor, target_norm: torch.Tensor, representation: s
     """Per-sample end-point error in source pixels, (N,): mean over pixels of |decode(pred) - decode(target)|."""
     d = decode(pred_norm, representation, clip) - decode(target_norm, representation, clip)
     return torch.linalg.vector_norm(d, dim=1).flatten(1).mean(1)
+
+
+def resize_flow(flow: torch.Tensor, size: int, representation: str, clip: float) -> torch.Tensor:
+    """(N,2,S,S) normalized flow -> (N,2,size,size): averaged as Cartesian (u, v), never as magnitude/angle."""
+    if flow.shape[-1] == size:
+        return flow
+    px = decode(flow, representation, clip)
+    px = F.interpolate(px, size=(size, size), mode="area")
+    return encode(px, representation, clip)
+
+
+def flip_flows(flow_norm: torch.Tensor, representation: str, clip: float) -> torch.Tensor:
+    """Left-right mirror of normalized flows (N,2,H,W): columns reversed, u negated (through pixels)."""
+    px = decode(flow_norm, representation, clip).flip(-1)
+    px = px * px.new_tensor([-1.0, 1.0]).view(1, 2, 1, 1)
+    return encode(px, representation, clip)
+
+
+def convert(flow_norm: torch.Tensor, representation: str, to: str, clip: float) -> torch.Tensor:
+    """Normalized flows of one representation as another (same clip); unchanged when they agree."""
+    if to == representation:
+        return flow_norm
+    return encode(decode(flow_norm, representation, clip), to, clip)

@@ -79,13 +79,14 @@ def baseline_landmark_command(
     from pipeline.params import path_param, subsection, with_record
     from training.evaluation.baselines import LandmarkParams, landmark_baseline
     from training.data import check_store, fold_rows
-    from training.evaluation.evaluate import dataset_name, evaluate_params
+    from training.data import store_name
+    from training.evaluation.evaluate import evaluate_params
     from training.evaluation.flowcnn import select_rows
 
     prm = _params(params_file)
     ep = evaluate_params(prm)
     lp = subsection(prm, "evaluate.landmark", LandmarkParams)
-    name = dataset_name(store)
+    name = store_name(store)
     info = check_store(store)
     # The store's own flow settings (recorded by normalize), so the baseline's flow matches its ground truth.
     rec = (info.attrs.get("params") or {}).get("flow")
@@ -120,7 +121,8 @@ def evaluate_command(
     """Evaluate a trained eMotion-GAN on the held-out fold: EPE, SSIM/RMSE, motion and image FER, baselines."""
     from pipeline.errors import EmoganError
     from pipeline.params import path_param
-    from training.evaluation.evaluate import dataset_name, evaluate_fold, evaluate_params
+    from training.data import store_name
+    from training.evaluation.evaluate import evaluate_fold, evaluate_params
 
     prm = _params(params_file)
     ep = evaluate_params(prm)
@@ -131,7 +133,7 @@ def evaluate_command(
     k = int(run_cfg["fold"]) if fold is None else fold
     variant = run_cfg.get("ablation") or "full"
     flowcnn = flowcnn or path_param(prm, "models") / f"flowcnn_fold{k}"
-    names = [dataset_name(s) for s in stores]
+    names = [store_name(s) for s in stores]
     if landmark:
         if len(landmark) != len(stores):
             raise EmoganError(f"--landmark given {len(landmark)} time(s) for {len(stores)} store(s): one per store")

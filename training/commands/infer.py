@@ -1,4 +1,4 @@
-"""Thin typer commands over training/infer.py and training/bundle.py: frontalize, transfer, average-face, export.
+"""Thin typer commands over training/inference/ (frontalize, faces, transfer, bundle): frontalize, transfer, average-face, export.
 
 torch and mediapipe are imported inside the commands, so `emogan --help` stays fast.
 """
@@ -94,6 +94,7 @@ def transfer_command(
     """Transfer the (frontalized) facial motion of a source sequence onto a target neutral face."""
     from pipeline.errors import EmoganError
     from training.inference import frontalize as infer
+    from training.inference import transfer
     from training.inference.bundle import load_bundle
 
     if bool(source) == (store is not None):
@@ -107,7 +108,7 @@ def transfer_command(
     face, info = infer.neutral_face(b, pre, image, p, as_crop=as_crop,
                                     align=p.align_target if align is None else align, what=f"target {target}")
     if store is not None:
-        flows, images, _ = infer.store_sequence(store, sequence, b.meta)
+        flows, images, _ = transfer.store_sequence(store, sequence, b.meta)
         res = infer.run_networks(b, flows, face, batch_size=p.batch_size, apex=p.apex)
         inputs = [im.transpose(1, 2, 0) for im in images]
         ids: list = [f"{sequence}#{k + 1}" for k in range(len(flows))]
@@ -128,15 +129,16 @@ def average_face_command(
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """The mean aligned neutral face of the stores' sequences (each registered on the mean eyes/nose/mouth)."""
-    from training.inference import frontalize as infer
+    from training.inference import faces
+    from training.inference.frontalize import write_png
 
     p, _, _ = _params(params_file)
-    avg = infer.average_face(stores, model=p.keypoint_model, min_confidence=p.keypoint_confidence)
+    avg = faces.average_face(stores, model=p.keypoint_model, min_confidence=p.keypoint_confidence)
     out.parent.mkdir(parents=True, exist_ok=True)
-    infer.write_png(out, avg.image.transpose(1, 2, 0))
+    write_png(out, avg.image.transpose(1, 2, 0))
     out.with_suffix(".json").write_text(json.dumps({
         "stores": [str(s) for s in stores], "n_faces": avg.n_faces, "n_skipped": avg.n_skipped,
-        "size": int(avg.image.shape[-1]), "keypoint_names": list(infer.KEYPOINTS),
+        "size": int(avg.image.shape[-1]), "keypoint_names": list(faces.KEYPOINTS),
         "keypoints": avg.keypoints.tolist()}, indent=2) + "\n")
     typer.echo(f"{out}: mean of {avg.n_faces} aligned neutral faces ({avg.n_skipped} without a detected face skipped)")
 
@@ -152,7 +154,7 @@ def export_command(
 ) -> None:
     """Bundle a trained run for inference: all nets' weights in one safetensors file plus a JSON sidecar."""
     from pipeline.errors import EmoganError
-    from training.inference import frontalize as infer
+    from training.inference import faces
     from training.inference.bundle import AverageFace, export_bundle
 
     p, _, params = _params(params_file)
@@ -165,7 +167,7 @@ def export_command(
         meta = json.loads(side.read_text()) if side.is_file() else {}
         kp = meta.get("keypoints")
         if kp is None:
-            k = infer.face_keypoints(img, p.keypoint_model, p.keypoint_confidence)
+            k = faces.face_keypoints(img, p.keypoint_model, p.keypoint_confidence)
             kp = None if k is None else k.tolist()
         import numpy as np
 
@@ -181,8 +183,8 @@ def export_command(
 def _run_average_face(run_dir: Path, p):
     """The average face of a run's TRAINING rows (its held-out subjects stay out of it)."""
     from pipeline.errors import EmoganError
-    from training.inference import frontalize as infer
     from training.data import check_store, fold_rows
+    from training.inference import faces
 
     c = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else None
     if c is None:
@@ -196,4 +198,4 @@ def _run_average_face(run_dir: Path, p):
                               "or --no-average-face") from None
         stores.append(s)
         rows.append(fold_rows(info, c["fold"], "train", Path(f) if f else None, c["folds_k"]))
-    return infer.average_face(stores, rows, model=p.keypoint_model, min_confidence=p.keypoint_confidence)
+    return faces.average_face(stores, rows, model=p.keypoint_model, min_confidence=p.keypoint_confidence)

@@ -17,19 +17,6 @@ FOLDS_HELP = ("folds file (subject,fold) per store, in store order; default <pat
               "else the rule: subjects sorted, dealt round-robin over train.folds_k")
 
 
-def _dry_run_check(c: dict) -> None:
-    """Stores and folds checked, row counts printed: what the run would train and test on."""
-    from training.data import check_compatible, check_store, fold_rows
-
-    infos = [check_store(s) for s in c["stores"]]
-    check_compatible(infos)
-    for info, f in zip(infos, c["folds_files"]):
-        ff = Path(f) if f else None
-        tr = fold_rows(info, c["fold"], "train", ff, c["folds_k"])
-        te = fold_rows(info, c["fold"], "test", ff, c["folds_k"])
-        typer.echo(f"{info.path}: {info.n} rows, {len(tr)} train, {len(te)} test (fold {c['fold']} held out)")
-
-
 def train_command(
     stores: List[Path] = typer.Argument(..., help=STORES_HELP),
     out: Path = typer.Option(..., "--out", help="run folder (e.g. models/RUN)"),
@@ -53,25 +40,24 @@ def train_command(
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Train eMotion-GAN (G_F, D_P, D_E, G_W) on the training folds; multi-GPU with `torchrun ... -m emogan train`."""
+    from pipeline.params import as_dict
     from training.config import resolve_run
+    from training.data import describe_split
 
     c = resolve_run(params_file, stores=stores, out=out, config=config, fold=fold, folds=folds, live_dir=live_dir,
                     device=device, efer=efer, efer_path=efer_path, efer_classes=efer_classes, ablation=ablation,
-                    epochs=epochs,
-                    batch_size=batch_size, steps_per_epoch=steps_per_epoch, workers=workers, seed=seed)
-    c["resume"] = resume
+                    resume=resume, epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                    workers=workers, seed=seed)
     if dry_run:
-        typer.echo(json.dumps(c, indent=2, sort_keys=True))
-        _dry_run_check(c)
+        typer.echo(json.dumps(as_dict(c), indent=2, sort_keys=True))
+        typer.echo(describe_split(c.stores, c.fold, c.folds_files, c.folds_k))
         return
     from training.loop import run_training
 
     m = run_training(c)
-    if m.get("test"):
-        for name, e in m["test"].items():
-            typer.echo(f"{name}: held-out fold {c['fold']} EPE {e['epe_frontalized_px']:.3f} px frontalized vs "
-                       f"{e['epe_input_px']:.3f} px input ({100 * e['epe_reduction']:.1f}% lower; a zero flow: "
-                       f"{e['epe_zero_px']:.3f} px)")
+    typer.echo("; ".join(f"{name}: held-out fold {c.fold} EPE {e['epe_frontalized_px']:.3f} px frontalized vs "
+                         f"{e['epe_input_px']:.3f} px input ({100 * e['epe_reduction']:.1f}% lower; a zero flow: "
+                         f"{e['epe_zero_px']:.3f} px)" for name, e in m.get("test", {}).items()))
 
 
 def train_fer_command(

@@ -190,7 +190,8 @@ def sequence_task(args: tuple[list[str], list[tuple[int, int, int]], dict[str, A
     """One sequence: frontalize its cam2 frames, flow of each requested (row, t, t2) pair; normalized, resized."""
     import cv2
 
-    from pipeline.flow import FlowParams, downsample_flow_px, farneback_px
+    from pipeline.farneback import downsample_flow_px, farneback_px
+    from pipeline.flow import FlowParams
     from pipeline.normalize import area_resize, normalize_flow
 
     frame_paths, pairs, lp_dict, fp_dict, representation, clip = args
@@ -219,7 +220,8 @@ def sequence_task(args: tuple[list[str], list[tuple[int, int, int]], dict[str, A
 
 def plan_sequences(store: str, crops_dir: Path, rows: np.ndarray) -> list[tuple[list[str], list[tuple[int, int, int]]]]:
     """Group store rows by sequence: (cam2 frame paths, [(row, t, t + step)]) per sequence."""
-    from pipeline.flow import list_frames, read_crops_csv
+    from pipeline.farneback import list_frames
+    from pipeline.flow import read_crops_csv
     from training.data import raw_group
 
     g = raw_group(store)

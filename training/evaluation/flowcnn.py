@@ -48,24 +48,12 @@ class FlowCnnParams:
     workers: int
 
 
-def flip_flows(flow_norm, representation: str, clip: float):
-    """Left-right mirror of normalized flows (N,2,H,W): columns reversed, u negated (through pixels)."""
-    from training import flowrep
-
-    px = flowrep.decode(flow_norm, representation, clip).flip(-1)
-    px = px * px.new_tensor([-1.0, 1.0]).view(1, 2, 1, 1)
-    return flowrep.encode(px, representation, clip)
-
-
 def judge_input(flow_norm, size: int, representation: str, clip: float, input_kind: str):
     """Normalized flows (N,2,S,S) -> the judge's input (N,2,size,size): resized as (u, v), re-encoded if asked."""
     from training import flowrep
-    from training.loop import resize_flow
 
-    x = resize_flow(flow_norm.float(), size, representation, clip)
-    if input_kind == "cartesian" and representation != "cartesian":
-        x = flowrep.encode(flowrep.decode(x, representation, clip), "cartesian", clip)
-    return x
+    x = flowrep.resize_flow(flow_norm.float(), size, representation, clip)
+    return flowrep.convert(x, representation, "cartesian", clip) if input_kind == "cartesian" else x
 
 
 def select_rows(path: str, rows: np.ndarray, strategies: Sequence[str]) -> np.ndarray:
@@ -135,7 +123,7 @@ def train_flowcnn(stores: Sequence[str], fold: int, folds_files: Sequence[str | 
     from safetensors.torch import save_file
 
     from training.data import StreamingStoreDataset, check_compatible, check_store, fold_rows, iter_rows, make_loader
-    from training.loop import resize_flow
+    from training.flowrep import flip_flows, resize_flow
     from training.models.networks import build_from
 
     out = Path(out)

@@ -52,7 +52,7 @@ class Bundle:
 
     path: Path
     meta: dict[str, Any]
-    run: Any                          # training.run.TrainedRun
+    run: Any                          # training.checkpoint.TrainedRun
     average_face: AverageFace | None
 
     @property
@@ -119,7 +119,7 @@ def export_bundle(run_dir: Path | str, out: Path | str, params: dict[str, Any], 
     import torch
     from safetensors.torch import save_file
 
-    from training.run import load_run
+    from training.checkpoint import load_run
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -202,7 +202,7 @@ def load_bundle(path: Path | str, device: str = "cpu", **expect: Any) -> Bundle:
     from safetensors.torch import load_file
 
     from training.models.networks import build_from
-    from training.run import TrainedRun
+    from training.checkpoint import TrainedRun
 
     path = Path(path)
     meta = read_meta(path)

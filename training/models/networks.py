@@ -305,6 +305,11 @@ def build_from(spec: dict[str, Any]) -> nn.Module:
     return build(name, **spec)
 
 
+def build_nets(specs: dict[str, dict[str, Any]]) -> dict[str, nn.Module]:
+    """One net per role ({"gf": spec, ...}, e.g. a config's `nets`), built by name."""
+    return {role: build_from(spec) for role, spec in specs.items()}
+
+
 def count_parameters(net: nn.Module) -> int:
     """Number of parameters (trainable or not) of a network."""
     return sum(p.numel() for p in net.parameters())
