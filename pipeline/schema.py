@@ -27,6 +27,18 @@ STORE_ARRAYS: dict[str, tuple[tuple[str, ...], str]] = {
     "strategy": (("N",), "int16"),
     "step": (("N",), "int16"),
 }
+# Dimension names written into every store array (Zarr v3 `dimension_names`, read by xarray.open_zarr):
+# one name per length, so flows (2 channels) and images (3 channels) do not share a channel axis.
+CHANNEL_DIMS: dict[int, str] = {2: "uv", 3: "rgb"}
+
+
+def dimension_names(shape: tuple[int, ...]) -> tuple[str, ...]:
+    """("N", "uv"|"rgb", "y", "x") for (N, C, S, S) arrays, ("N",) for per-row values."""
+    if len(shape) == 4:
+        return ("N", CHANNEL_DIMS.get(shape[1], f"c{shape[1]}"), "y", "x")
+    return ("N",) + tuple(f"d{i}_{n}" for i, n in enumerate(shape[1:], 1))
+
+
 # Attributes every store carries; the trainer refuses a store that lacks one or disagrees.
 STORE_ATTRS: tuple[str, ...] = (
     "schema_version", "class_names", "pose_names", "strategy_names", "representation",

@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline.errors import EmoganError
 from pipeline.schema import (
-    CLASS_NAMES, POSE_NAMES, SCHEMA_VERSION, STORE_ARRAYS, STORE_ATTRS, STRATEGY_NAMES,
+    CLASS_NAMES, POSE_NAMES, SCHEMA_VERSION, STORE_ARRAYS, STORE_ATTRS, STRATEGY_NAMES, dimension_names,
 )
 
 if TYPE_CHECKING:  # zarr costs ~0.2 s to import: only functions that touch a store import it
@@ -83,10 +83,9 @@ def create_arrays(group: "zarr.Group", spec: Spec, n: int, size: int, *, chunk_r
             rows = chunk_rows
         else:  # 1-D metadata: a chunk of chunk_mib too, which is one chunk for most datasets
             rows = max(chunk_rows, math.ceil(chunk_mib * MIB / np.dtype(dtype).itemsize))
-        dims = ("N", "C", "H", "W") if len(full) == 4 else ("N",) + tuple(f"d{i}" for i in range(1, len(full)))
         group.create_array(
             name, shape=full, dtype=dtype, chunks=(max(1, min(rows, n)),) + full[1:],
-            compressors=[codec], fill_value=0, dimension_names=dims,
+            compressors=[codec], fill_value=0, dimension_names=dimension_names(full),
         )
 
 
