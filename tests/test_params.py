@@ -113,6 +113,28 @@ def test_the_training_configs_nested_specs_are_params_yaml_typed(name):
     assert {k: v for k, v in _plain(cfg.efer).items() if v is not None} == raw["efer"]
 
 
+def test_train_fer_resolves_to_a_typed_run_config(tmp_path):
+    """`emogan train-fer` runs from a typed config (no string-key reads), params.yaml's values in it."""
+    from training.config import FerRunConfig, TrainFerConfig, resolve_fer_run
+
+    c = resolve_fer_run(PARAMS_FILE, stores=[tmp_path / "a.zarr"], out=tmp_path / "fer", epochs=2)
+    assert isinstance(c, FerRunConfig) and isinstance(c.train_fer, TrainFerConfig)
+    assert c.train_fer.epochs == 2 and c.train_fer.lr == project_params()["train_fer"]["lr"]
+    assert c.fold == project_params()["train"]["fold"] and c.device is None
+
+
+def test_dp_input_channels_must_be_stated_and_match_the_conditional_switch():
+    from training.config import train_config
+
+    params = project_params()
+    del params["train"]["small"]["nets"]["dp"]["in_ch"]
+    with pytest.raises(ParamsError, match="nets.dp.in_ch must be 4"):
+        train_config(params, "small")
+    params["train"]["small"]["nets"]["dp"]["in_ch"] = 2
+    with pytest.raises(ParamsError, match="nets.dp.in_ch must be 4"):
+        train_config(params, "small")
+
+
 def test_a_missing_or_unknown_key_is_named():
     params = project_params()
     del params["flow"]["winsize"]

@@ -144,6 +144,20 @@ class TrainFerConfig:
 
 
 @dataclass
+class FerRunConfig:
+    """One `emogan train-fer` run, resolved (fer.json holds it)."""
+
+    stores: list[str]
+    fold: int
+    folds_files: list[Optional[str]]
+    folds_k: int
+    out: str
+    device: Optional[str]             # cpu, cuda, cuda:1; null: cuda when present
+    params_file: str
+    train_fer: TrainFerConfig
+
+
+@dataclass
 class RunConfig:
     """One `emogan train` run, resolved (config.json holds it plus the runtime record)."""
 
@@ -238,7 +252,7 @@ def validate(cfg: TrainConfig, where: str) -> None:
         if not isinstance(spec, dict) or not spec.get("name"):
             bad(f"nets.{role} needs a `name` (a network of training/models/networks.py)")
     want_in = 4 if cfg.dp_conditional else 2
-    if int(cfg.nets.dp.get("in_ch", 4)) != want_in:
+    if cfg.nets.dp.get("in_ch") != want_in:  # stated, not left to the net's default: it must match the switch
         bad(f"nets.dp.in_ch must be {want_in} when dp_conditional is {cfg.dp_conditional}")
     if cfg.size is not None and cfg.size < 8:
         bad("size must be null (the store's) or at least 8")
@@ -264,6 +278,25 @@ def apply_ablation(cfg: TrainConfig, sec: TrainSection, name: str | None) -> Non
 def fer_config(params: dict[str, Any], **overrides: Any) -> TrainFerConfig:
     """params.yaml `train_fer:` with CLI overrides."""
     return section(params, "train_fer", TrainFerConfig, **overrides)
+
+
+def resolve_fer_run(params_path: Path | str | None, *, stores: Sequence[Path], out: Path, fold: int | None = None,
+                    folds: Sequence[Path] | None = None, device: str | None = None,
+                    **overrides: Any) -> FerRunConfig:
+    """The resolved config of an `emogan train-fer` run (fer.json holds it)."""
+    from pipeline.schema import STRATEGY_NAMES
+
+    params = load_params(params_path)
+    sec = section(params, "train", TrainSection)
+    if not stores:
+        raise EmoganError("give at least one store")
+    cfg = fer_config(params, **overrides)
+    bad = [s for s in cfg.strategies if s not in STRATEGY_NAMES]
+    if bad:
+        raise EmoganError(f"train_fer.strategies: unknown {bad}; known {list(STRATEGY_NAMES)}")
+    return FerRunConfig(stores=[str(s) for s in stores], fold=sec.fold if fold is None else int(fold),
+                        folds_files=resolve_folds(params, stores, folds), folds_k=sec.folds_k, out=str(out),
+                        device=device, params_file=str(params["__file__"]), train_fer=cfg)
 
 
 def default_folds_file(params: dict[str, Any], store: str | Path) -> Path | None:

@@ -17,30 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import EmoganError
-from pipeline.params import as_dict, load_params, section
+from pipeline.params import as_dict
 from pipeline.schema import CLASS_NAMES, STRATEGY_NAMES
 from pipeline.scoring import accuracy, confusion, per_class_accuracy
-from training.config import TrainSection, fer_config, resolve_folds
+from training.config import FerRunConfig
 from training.data import FER_ARRAYS, StoreInfo, StreamingStoreDataset, raw_group, check_compatible, check_store, fold_rows, iter_rows, make_loader
 from training.models.efer import FER_CONFIG, FER_WEIGHTS
 
 log = logging.getLogger(__name__)
-
-
-def resolve_fer_run(params_path: Path | str | None, *, stores: Sequence[Path], out: Path, fold: int | None = None,
-                    folds: Sequence[Path] | None = None, **overrides: Any) -> dict[str, Any]:
-    """The resolved config of an `emogan train-fer` run (written into fer.json)."""
-    params = load_params(params_path)
-    sec = section(params, "train", TrainSection)
-    if not stores:
-        raise EmoganError("give at least one store")
-    cfg = fer_config(params, **overrides)
-    bad = [s for s in cfg.strategies if s not in STRATEGY_NAMES]
-    if bad:
-        raise EmoganError(f"train_fer.strategies: unknown {bad}; known {list(STRATEGY_NAMES)}")
-    return {"stores": [str(s) for s in stores], "fold": sec.fold if fold is None else int(fold),
-            "folds_files": resolve_folds(params, stores, folds), "folds_k": sec.folds_k, "out": str(out),
-            "params_file": params.get("__file__"), "train_fer": as_dict(cfg)}
 
 
 def _select(info: StoreInfo, rows: np.ndarray, strategies: Sequence[str]) -> np.ndarray:
@@ -88,46 +72,46 @@ def evaluate_fer(model: torch.nn.Module, infos: Sequence[StoreInfo], rows: Seque
             "confusion": conf.tolist()}
 
 
-def run_train_fer(c: dict[str, Any]) -> dict[str, Any]:
+def run_train_fer(c: FerRunConfig) -> dict[str, Any]:
     """Train the own e_FER as config `c` says (resolve_fer_run); write the output folder; return its metrics."""
     from safetensors.torch import save_file
 
     from training.models.networks import build_from
 
-    f = c["train_fer"]
-    out = Path(c["out"])
+    f = c.train_fer
+    out = Path(c.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(c.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
-    infos = [check_store(s) for s in c["stores"]]
+    device = torch.device(c.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    infos = [check_store(s) for s in c.stores]
     check_compatible(infos)
-    folds = [Path(x) if x else None for x in c["folds_files"]]
-    train_rows = [_select(i, fold_rows(i, c["fold"], "train", ff, c["folds_k"]), f["strategies"])
+    folds = [Path(x) if x else None for x in c.folds_files]
+    train_rows = [_select(i, fold_rows(i, c.fold, "train", ff, c.folds_k), f.strategies)
                   for i, ff in zip(infos, folds)]
-    test_rows = [_select(i, fold_rows(i, c["fold"], "test", ff, c["folds_k"]), f["strategies"])
+    test_rows = [_select(i, fold_rows(i, c.fold, "test", ff, c.folds_k), f.strategies)
                  for i, ff in zip(infos, folds)]
     if sum(len(r) for r in train_rows) == 0:
-        raise EmoganError(f"no labeled rows of strategies {f['strategies']} in the training folds")
-    torch.manual_seed(f["seed"])
-    model = build_from(f["net"]).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=f["lr"], weight_decay=f["weight_decay"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: f["lr_gamma"] ** e)
-    ds = StreamingStoreDataset(c["stores"], train_rows, [i.chunk_rows for i in infos], FER_ARRAYS, f["batch_size"],
-                               seed=f["seed"], buffer_chunks=f["buffer_chunks"], workers=f["workers"])
+        raise EmoganError(f"no labeled rows of strategies {list(f.strategies)} in the training folds")
+    torch.manual_seed(f.seed)
+    model = build_from(f.net).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=f.lr, weight_decay=f.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: f.lr_gamma ** e)
+    ds = StreamingStoreDataset(c.stores, train_rows, [i.chunk_rows for i in infos], FER_ARRAYS, f.batch_size,
+                               seed=f.seed, buffer_chunks=f.buffer_chunks, workers=f.workers)
     loader = make_loader(ds)
     apex = STRATEGY_NAMES.index("neutral_apex")
     log_path = out / "log.jsonl"
     log_path.write_text("")
     ev: dict[str, Any] = {}
-    for epoch in range(f["epochs"]):
+    for epoch in range(f.epochs):
         ds.set_epoch(epoch)
         n_batches = ds.batches_per_epoch(epoch)
-        if f.get("steps_per_epoch"):
-            n_batches = min(n_batches, int(f["steps_per_epoch"]))
-        gen = torch.Generator().manual_seed(f["seed"] * 1000 + epoch)
+        if f.steps_per_epoch:
+            n_batches = min(n_batches, f.steps_per_epoch)
+        gen = torch.Generator().manual_seed(f.seed * 1000 + epoch)
         tot, n, t0 = 0.0, 0, time.time()
         for _, batch in zip(range(n_batches), loader):
-            flip = (torch.rand(2 * f["batch_size"], generator=gen) < 0.5) if f["hflip"] else None
-            x, y = fer_batch(batch, f["add_neutral_frames"], apex, flip)
+            flip = (torch.rand(2 * f.batch_size, generator=gen) < 0.5) if f.hflip else None
+            x, y = fer_batch(batch, f.add_neutral_frames, apex, flip)
             loss = F.cross_entropy(model(x.to(device)), y.to(device))
             if not torch.isfinite(loss):
                 raise EmoganError(f"{out}: e_FER loss became {loss.item()} at epoch {epoch + 1}; lower train_fer.lr")
@@ -137,17 +121,17 @@ def run_train_fer(c: dict[str, Any]) -> dict[str, Any]:
             tot += loss.item()
             n += 1
         sched.step()
-        ev = evaluate_fer(model, infos, test_rows, f["add_neutral_frames"], device)
+        ev = evaluate_fer(model, infos, test_rows, f.add_neutral_frames, device)
         rec = {"event": "epoch", "epoch": epoch, "loss": tot / max(n, 1), "test_accuracy": ev["accuracy"],
                "seconds": time.time() - t0}
         with log_path.open("a") as fh:
             fh.write(json.dumps(rec) + "\n")
-        log.info("e_FER epoch %d/%d: loss %.4f, held-out accuracy %.3f", epoch + 1, f["epochs"], rec["loss"], ev["accuracy"])
+        log.info("e_FER epoch %d/%d: loss %.4f, held-out accuracy %.3f", epoch + 1, f.epochs, rec["loss"], ev["accuracy"])
     model.eval()
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(out / FER_WEIGHTS))
     metrics = {"test_accuracy": ev.get("accuracy", 0.0), "test_per_class": ev.get("per_class", {}),
-               "test_rows": ev.get("rows", 0), "train_rows": int(sum(len(r) for r in train_rows)), "fold": c["fold"]}
-    meta = {**c, "net": f["net"], "class_names": list(CLASS_NAMES), "metrics": {**metrics, "confusion": ev.get("confusion")}}
+               "test_rows": ev.get("rows", 0), "train_rows": int(sum(len(r) for r in train_rows)), "fold": c.fold}
+    meta = {**as_dict(c), "net": f.net, "class_names": list(CLASS_NAMES), "metrics": {**metrics, "confusion": ev.get("confusion")}}
     (out / FER_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics

@@ -33,10 +33,9 @@ def _folds_files(params, stores, folds) -> list[str | None]:
 
 
 def _k(params) -> int:
-    from pipeline.params import section
-    from training.config import TrainSection
+    from training.config import folds_k
 
-    return int(section(params, "train", TrainSection).folds_k)
+    return folds_k(params)
 
 
 def train_flowcnn_command(
@@ -163,7 +162,8 @@ def report_command(
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Write REPORT.md (Tables I, II, IV, Fig. 1 and 5 analogues, acceptance check) and the CV metrics."""
-    from pipeline.params import path_param
+    from pipeline.params import path_param, section
+    from training.config import TrainSection
     from training.evaluation.report import build_report, report_params
 
     prm = _params(params_file)
@@ -173,10 +173,9 @@ def report_command(
     record = {k: prm[k] for k in ("synth", "synth_ckplus", "crop", "augment", "flow", "normalize", "folds",
                                   "train_fer", "evaluate", "report") if k in prm}
     if "train" in prm:
-        t = prm["train"]
-        name = t.get("config", "small")
-        record["train"] = {"config": name, name: t.get(name), "ablations": t.get("ablations"),
-                           "folds_k": t.get("folds_k")}
+        t = section(prm, "train", TrainSection)
+        record["train"] = {"config": t.config, t.config: getattr(t, t.config), "ablations": t.ablations,
+                           "folds_k": t.folds_k}
     r = build_report(eval_dir, out, metrics, rp, record)
     typer.echo(f"{r['report']}: {len(r['figures'])} figures; acceptance check "
                f"{'passed' if r['acceptance_passed'] else 'NOT passed'}")

@@ -69,17 +69,19 @@ def train_fer_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch"),
     seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)"),
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="also write the metrics JSON here (DVC metrics)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and exit"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Train the project's own image e_FER on the frontal expressive faces of the training folds, then freeze it."""
-    from training.train_fer import resolve_fer_run
+    from pipeline.params import as_dict
+    from training.config import resolve_fer_run
 
-    c = resolve_fer_run(params_file, stores=stores, out=out, fold=fold, folds=folds, epochs=epochs,
+    c = resolve_fer_run(params_file, stores=stores, out=out, fold=fold, folds=folds, device=device, epochs=epochs,
                         batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed)
     if dry_run:
-        typer.echo(json.dumps(c, indent=2, sort_keys=True))
+        typer.echo(json.dumps(as_dict(c), indent=2, sort_keys=True))
         return
     from training.train_fer import run_train_fer
 
@@ -87,5 +89,5 @@ def train_fer_command(
     if metrics is not None:
         metrics.parent.mkdir(parents=True, exist_ok=True)
         metrics.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
-    typer.echo(f"e_FER: held-out fold {c['fold']} accuracy {m['test_accuracy']:.3f} on {m['test_rows']} faces "
+    typer.echo(f"e_FER: held-out fold {c.fold} accuracy {m['test_accuracy']:.3f} on {m['test_rows']} faces "
                f"(trained on {m['train_rows']} rows)")
