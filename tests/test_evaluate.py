@@ -264,7 +264,7 @@ def tiny(tmp_path_factory):
 
 def test_held_out_subjects_are_never_trained_on(tiny):
     from training.data import check_store, fold_rows
-    from training.evaluation.flowcnn import subjects_of
+    from training.data import subjects_of
 
     d, store = tiny["dir"], str(tiny["store"])
     info = check_store(store)
@@ -291,7 +291,7 @@ def test_evaluate_refuses_judges_and_models_of_another_fold(tiny):
     # A run whose config claims another fold's training rows: the subject check itself refuses it.
     cfg = json.loads((d / "models/full_fold0/config.json").read_text())
     from training.data import check_store, fold_rows
-    from training.evaluation.flowcnn import subjects_of
+    from training.data import subjects_of
 
     test = set(subjects_of(str(store), fold_rows(check_store(str(store)), 0, "test", None, 3)))
     with pytest.raises(EmoganError, match="trained on held-out subject"):

@@ -285,6 +285,39 @@ def test_own_efer_trains_on_the_training_folds_only(env):
         load_efer({"name": "own", "path": str(env["fer"])}, fold=3)
 
 
+def test_the_classifier_loop_mirrors_by_the_one_seeding_rule_and_stops_on_a_non_finite_loss(env):
+    """fit_classifier (e_FER and Flow-CNN): the rows it mirrors are MirrorDraws(seed)'s draws of each epoch."""
+    from training.classifier import fit_classifier
+    from training.config import TrainFerConfig
+    from training.data import MirrorDraws, check_store
+
+    info = check_store(env["store"])
+    spec = params_of(TrainFerConfig, "train_fer", epochs=2, batch_size=8, steps_per_epoch=2, hflip=True)
+    seen: list[torch.Tensor] = []
+
+    def prepare(b, draw):
+        seen.append(draw(len(b["label"])))
+        return b["target_image"].float().mean((2, 3)), b["label"]
+
+    model = torch.nn.Linear(3, len(CLASS_NAMES))
+    hist = fit_classifier(model, spec, [info], [np.arange(info.n)], ("target_image", "label"), prepare,
+                          torch.device("cpu"), "test")
+    assert [h["batches"] for h in hist] == [2, 2] and not model.training
+    ref = MirrorDraws(spec.seed)
+    want = []
+    for epoch in range(2):
+        ref.start_epoch(epoch)
+        want += [ref.draw(8) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(seen, want)) and len(seen) == 4
+
+    def nan_prepare(b, draw):
+        return torch.full((len(b["label"]), 3), float("nan")), b["label"]
+
+    with pytest.raises(EmoganError, match="test: loss became nan at epoch 1"):
+        fit_classifier(model, spec, [info], [np.arange(info.n)], ("target_image", "label"), nan_prepare,
+                       torch.device("cpu"), "test")
+
+
 def _onnx_linear(w: np.ndarray) -> bytes:
     """A hand-encoded ONNX model (no `onnx` package here): global average pool, flatten, matmul by w (3,K)."""
     def varint(n: int) -> bytes:

@@ -294,6 +294,8 @@ def resolve_fer_run(params_path: Path | str | None, *, stores: Sequence[Path], o
     bad = [s for s in cfg.strategies if s not in STRATEGY_NAMES]
     if bad:
         raise EmoganError(f"train_fer.strategies: unknown {bad}; known {list(STRATEGY_NAMES)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise EmoganError("train_fer: epochs and batch_size must be >= 1")
     return FerRunConfig(stores=[str(s) for s in stores], fold=sec.fold if fold is None else int(fold),
                         folds_files=resolve_folds(params, stores, folds), folds_k=sec.folds_k, out=str(out),
                         device=device, params_file=str(params["__file__"]), train_fer=cfg)

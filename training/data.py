@@ -328,8 +328,8 @@ def iter_rows(path: str, rows: np.ndarray, arrays: Sequence[str], batch_size: in
 
 # --- batches for a step ---------------------------------------------------------------------
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device, size: int | None = None,
-              representation: str = "polar", clip: float = 10.0) -> dict[str, torch.Tensor]:
+def to_device(batch: dict[str, torch.Tensor], device: torch.device, size: int | None, representation: str,
+              clip: float) -> dict[str, torch.Tensor]:
     """Batch from the loader to the device: flows float32, images float in [-1,1], codes int64; resized to `size`."""
     out = {}
     for k, v in batch.items():

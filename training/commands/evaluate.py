@@ -80,7 +80,7 @@ def baseline_landmark_command(
     from training.data import check_store, fold_rows
     from training.data import store_name
     from training.evaluation.evaluate import evaluate_params
-    from training.evaluation.flowcnn import select_rows
+    from training.data import select_rows
 
     prm = _params(params_file)
     ep = evaluate_params(prm)

@@ -83,7 +83,7 @@ def train_fer_command(
     if dry_run:
         typer.echo(json.dumps(as_dict(c), indent=2, sort_keys=True))
         return
-    from training.train_fer import run_train_fer
+    from training.classifier import run_train_fer
 
     m = run_train_fer(c)
     if metrics is not None:

@@ -79,7 +79,7 @@ def _same_path(a: str | Path, b: str | Path) -> bool:
 def check_held_out(run_config: Mapping[str, Any], store: str, test_subjects: set[str]) -> None:
     """Refuse a model whose training rows of `store` include a held-out subject (it would be judged on its training data)."""
     from training.data import check_store, fold_rows
-    from training.evaluation.flowcnn import subjects_of
+    from training.data import subjects_of
 
     for s, ff in zip(run_config["stores"], run_config["folds_files"]):
         if not _same_path(s, store):
@@ -323,7 +323,7 @@ def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, 
     import torch
 
     from training.data import check_store, fold_rows
-    from training.evaluation.flowcnn import subjects_of
+    from training.data import subjects_of
     from training.checkpoint import load_run
 
     run = load_run(run_dir, device=device)
@@ -346,7 +346,7 @@ def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, 
             log.warning("%s: %s; skipped", store, e)
             per_store[name] = {"rows": 0, "skipped": str(e)}
             continue
-        from training.evaluation.flowcnn import select_rows
+        from training.data import select_rows
 
         rows = select_rows(store, rows, p.strategies)
         test_subjects = set(subjects_of(store, rows)) if len(rows) else set()
