@@ -290,12 +290,12 @@ def test_evaluate_refuses_judges_and_models_of_another_fold(tiny):
     assert r.exit_code != 0 and "held out fold 1" in str(r.exception)
     # A run whose config claims another fold's training rows: the subject check itself refuses it.
     cfg = json.loads((d / "models/full_fold0/config.json").read_text())
-    from training.data import check_store, fold_rows
-    from training.data import subjects_of
+    from training.config import RunRecord
+    from training.data import check_store, fold_rows, subjects_of
 
     test = set(subjects_of(str(store), fold_rows(check_store(str(store)), 0, "test", None, 3)))
     with pytest.raises(EmoganError, match="trained on held-out subject"):
-        ev.check_held_out({**cfg, "fold": 1}, str(store), test)
+        ev.check_held_out(RunRecord.from_json({**cfg, "fold": 1}, "test"), str(store), test)
 
 
 def test_ablation_switch_zeroes_the_terms(tiny):

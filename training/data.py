@@ -75,7 +75,7 @@ def check_compatible(infos: Sequence[StoreInfo]) -> None:
 
 # --- folds ---------------------------------------------------------------------------------
 
-def fold_rows(info: StoreInfo, fold: int, role: str, folds_file: Path | None, k: int) -> np.ndarray:
+def fold_rows(info: StoreInfo, fold: int, role: str, folds_file: str | Path | None, k: int) -> np.ndarray:
     """Row indices (sorted) of a store for `role` 'train' (subjects outside `fold`) or 'test' (inside it).
 
     Folds come from the folds file written by `emogan folds`, else from its rule (subjects sorted,
@@ -83,6 +83,7 @@ def fold_rows(info: StoreInfo, fold: int, role: str, folds_file: Path | None, k:
     """
     from pipeline.folds import read_folds, store_folds
 
+    folds_file = Path(folds_file) if folds_file else None
     row_fold = store_folds(info.path, folds_file, k)
     if folds_file is not None:
         available, src = sorted(set(read_folds(folds_file).values())), str(folds_file)
@@ -100,9 +101,8 @@ def fold_rows(info: StoreInfo, fold: int, role: str, folds_file: Path | None, k:
 def split_folds(infos: Sequence[StoreInfo], fold: int, folds_files: Sequence[str | Path | None],
                 k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Each store's training rows (subjects outside `fold`) and test rows (inside it): the one fold split."""
-    files = [Path(f) if f else None for f in folds_files]
-    return ([fold_rows(i, fold, "train", f, k) for i, f in zip(infos, files)],
-            [fold_rows(i, fold, "test", f, k) for i, f in zip(infos, files)])
+    return ([fold_rows(i, fold, "train", f, k) for i, f in zip(infos, folds_files)],
+            [fold_rows(i, fold, "test", f, k) for i, f in zip(infos, folds_files)])
 
 
 def describe_split(stores: Sequence[str], fold: int, folds_files: Sequence[str | None], k: int) -> str:

@@ -183,19 +183,18 @@ def export_command(
 def _run_average_face(run_dir: Path, p):
     """The average face of a run's TRAINING rows (its held-out subjects stay out of it)."""
     from pipeline.errors import EmoganError
+    from training.checkpoint import read_run_record
     from training.data import check_store, fold_rows
     from training.inference import faces
 
-    c = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else None
-    if c is None:
-        raise EmoganError(f"{run_dir}: no config.json here: not a run folder of `emogan train`")
+    rec = read_run_record(run_dir)
     stores, rows = [], []
-    for s, f in zip(c["stores"], c["folds_files"]):
+    for s, f in zip(rec.stores, rec.folds_files):
         try:
             info = check_store(s)
         except EmoganError as e:
             raise EmoganError(f"{e}; the average face is made from the run's stores: give --average-face PNG "
                               "or --no-average-face") from None
         stores.append(s)
-        rows.append(fold_rows(info, c["fold"], "train", Path(f) if f else None, c["folds_k"]))
+        rows.append(fold_rows(info, rec.fold, "train", f, rec.folds_k))
     return faces.average_face(stores, rows, model=p.keypoint_model, min_confidence=p.keypoint_confidence)

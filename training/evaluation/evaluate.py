@@ -28,6 +28,7 @@ import numpy as np
 
 from pipeline.errors import EmoganError
 from pipeline.schema import CLASS_NAMES, POSE_NAMES, STRATEGY_NAMES
+from training.config import RunRecord
 from training.data import store_name
 from training.evaluation.metrics import (ALL, EPE_METHODS, FLOW_METHODS, IMAGE_METHODS, SIM_METHODS, breakdown,
                                          concat_records, concat_samples, epe_px, headline, rmse_u8, ssim_u8,
@@ -76,20 +77,18 @@ def _same_path(a: str | Path, b: str | Path) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def check_held_out(run_config: Mapping[str, Any], store: str, test_subjects: set[str]) -> None:
+def check_held_out(record: RunRecord, store: str, test_subjects: set[str]) -> None:
     """Refuse a model whose training rows of `store` include a held-out subject (it would be judged on its training data)."""
-    from training.data import check_store, fold_rows
-    from training.data import subjects_of
+    from training.data import check_store, fold_rows, subjects_of
 
-    for s, ff in zip(run_config["stores"], run_config["folds_files"]):
+    for s, ff in zip(record.stores, record.folds_files):
         if not _same_path(s, store):
             continue
-        info = check_store(store)
-        rows = fold_rows(info, int(run_config["fold"]), "train", Path(ff) if ff else None, int(run_config["folds_k"]))
+        rows = fold_rows(check_store(store), record.fold, "train", ff, record.folds_k)
         seen = test_subjects & set(subjects_of(store, rows))
         if seen:
             raise EmoganError(f"{store}: the model was trained on held-out subject(s) {sorted(seen)} "
-                              f"(its fold is {run_config['fold']}); evaluate it on its own held-out fold")
+                              f"(its fold is {record.fold}); evaluate it on its own held-out fold")
 
 
 def _pose_name(code: int, names: Sequence[str]) -> str:
@@ -322,12 +321,12 @@ def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, 
     """Evaluate a trained run on the held-out fold of each store; write rows.csv, breakdown.json, metrics.json, samples.npz."""
     import torch
 
-    from training.data import check_store, fold_rows
-    from training.data import subjects_of
-    from training.checkpoint import load_run
+    from training.checkpoint import load_run, read_run_record
+    from training.data import check_store, fold_rows, subjects_of
 
     run = load_run(run_dir, device=device)
-    run_fold = int(run.config["fold"])
+    record = read_run_record(run_dir)
+    run_fold = record.fold
     fold = run_fold if fold is None else int(fold)
     if fold != run_fold:
         raise EmoganError(f"{run_dir}: trained with fold {run_fold} held out; evaluating it on fold {fold} would "
@@ -340,7 +339,7 @@ def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, 
         info = check_store(store)
         name = store_name(store)
         try:
-            rows = fold_rows(info, fold, "test", Path(ff) if ff else None, k)
+            rows = fold_rows(info, fold, "test", ff, k)
         except EmoganError as e:
             # A small set can leave a fold without its subjects (pipeline/folds.py): nothing to score there.
             log.warning("%s: %s; skipped", store, e)
@@ -350,7 +349,7 @@ def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, 
 
         rows = select_rows(store, rows, p.strategies)
         test_subjects = set(subjects_of(store, rows)) if len(rows) else set()
-        check_held_out(run.config, store, test_subjects)
+        check_held_out(record, store, test_subjects)
         seen = test_subjects & set(judges.flowcnn.meta.get("train_subjects", {}).get(
             next((s for s in judges.flowcnn.meta.get("train_subjects", {}) if _same_path(s, store)), ""), []))
         if seen:
