@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from pipeline import augment, crop, flow, folds, manifest, normalize, stats, synth, weights
+from pipeline import augment, console, crop, flow, folds, manifest, normalize, stats, synth, weights
 from pipeline.errors import EmoganError
 from training.commands import evaluate as evaluate_commands
 from training.commands import infer as infer_commands
@@ -23,9 +23,29 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"emogan {version('emotion-gan')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("emogan (not installed: run `make` in the project folder)")
+        raise typer.Exit()
+
+
 @app.callback()
-def _group() -> None:
-    """Keeps `emogan` a command group even while it has a single sub-command."""
+def _group(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="warnings and errors only, no progress bars"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also the log lines of mediapipe, TF Lite, "
+                                 "OpenCV and other libraries (kept off the console by default)"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """Options that come before the command: `emogan -q flow synth`."""
+    if quiet and verbose:
+        raise typer.BadParameter("--quiet and --verbose exclude each other")
+    console.configure(-1 if quiet else 1 if verbose else 0)
 
 
 # One line per command, in stage-graph order: pipeline's stages, then the trainer's.

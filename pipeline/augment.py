@@ -28,6 +28,7 @@ import typer
 
 from pipeline.adapters.common import natural_key
 from pipeline.crop import CROPS_COLUMNS, ERRORS_COLUMNS, PARTIAL, SequenceError, read_rgb, write_png
+from pipeline.console import progress_enabled
 from pipeline.errors import EmoganError
 from pipeline.manifest import read_csv, resolve_root, write_csv
 from pipeline.store import file_sha256
@@ -192,7 +193,7 @@ def augment_dataset(src: Path, out: Path, p: AugmentParams, progress: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / PARTIAL, ignore_errors=True)
     crops, errors, counts = [], list(in_errors), {"augmented": 0, "reused": 0, "paired": 0, "error": 0}
-    for row in tqdm(rows, desc=f"augment {out.name}", unit="seq", disable=not progress):
+    for row in tqdm(rows, desc=f"augment {out.name}", unit="seq", disable=not progress_enabled(progress)):
         seq = f"{row['subject']}/{row['sequence']}"
         new = {**row, "root": Path(os.path.relpath(resolve_root(crops_csv, row["root"]).resolve(),
                                                    out.resolve())).as_posix()}

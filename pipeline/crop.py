@@ -28,6 +28,7 @@ import numpy as np
 import typer
 
 from pipeline import pool
+from pipeline.console import mediapipe_solution
 from pipeline.errors import EmoganError
 from pipeline.manifest import MANIFEST_COLUMNS, read_manifest, resolve_root, split_frames, write_csv
 from pipeline.store import file_sha256
@@ -107,8 +108,8 @@ def _detector(model_selection: int, min_confidence: float) -> Any:
     if key not in _DETECTORS:
         import mediapipe as mp
 
-        _DETECTORS[key] = mp.solutions.face_detection.FaceDetection(
-            model_selection=model_selection, min_detection_confidence=min_confidence)
+        _DETECTORS[key] = mediapipe_solution(mp.solutions.face_detection.FaceDetection,
+                                             model_selection=model_selection, min_detection_confidence=min_confidence)
     return _DETECTORS[key]
 
 

@@ -32,6 +32,7 @@ import typer
 
 from pipeline import pool
 from pipeline import store as st
+from pipeline.console import progress_enabled
 from pipeline.errors import EmoganError
 from pipeline.farneback import SequenceError, compute_sequence, list_frames
 from pipeline.adapters.common import natural_key
@@ -261,7 +262,7 @@ def _run_dask(tasks: list[SequenceTask], p: FlowParams, dask_address: str, progr
         return
     from dask.distributed import Client, as_completed
 
-    bar = tqdm(total=len(tasks), desc="flow", unit="seq", disable=not progress)
+    bar = tqdm(total=len(tasks), desc="flow", unit="seq", disable=not progress_enabled(progress))
     try:
         with Client(dask_address) as client:
             futures = [client.submit(run_sequence_task, t, p.cv2_threads, pure=False,

@@ -19,6 +19,7 @@ import sys
 import threading
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from pipeline.console import progress_enabled
 from pipeline.errors import EmoganError
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -95,7 +96,7 @@ def run(fn: Callable[[Any], Any], tasks: Sequence[Any], workers: int, desc: str,
     """
     from tqdm import tqdm
 
-    bar = tqdm(total=len(tasks) + done, initial=done, desc=desc, unit="seq", disable=not progress or not tasks)
+    bar = tqdm(total=len(tasks) + done, initial=done, desc=desc, unit="seq", disable=not progress_enabled(progress) or not tasks)
     try:
         if workers <= 1 or len(tasks) <= 1:
             if initializer is not None and tasks:

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pipeline import pool
+from pipeline.console import mediapipe_solution
 from pipeline.errors import EmoganError
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,8 @@ def _face_mesh(min_conf: float) -> Any:
     if _MESH is None:
         import mediapipe as mp
 
-        _MESH = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-                                                min_detection_confidence=min_conf)
+        _MESH = mediapipe_solution(mp.solutions.face_mesh.FaceMesh, static_image_mode=True, max_num_faces=1,
+                                   refine_landmarks=False, min_detection_confidence=min_conf)
     return _MESH
 
 

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.console import mediapipe_solution
 from pipeline.errors import EmoganError
 from training.inference.bundle import AverageFace
 
@@ -51,8 +52,8 @@ def face_keypoints(face_u8: np.ndarray, model: int = 0, min_confidence: float = 
         import mediapipe as mp
 
         # Short range (model 0) by default: a face crop fills the picture, the case that model is made for.
-        _KP_DETECTORS[key] = mp.solutions.face_detection.FaceDetection(model_selection=model,
-                                                                       min_detection_confidence=min_confidence)
+        _KP_DETECTORS[key] = mediapipe_solution(mp.solutions.face_detection.FaceDetection, model_selection=model,
+                                                min_detection_confidence=min_confidence)
     img = np.ascontiguousarray(np.asarray(face_u8).transpose(1, 2, 0), dtype=np.uint8)
     res = _KP_DETECTORS[key].process(img)
     if not res.detections:
