@@ -51,6 +51,33 @@ def write_params(dest: Path, **sections: dict[str, Any]) -> Path:
     return Path(dest)
 
 
+# Tiny nets for the trainer's tests (a step takes milliseconds on one CPU thread): training, evaluation, inference.
+TINY_NETS = {
+    "gf": {"name": "gf", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
+    "dp": {"name": "dp", "in_ch": 4, "ndf": 8, "n_layers": 2, "max_ch": 32},
+    "de": {"name": "de", "channels": [8, 16, 16], "pool": 4, "hidden": 16, "dropout": 0.0},
+    "gw": {"name": "gw", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
+}
+TINY_FER = {"name": "fer_cnn", "size": 32, "channels": [8, 16], "dropout": 0.0}
+
+
+def tiny_trainer_params(small: dict[str, Any] | None = None, train_fer: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The project's params with TINY_NETS in `train.small` and TINY_FER as `train_fer.net`, updates on top."""
+    p = project_params()
+    p.pop("__file__", None)
+    p["train"]["small"].update({"nets": copy.deepcopy(TINY_NETS), **(small or {})})
+    p["train_fer"].update({"net": copy.deepcopy(TINY_FER), **(train_fer or {})})
+    return p
+
+
+def dump_params(params: dict[str, Any], dest: Path) -> Path:
+    """Write a params mapping as a params.yaml file."""
+    import yaml
+
+    Path(dest).write_text(yaml.safe_dump(params, sort_keys=False))
+    return Path(dest)
+
+
 def run_emogan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m emogan ARGS` in a subprocess, this checkout first on its path (whatever venv runs it)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}

@@ -6,7 +6,6 @@ bundle. Inputs: synthetic sequences and real photographs shipped by scikit-image
 """
 from __future__ import annotations
 
-import copy
 import json
 import pickle
 from pathlib import Path
@@ -15,7 +14,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -30,16 +28,9 @@ from pipeline.normalize import NormalizeParams, normalize_store
 from pipeline.synth import SynthParams, synth
 from training.inference.bundle import BundleError, load_bundle, sidecar_path
 from training.fixture import make_arrays
-from conftest import params_of, run_emogan
+from conftest import ROOT, TINY_NETS, dump_params, params_of, run_emogan, tiny_trainer_params
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
-TINY_NETS = {
-    "gf": {"name": "gf", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
-    "dp": {"name": "dp", "in_ch": 4, "ndf": 8, "n_layers": 2, "max_ch": 32},
-    "de": {"name": "de", "channels": [8, 16, 16], "pool": 4, "hidden": 16, "dropout": 0.0},
-    "gw": {"name": "gw", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
-}
 # Strong expressions (intensity 0.8-1) of 4 subjects; S001 is held out of training.
 SYNTH = params_of(SynthParams, "synth", subjects=4, frames=4, size=160, poses=("nothing", "yaw", "roll"),
                     expressions=("neutral", "happiness", "surprise"), intensity_range=(0.8, 1.0), workers=1)
@@ -76,18 +67,14 @@ def model(tmp_path_factory):
                   progress=False)
     normalize_store(d / "flows.zarr", d / "store.zarr", params_of(NormalizeParams, "normalize", clip=CLIP, size=STORE_SIZE, chunk_mib=0.05, representation="polar"))
     (d / "folds.csv").write_text("subject,fold\nS001,0\nS002,1\nS003,2\nS004,3\n")
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
     # 12 short epochs at a constant rate, the paper's loss weights, D_E warm-up and mirroring as params.yaml
     # sets them: enough for D_E(G_F(flow)) to read strong expressions (the cases below were right for seeds
     # 0, 1, 2 with probabilities 0.52-0.92; without the warm-up and mirroring seed 2 failed, 0.19-0.44).
-    p["train"]["small"].update({"size": MODEL_SIZE, "nets": copy.deepcopy(TINY_NETS), "epochs": 12, "batch_size": 8,
-                                "e_c": 1, "seed": 0, "steps_per_epoch": 50, "workers": 0, "log_every": 50,
-                                "image_steps": None, "keep_checkpoints": 1, "lr_gamma": 1.0,
-                                "lambdas": [1.0, 7.0, 3.0, 1.0]})
-    p["train_fer"].update({"net": {"name": "fer_cnn", "size": 32, "channels": [8, 16], "dropout": 0.0},
-                           "epochs": 1, "steps_per_epoch": 3, "batch_size": 8})
-    params = d / "params.yaml"
-    params.write_text(yaml.safe_dump(p))
+    p = tiny_trainer_params({"size": MODEL_SIZE, "epochs": 12, "batch_size": 8, "e_c": 1, "seed": 0,
+                             "steps_per_epoch": 50, "workers": 0, "log_every": 50, "image_steps": None,
+                             "keep_checkpoints": 1, "lr_gamma": 1.0, "lambdas": [1.0, 7.0, 3.0, 1.0]},
+                            {"epochs": 1, "steps_per_epoch": 3, "batch_size": 8})
+    params = dump_params(p, d / "params.yaml")
     common = ["--fold", "0", "--folds", d / "folds.csv", "--params", params]
     ok("train-fer", d / "store.zarr", "--out", d / "fer", *common)
     ok("train", d / "store.zarr", "--out", d / "run", "--efer-path", d / "fer", *common)

@@ -20,10 +20,9 @@ from training.evaluation import evaluate as ev
 from training.evaluation import metrics as mt
 from training.evaluation.baselines import (RIGID_LANDMARKS, border_points, frontal_template, frontalize_landmarks, umeyama,
                                 warp_to_mesh, triangulate)
-from conftest import params_of
+from conftest import ROOT, TINY_NETS, dump_params, params_of, tiny_trainer_params
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # --- metrics on hand-made cases -------------------------------------------------------------
@@ -204,13 +203,6 @@ def test_landmark_frontalization_removes_an_in_plane_head_turn():
 
 # --- a tiny CV run: held-out subjects, refusals, the report ---------------------------------
 
-TINY_NETS = {
-    "gf": {"name": "gf", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
-    "dp": {"name": "dp", "in_ch": 4, "ndf": 8, "n_layers": 2, "max_ch": 32},
-    "de": {"name": "de", "channels": [8, 16, 16], "pool": 4, "hidden": 16, "dropout": 0.0},
-    "gw": {"name": "gw", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
-}
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -218,20 +210,16 @@ def tiny(tmp_path_factory):
     from training.fixture import write_fixture_store
 
     d = tmp_path_factory.mktemp("cv")
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = tiny_trainer_params({"size": None, "epochs": 1, "batch_size": 4, "e_c": 0, "steps_per_epoch": 2, "workers": 0,
+                             "image_steps": None, "keep_checkpoints": 0},
+                            {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8})
     p["train"]["folds_k"] = 3
-    p["train"]["small"].update({"size": None, "nets": copy.deepcopy(TINY_NETS), "epochs": 1, "batch_size": 4,
-                                "e_c": 0, "steps_per_epoch": 2, "workers": 0, "image_steps": None,
-                                "keep_checkpoints": 0})
-    p["train_fer"].update({"net": {"name": "fer_cnn", "size": 32, "channels": [8, 16], "dropout": 0.0},
-                           "epochs": 1, "steps_per_epoch": 2, "batch_size": 8})
     p["evaluate"]["flowcnn"].update({"net": copy.deepcopy(TINY_NETS["de"]), "size": 32, "epochs": 1,
                                      "steps_per_epoch": 3, "batch_size": 16})
     p["evaluate"]["samples_per_pose"] = 1
     for key in ("models", "metrics", "reports", "manifests", "baselines"):
         p["paths"][key] = str(d / key)
-    params = d / "params.yaml"
-    params.write_text(yaml.safe_dump(p))
+    params = dump_params(p, d / "params.yaml")
     store = write_fixture_store(d / "synth.zarr", n_subjects=6, rows_per_subject=12, size=32, chunk_mib=0.02)
     # A stand-in landmark baseline that frontalizes perfectly (its flow is the ground truth): evaluate's
     # plumbing must then score it exactly like the frontal ground truth.

@@ -21,7 +21,7 @@ from emogan.cli import app
 from pipeline.errors import EmoganError
 from pipeline.params import ParamsError, as_dict, load_params
 from pipeline.schema import STRATEGY_NAMES
-from conftest import params_of, write_params
+from conftest import ROOT, params_of, write_params
 
 P = params_of(fl.FlowParams, "flow", size=32, workers=0, max_step=2)
 
@@ -190,7 +190,7 @@ def test_killed_process_resumes_to_the_same_store(crops5, reference, tmp_path):
         P = fl.FlowParams(**{as_dict(P)!r})
         fl.compute_flows({str(crops5)!r}, {str(out)!r}, P, progress=False)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert not out.exists()
     report = fl.compute_flows(crops5, out, P, progress=False)

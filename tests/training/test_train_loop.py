@@ -24,7 +24,7 @@ from training import flowrep
 from training.models import losses as L
 from training.checkpoint import list_checkpoints, load_checkpoint
 from training.config import TrainConfig
-from conftest import params_of, project_params
+from conftest import ROOT, TINY_FER, TINY_NETS, dump_params, params_of, project_params, tiny_trainer_params
 from training.models.efer import FrozenClassifier, load_efer, perceptual_backbone
 from training.fixture import make_arrays, write_fixture_store
 from training.config import parse_train
@@ -36,27 +36,13 @@ from training.models.networks import build
 from training.checkpoint import load_run
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
-TINY_NETS = {
-    "gf": {"name": "gf", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
-    "dp": {"name": "dp", "in_ch": 4, "ndf": 8, "n_layers": 2, "max_ch": 32},
-    "de": {"name": "de", "channels": [8, 16, 16], "pool": 4, "hidden": 16, "dropout": 0.0},
-    "gw": {"name": "gw", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
-}
-TINY_FER = {"name": "fer_cnn", "size": 32, "channels": [8, 16], "dropout": 0.0}
 
 
 def write_params(dest: Path, **train) -> Path:
     """The project's params.yaml with tiny nets in `train.small` (plus overrides) and a tiny e_FER."""
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    small = p["train"]["small"]
-    small.update({"size": None, "nets": copy.deepcopy(TINY_NETS), "epochs": 2, "batch_size": 4, "e_c": 1,
-                  "steps_per_epoch": 3, "workers": 0, "log_every": 1, "eval_batch_size": 16,
-                  "image_steps": [0, 5], "keep_checkpoints": 0})
-    small.update(train)
-    p["train_fer"].update({"net": TINY_FER, "epochs": 1, "steps_per_epoch": 3, "batch_size": 8})
-    dest.write_text(yaml.safe_dump(p))
-    return dest
+    small = {"size": None, "epochs": 2, "batch_size": 4, "e_c": 1, "steps_per_epoch": 3, "workers": 0, "log_every": 1,
+             "eval_batch_size": 16, "image_steps": [0, 5], "keep_checkpoints": 0, **train}
+    return dump_params(tiny_trainer_params(small, {"epochs": 1, "steps_per_epoch": 3, "batch_size": 8}), dest)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from skimage import data
 
+from conftest import ROOT
 from pipeline.errors import EmoganError
 from pipeline.params import load_params
 from pipeline.schema import CLASS_NAMES
@@ -21,7 +22,6 @@ from training.models.fer2013 import (
     FER2013Classifier, KERAS_CLASSES, MiniXception, keras_layer_map, load_fer2013, predict_proba, preprocess,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 # mediapipe 0.10.21 full-range face detection on skimage's astronaut (x, y, w, h in pixels,
 # score 0.91), widened by the `fer` package's default 10-pixel offsets as it does before classifying.
 ASTRONAUT_FACE = (174, 68, 104, 104)

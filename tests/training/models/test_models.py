@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import ROOT
 from pipeline.errors import EmoganError
 from pipeline.params import as_dict, load_params
 from training.commands import model_card
@@ -16,7 +17,6 @@ from training.config import ROLES, train_config
 from training.models.networks import VGG16_TAPS, Vgg16Features, count_parameters
 from training.models.networks import build, build_from, names
 
-ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 

@@ -13,6 +13,7 @@ import zarr
 from typer.testing import CliRunner
 
 from emogan.cli import app
+from conftest import ROOT
 from pipeline.folds import write_folds
 from pipeline.normalize import denormalize, normalize_flow
 from pipeline.store import StoreError
@@ -22,7 +23,6 @@ from training.data import (GAN_ARRAYS, FoldError, StreamingStoreDataset, check_s
 from training.fixture import write_fixture_store
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
