@@ -4,7 +4,7 @@
 
 The input is a real photograph (matplotlib's grace_hopper.jpg, 512x600) and the same photograph
 moved by (3, 2) px and zoomed by 1%: one frame pair, as `emogan frontalize A.png B.png` gets it.
-The stages are the functions the command runs (training/infer.py):
+The stages are the functions the command runs (training/inference/frontalize.py):
 - crop: mediapipe face detection on the first frame and the square crops of both (crop_recording);
 - flow: Farneback on the crops (params.yaml `crop.size`, paper settings), Cartesian area averaging to
   `flow.size` and `normalize.size`, clip and representation (recording_flows_px + normalize_flows);

@@ -1,7 +1,7 @@
 """Thin typer commands of the evaluation side: `emogan train-flowcnn`, `baseline-landmark`, `evaluate`, `report`.
 
 Each resolves params.yaml (`evaluate:`, `report:`, `paths:`) and hands off to one function of
-training/flowcnn.py, training/baselines.py, training/evaluate.py or training/report.py.
+training/evaluation/ (flowcnn.py, baselines.py, evaluate.py, report.py).
 """
 from __future__ import annotations
 

@@ -133,7 +133,7 @@ def average_face_command(
     from training.inference.frontalize import write_png
 
     p, _, _ = _params(params_file)
-    avg = faces.average_face(stores, model=p.keypoint_model, min_confidence=p.keypoint_confidence)
+    avg = faces.average_face(stores, None, model=p.keypoint_model, min_confidence=p.keypoint_confidence)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_png(out, avg.image.transpose(1, 2, 0))
     out.with_suffix(".json").write_text(json.dumps({

@@ -310,7 +310,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
 
 
 def load_landmark(path: Path | str) -> dict[str, np.ndarray]:
-    """A landmark-baseline file (training/baselines.py): rows, flow, image, ok."""
+    """A landmark-baseline file (training/evaluation/baselines.py): rows, flow, image, ok."""
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
 

@@ -45,7 +45,7 @@ def face_from_image(rgb: np.ndarray, crop: Any, size: int, *, detect: bool = Tru
 _KP_DETECTORS: dict[tuple[int, float], Any] = {}
 
 
-def face_keypoints(face_u8: np.ndarray, model: int = 0, min_confidence: float = 0.5) -> np.ndarray | None:
+def face_keypoints(face_u8: np.ndarray, model: int, min_confidence: float) -> np.ndarray | None:
     """(4,2) float32 pixel (x, y) of the eyes, nose tip and mouth centre of a (3,S,S) uint8 face, or None."""
     key = (model, min_confidence)
     if key not in _KP_DETECTORS:
@@ -76,8 +76,8 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([m, (md - m @ ms)[:, None]]).astype(np.float32)
 
 
-def align_face(face_u8: np.ndarray, to_keypoints: np.ndarray, model: int = 0,
-               min_confidence: float = 0.5) -> tuple[np.ndarray, bool]:
+def align_face(face_u8: np.ndarray, to_keypoints: np.ndarray, model: int,
+               min_confidence: float) -> tuple[np.ndarray, bool]:
     """Warp a (3,S,S) face so its keypoints land on `to_keypoints` (pixels of S); (face, False) when none are found."""
     import cv2
 
@@ -91,7 +91,7 @@ def align_face(face_u8: np.ndarray, to_keypoints: np.ndarray, model: int = 0,
     return np.ascontiguousarray(img.transpose(2, 0, 1)), True
 
 
-def mean_aligned_face(faces_u8: np.ndarray, model: int = 0, min_confidence: float = 0.5,
+def mean_aligned_face(faces_u8: np.ndarray, model: int, min_confidence: float,
                       source: str = "") -> AverageFace:
     """Mean of (N,3,S,S) faces after a similarity registration onto their mean keypoints (faces without any: skipped)."""
     import cv2
@@ -135,8 +135,8 @@ def store_neutral_faces(store: Path | str, rows: np.ndarray | None = None) -> np
     return np.asarray(g["neutral"].get_orthogonal_selection((idx,)))
 
 
-def average_face(stores: Sequence[Path | str], rows: Sequence[np.ndarray | None] | None = None, model: int = 0,
-                 min_confidence: float = 0.5) -> AverageFace:
+def average_face(stores: Sequence[Path | str], rows: Sequence[np.ndarray | None] | None, model: int,
+                 min_confidence: float) -> AverageFace:
     """The mean aligned neutral face of one or more stores (all their sequences, or the given rows)."""
     rows = list(rows) if rows is not None else [None] * len(stores)
     faces = [store_neutral_faces(s, r) for s, r in zip(stores, rows)]

@@ -1,4 +1,4 @@
-"""Inference with a model bundle (training/bundle.py): frontal view synthesis and motion transfer.
+"""Inference with a model bundle (training/inference/bundle.py): frontal view synthesis and motion transfer.
 
 A recording (video, folder of frames, or frames given one by one) goes through the pipeline's own
 code: `pipeline.crop.crop_frames` (one mediapipe box from the first frame), `pipeline.flow.farneback_px`

@@ -2,7 +2,7 @@
 
 - `own`: the project's image FER network, trained by `emogan train-fer` on the frontal
   expressive faces of the TRAINING folds only (it plays the paper's pretrained DMUE);
-- `fer2013`: the FER2013 mini-Xception (training/fer2013.py);
+- `fer2013`: the FER2013 mini-Xception (training/models/fer2013.py);
 - `file`: a user's TorchScript (.pt/.ts), torch.export (.pt2) or ONNX (.onnx) classifier plus
   its class order.
 Every e_FER maps RGB (N,3,H,W) in [0,1] to (N,7) logits in CLASS_NAMES order. The perceptual

@@ -26,6 +26,7 @@ from pipeline.flow import FlowParams, compute_flows
 from pipeline.manifest import MANIFEST_COLUMNS, build_manifest, write_csv
 from pipeline.normalize import NormalizeParams, normalize_store
 from pipeline.synth import SynthParams, synth
+from training.inference.frontalize import FrontalizeParams
 from training.inference.bundle import BundleError, load_bundle, sidecar_path
 from training.fixture import make_arrays
 from conftest import ROOT, TINY_NETS, dump_params, params_of, run_emogan, tiny_trainer_params
@@ -324,7 +325,8 @@ def test_average_face_registers_faces_before_averaging(tmp_path):
     ok("average-face", tmp_path / "photo.zarr", "--out", out)
     avg = read_png(out)[:, :, ::-1].astype(float)
     kp = np.array(json.loads(out.with_suffix(".json").read_text())["keypoints"], np.float32)
-    ref, found = align_face(face, kp)
+    fp = params_of(FrontalizeParams, "frontalize")
+    ref, found = align_face(face, kp, fp.keypoint_model, fp.keypoint_confidence)
     assert found
     ref = ref.transpose(1, 2, 0).astype(float)
     plain = np.stack(copies).astype(float).mean(0)
