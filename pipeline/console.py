@@ -62,11 +62,11 @@ def native_stderr_quiet() -> Iterator[None]:
 
 def mediapipe_solution(factory: Callable[..., Any], **kwargs: Any) -> Any:
     """A mediapipe solution (e.g. FaceDetection), built and given one blank picture with its native log
-    lines kept off the console: they come at the first call. Solutions in static-image mode keep no state
+    lines kept off the console: they come from the graph's threads while it starts and at the first call. Solutions in static-image mode keep no state
     between pictures, so the blank one changes no result."""
     import numpy as np
 
-    solution = factory(**kwargs)
-    with native_stderr_quiet():
+    with native_stderr_quiet():  # building starts the graph's threads, which log too
+        solution = factory(**kwargs)
         solution.process(np.zeros((64, 64, 3), np.uint8))
     return solution
