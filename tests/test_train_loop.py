@@ -322,7 +322,7 @@ def test_external_efer_files_are_reordered_to_the_projects_classes(env, tmp_path
     net = build("fer_cnn", size=16, channels=[4], n_classes=8).eval()
     ts = tmp_path / "fer.ts"
     torch.jit.save(torch.jit.script(net), str(ts))
-    m, info = load_efer({"name": "file", "path": str(ts), "classes": order})
+    m, info = load_efer({"name": "file", "path": str(ts), "classes": order}, trust_pickle=True)
     raw = net(x)
     for i, name in enumerate(CLASS_NAMES):
         j = [o.replace("happy", "happiness").replace("sad", "sadness").replace("angry", "anger") for o in order].index(name)
@@ -333,7 +333,7 @@ def test_external_efer_files_are_reordered_to_the_projects_classes(env, tmp_path
     # torch.export (.pt2), TorchScript's successor: the same.
     pt2 = tmp_path / "fer.pt2"
     torch.export.save(torch.export.export(net, (x,)), str(pt2))
-    m2, _ = load_efer({"name": "file", "path": str(pt2), "classes": order})
+    m2, _ = load_efer({"name": "file", "path": str(pt2), "classes": order}, trust_pickle=True)
     assert torch.allclose(m2(x), m(x), atol=1e-5)
     # ONNX: scored by onnxruntime, same mapping, no gradients.
     w = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)

@@ -171,7 +171,7 @@ def open_session(c: RunConfig) -> Session:
     nets = {r: m.to(device) for r, m in build_nets(dict(t.nets.items())).items()}
     from training.models.efer import load_efer, perceptual_backbone
 
-    efer, efer_info = load_efer(as_dict(t.efer), fold=c.fold)
+    efer, efer_info = load_efer(as_dict(t.efer), fold=c.fold, trust_pickle=c.trust_pickle)
     efer = efer.to(device)
     if t.alphas[2] and not getattr(efer, "differentiable", True):
         raise EmoganError(f"e_FER {efer_info.get('path')} is an ONNX model: it cannot pass gradients to G_W "
