@@ -30,6 +30,7 @@ from pipeline.adapters.common import natural_key
 from pipeline.crop import CROPS_COLUMNS, ERRORS_COLUMNS, PARTIAL, SequenceError, read_rgb, write_png
 from pipeline.errors import EmoganError
 from pipeline.manifest import read_csv, resolve_root, write_csv
+from pipeline.safepath import inside, safe_name
 from pipeline.store import file_sha256
 from pipeline.params import PARAMS_OPTION
 
@@ -175,6 +176,15 @@ def augment_sequence(row: dict[str, str], src: Path, out: Path, p: AugmentParams
         return {"status": "error", "file": e.file, "reason": e.reason}
 
 
+def check_crops_row(row: dict[str, str], crops_dir: Path, where: str) -> None:
+    """A crops.csv row's subject/sequence are folder names and its camera folders lie inside `crops_dir`."""
+    safe_name(row["subject"], "subject", where)
+    safe_name(row["sequence"], "sequence", where)
+    for k in ("cam1_dir", "cam2_dir"):
+        if row[k]:
+            inside(crops_dir, row[k], k, where)
+
+
 def augment_dataset(src: Path, out: Path, p: AugmentParams, progress: bool = True) -> dict[str, int]:
     """Add cam2 to every frontal-only row of `src`/crops.csv, writing the crop layout to `out`."""
     from tqdm import tqdm
@@ -192,7 +202,13 @@ def augment_dataset(src: Path, out: Path, p: AugmentParams, progress: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / PARTIAL, ignore_errors=True)
     crops, errors, counts = [], list(in_errors), {"augmented": 0, "reused": 0, "paired": 0, "error": 0}
-    for row in tqdm(rows, desc=f"augment {out.name}", unit="seq", disable=not progress):
+    for line, row in enumerate(tqdm(rows, desc=f"augment {out.name}", unit="seq", disable=not progress), start=2):
+        try:  # every path below is built from these fields: inside src and out only (pipeline/safepath.py)
+            check_crops_row(row, src, f"{crops_csv} line {line}")
+        except SequenceError as e:
+            counts["error"] += 1
+            errors.append({**{k: row[k] for k in ("dataset", "subject", "sequence")}, "file": e.file, "reason": e.reason})
+            continue
         seq = f"{row['subject']}/{row['sequence']}"
         new = {**row, "root": Path(os.path.relpath(resolve_root(crops_csv, row["root"]).resolve(),
                                                    out.resolve())).as_posix()}

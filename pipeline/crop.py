@@ -28,8 +28,8 @@ import numpy as np
 import typer
 
 from pipeline import pool
-from pipeline.errors import EmoganError
-from pipeline.manifest import MANIFEST_COLUMNS, read_manifest, resolve_root, split_frames, write_csv
+from pipeline.errors import EmoganError, SequenceError
+from pipeline.manifest import MANIFEST_COLUMNS, check_row_paths, read_manifest, resolve_root, split_frames, write_csv
 from pipeline.store import file_sha256
 from pipeline.params import PARAMS_OPTION
 
@@ -68,14 +68,6 @@ class Box(NamedTuple):
     x: int
     y: int
     side: int
-
-
-class SequenceError(Exception):
-    """A bad input that skips one sequence: the file and the reason go to errors.csv."""
-
-    def __init__(self, file: str, reason: str):
-        super().__init__(f"{file}: {reason}")
-        self.file, self.reason = file, reason
 
 
 def format_box(box: Box | None) -> str:
@@ -255,17 +247,10 @@ def source_fingerprint(row: dict[str, str], root: Path, p: CropParams) -> str:
     return h.hexdigest()
 
 
-def _check_names(row: dict[str, str], root: Path) -> None:
-    for k in ("subject", "sequence"):
-        v = row[k]
-        if not v or v in (".", "..") or "/" in v or "\\" in v or v.startswith("."):
-            raise SequenceError(str(root), f"{k} {v!r} cannot be a folder name")
-
-
 def crop_sequence(row: dict[str, str], root: Path, out: Path, p: CropParams, paired: bool) -> dict[str, Any]:
     """Crop one manifest row into out/<subject>/<sequence>/ (or reuse it if finished); returns the outcome."""
     try:
-        _check_names(row, root)
+        check_row_paths(row, root, root)
         final = out / row["subject"] / row["sequence"]
         fp = source_fingerprint(row, root, p)
         marker = final / MARKER
@@ -328,10 +313,17 @@ def crop_dataset(manifest: Path, out: Path, p: CropParams, progress: bool = True
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / PARTIAL, ignore_errors=True)  # leftovers of a killed run: never finished, redo them
     roots = [resolve_root(manifest, r["root"]) for r in rows]
-    tasks = [(r, str(root), str(out), dataclasses.asdict(p), paired) for r, root in zip(rows, roots)]
-    results: list[dict[str, Any] | None] = [None] * len(tasks)
-    for i, res in pool.run(_crop_task, tasks, p.workers, f"crop {out.name}", progress=progress):
-        results[i] = res
+    results: list[dict[str, Any] | None] = [None] * len(rows)
+    todo = []
+    for i, (r, root) in enumerate(zip(rows, roots)):
+        try:  # names and frame paths from the manifest's content: inside the dataset root (pipeline/safepath.py)
+            check_row_paths(r, root, f"{manifest} line {i + 2}")
+            todo.append(i)
+        except SequenceError as e:
+            results[i] = {"status": "error", "file": e.file, "reason": e.reason}
+    tasks = [(rows[i], str(roots[i]), str(out), dataclasses.asdict(p), paired) for i in todo]
+    for k, res in pool.run(_crop_task, tasks, p.workers, f"crop {out.name}", progress=progress):
+        results[todo[k]] = res
     crops, errors, counts = [], [], {"cropped": 0, "reused": 0, "error": 0}
     for r, root, res in zip(rows, roots, results):
         assert res is not None

@@ -36,6 +36,7 @@ from pipeline.errors import EmoganError
 from pipeline.farneback import SequenceError, compute_sequence, list_frames
 from pipeline.adapters.common import natural_key
 from pipeline.params import PARAMS_OPTION, ParamsError, as_dict, load_params, path_param, section
+from pipeline.safepath import inside, safe_name
 from pipeline.schema import CLASS_NAMES, POSE_NAMES, STRATEGY_NAMES, pose_code
 
 log = logging.getLogger(__name__)
@@ -155,10 +156,15 @@ def _fingerprint(paths: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
-def _cam_dir(crops_dir: Path, row: dict[str, str], cam: int) -> Path:
+def cam_dir(crops_dir: Path, row: dict[str, str], cam: int, where: object = None) -> Path:
+    """A crops.csv row's camera folder (`cam<k>_dir`, else <subject>/<sequence>/cam<k>), inside crops_dir
+    (pipeline/safepath.py; SequenceError naming `where`, default crops.csv, otherwise)."""
+    where = where if where is not None else crops_dir / CROPS_CSV
     given = (row.get(f"cam{cam}_dir") or "").strip()
-    d = Path(given) if given else Path(row["subject"]) / row["sequence"] / f"cam{cam}"
-    return d if d.is_absolute() else crops_dir / d
+    if given:
+        return inside(crops_dir, given, f"cam{cam}_dir", where)
+    return crops_dir / safe_name(row["subject"], "subject", where) / safe_name(row["sequence"], "sequence", where) \
+        / f"cam{cam}"
 
 
 def plan_sequence(crops_dir: Path, index: int, row: dict[str, str], parts_dir: Path,
@@ -167,10 +173,11 @@ def plan_sequence(crops_dir: Path, index: int, row: dict[str, str], parts_dir: P
     if "cam2_dir" in row and not row["cam2_dir"].strip():
         raise SequenceError(crops_dir / CROPS_CSV, f"line {index + 2}: no non-frontal camera (cam2_dir empty); "
                                                    "frontal-only sets get one from `emogan augment`")
-    frontal = list_frames(_cam_dir(crops_dir, row, 1))
-    nonfrontal = list_frames(_cam_dir(crops_dir, row, 2))
+    where = f"{crops_dir / CROPS_CSV} line {index + 2}"
+    frontal = list_frames(cam_dir(crops_dir, row, 1, where))
+    nonfrontal = list_frames(cam_dir(crops_dir, row, 2, where))
     if [q.name for q in frontal] != [q.name for q in nonfrontal]:
-        raise SequenceError(_cam_dir(crops_dir, row, 2),
+        raise SequenceError(cam_dir(crops_dir, row, 2),
                             f"frames differ from cam1's ({len(frontal)} vs {len(nonfrontal)} files, or other names)")
     try:
         row_pose_code(row)
