@@ -37,7 +37,7 @@ from pipeline.farneback import SequenceError, compute_sequence, list_frames
 from pipeline.adapters.common import natural_key
 from pipeline.params import PARAMS_OPTION, ParamsError, as_dict, load_params, path_param, section
 from pipeline.safepath import inside, safe_name
-from pipeline.schema import CLASS_NAMES, POSE_NAMES, STRATEGY_NAMES, pose_code
+from pipeline.schema import CLASS_NAMES, POSE_NAMES, STRATEGY_NAMES, check_label, pose_code
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +181,9 @@ def plan_sequence(crops_dir: Path, index: int, row: dict[str, str], parts_dir: P
                             f"frames differ from cam1's ({len(frontal)} vs {len(nonfrontal)} files, or other names)")
     try:
         row_pose_code(row)
-        if int(row["label_code"] or st.UNLABELED) < st.UNLABELED:
-            raise ValueError(f"label_code {row['label_code']} < -1")
     except ValueError as e:
         raise SequenceError(crops_dir / CROPS_CSV, f"line {index + 2}: {e}") from None
+    check_label(row.get("label"), row["label_code"], where)  # where label codes enter a store: checked once
     # Absolute paths: workers of an external dask cluster may run in another directory.
     return SequenceTask(index, [os.path.abspath(q) for q in frontal], [os.path.abspath(q) for q in nonfrontal],
                         _fingerprint(frontal + nonfrontal), os.path.abspath(parts_dir / f"{index:06d}.npz"),
@@ -305,9 +304,16 @@ def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, data
     errors: dict[int, dict[str, Any]] = {}
     tasks: list[SequenceTask] = []
     done: set[int] = set()
+    extra_names: dict[int, str] = {}  # extra label codes (>= len(CLASS_NAMES)) and the one name each carries
     for i, row in enumerate(rows):
         try:
             task = plan_sequence(crops_dir, i, row, parts_dir, p)
+            code = check_label(row.get("label"), row["label_code"], f"{crops_dir / CROPS_CSV} line {i + 2}")
+            if code >= len(CLASS_NAMES):
+                name = (row.get("label") or "").strip() or f"class_{code}"
+                if extra_names.setdefault(code, name) != name:
+                    raise SequenceError(f"{crops_dir / CROPS_CSV} line {i + 2}", f"extra label code {code} is "
+                                        f"{name!r} here but {extra_names[code]!r} on an earlier row")
         except SequenceError as e:
             errors[i] = {"file": e.file, "reason": e.reason}
             continue
@@ -346,10 +352,11 @@ def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, data
 
 
 def extra_class_names(rows: list[dict[str, str]]) -> list[str]:
-    """Names of label codes beyond CLASS_NAMES (code len(CLASS_NAMES) + k is entry k), from crops.csv."""
+    """Names of label codes beyond CLASS_NAMES (code len(CLASS_NAMES) + k is entry k), from crops.csv rows
+    that plan_sequence accepted (their codes are checked)."""
     names: dict[int, str] = {}
     for r in rows:
-        code = int(r["label_code"] or st.UNLABELED)
+        code = check_label(r.get("label"), r["label_code"], "crops.csv")
         if code >= len(CLASS_NAMES):
             names.setdefault(code, r.get("label") or f"class_{code}")
     top = max(names, default=len(CLASS_NAMES) - 1)
@@ -381,7 +388,7 @@ def _assemble(crops_dir: Path, out: Path, parts_dir: Path, rows: list[dict[str, 
         "flow_convention": "channel 0 = u (x), 1 = v (y); flow t->t+dt = calcOpticalFlowFarneback(prev=t, next=t+dt); "
                            "area-averaged to size in Cartesian form, vectors not rescaled",
         "class_names": CLASS_NAMES, "pose_names": POSE_NAMES, "strategy_names": STRATEGY_NAMES,
-        "extra_class_names": extra_class_names(rows),
+        "extra_class_names": extra_class_names([rows[i] for i in indices]),
         "subject_ids": subject_ids, "sequence_ids": [f"{r['subject']}/{r['sequence']}" for r in rows],
         "source_manifest": str(crops_dir / CROPS_CSV), "source_manifest_sha256": manifest_sha,
         "params": {"flow": p.recorded()}, "chunk_rows": min(rows_per_chunk, max(n, 1)),
@@ -397,7 +404,7 @@ def _assemble(crops_dir: Path, out: Path, parts_dir: Path, rows: list[dict[str, 
             with np.load(parts_dir / f"{i:06d}.npz", allow_pickle=False) as z:
                 part = {name: z[name] for name in ("flow_input_px", "flow_target_px", "neutral", "target_image",
                                                    "input_image", "strategy", "step", "frame_t")}
-            label = int(r["label_code"] or st.UNLABELED)
+            label = check_label(r.get("label"), r["label_code"], "crops.csv")  # accepted by plan_sequence
             part.update(label=np.full(k, label, np.int16), subject=np.full(k, subject_code[r["subject"]], np.int32),
                         sequence=np.full(k, i, np.int32), pose=np.full(k, row_pose_code(r), np.int16))
             writer.append(part)

@@ -58,9 +58,29 @@ def check_store(path: str | Path) -> StoreInfo:
 
     g = open_store(path)
     attrs = dict(g.attrs)
+    refuse_extra_labels(g, path)
     return StoreInfo(path=str(path), n=store_rows(g), size=int(attrs["size"]),
                      chunk_rows=int(g["flow_input"].chunks[0]), representation=str(attrs["representation"]),
                      clip=float(attrs["clip"]), attrs=attrs)
+
+
+def refuse_extra_labels(g: Any, path: str | Path) -> None:
+    """The nets learn CLASS_NAMES only: a store with extra label codes (CK+ contempt kept as 7) is refused
+    here, once for every trainer and judge, instead of failing deep in a loss (IndexError: Target 7)."""
+    from pipeline.schema import CLASS_NAMES
+    from pipeline.store import StoreError
+
+    label = np.asarray(g["label"][...])
+    extra = label >= len(CLASS_NAMES)
+    if extra.any():
+        names = list(g.attrs.get("extra_class_names") or [])
+        found = sorted({int(c) for c in label[extra]})
+        what = ", ".join(f"{c} ({names[c - len(CLASS_NAMES)] if c - len(CLASS_NAMES) < len(names) else '?'})"
+                         for c in found)
+        raise StoreError(f"{path}: {int(extra.sum())} rows carry label code(s) {what}, beyond the "
+                         f"{len(CLASS_NAMES)} classes the nets learn; rebuild the manifest with manifest.contempt: "
+                         "false (`emogan manifest --no-contempt`: contempt is then listed as excluded, code -1) "
+                         "and re-run crop, flow and normalize")
 
 
 def check_compatible(infos: Sequence[StoreInfo]) -> None:
