@@ -29,6 +29,7 @@ import typer
 from pipeline.adapters.common import natural_key
 from pipeline.crop import CROPS_COLUMNS, ERRORS_COLUMNS, PARTIAL, SequenceError, read_rgb, write_png
 from pipeline.errors import EmoganError
+from pipeline.lock import writer_lock
 from pipeline.manifest import read_csv, resolve_root, write_csv
 from pipeline.safepath import inside, safe_name
 from pipeline.store import file_sha256
@@ -187,6 +188,11 @@ def check_crops_row(row: dict[str, str], crops_dir: Path, where: str) -> None:
 
 def augment_dataset(src: Path, out: Path, p: AugmentParams, progress: bool = True) -> dict[str, int]:
     """Add cam2 to every frontal-only row of `src`/crops.csv, writing the crop layout to `out`."""
+    with writer_lock(out):  # one writer per output folder (pipeline/lock.py); in place: crop's lock too
+        return _augment_dataset(src, out, p, progress)
+
+
+def _augment_dataset(src: Path, out: Path, p: AugmentParams, progress: bool) -> dict[str, int]:
     from tqdm import tqdm
 
     for name, rng in (("roll_deg", p.roll_deg), ("yaw_deg", p.yaw_deg), ("pitch_deg", p.pitch_deg),

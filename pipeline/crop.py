@@ -29,6 +29,7 @@ import typer
 
 from pipeline import pool
 from pipeline.errors import EmoganError, SequenceError
+from pipeline.lock import writer_lock
 from pipeline.manifest import MANIFEST_COLUMNS, check_row_paths, read_manifest, resolve_root, split_frames, write_csv
 from pipeline.store import file_sha256
 from pipeline.params import PARAMS_OPTION
@@ -302,6 +303,11 @@ def _crop_task(args: tuple[dict[str, str], str, str, dict[str, Any], bool]) -> d
 
 def crop_dataset(manifest: Path, out: Path, p: CropParams, progress: bool = True) -> dict[str, int]:
     """Crop every sequence of a manifest into `out`; writes crops.csv, errors.csv, crop_params.json."""
+    with writer_lock(out):  # one writer per output folder (pipeline/lock.py)
+        return _crop_dataset(manifest, out, p, progress)
+
+
+def _crop_dataset(manifest: Path, out: Path, p: CropParams, progress: bool) -> dict[str, int]:
     if p.size < 8 or p.margin < 0 or p.video_stride < 1 or p.workers < 1:
         raise EmoganError(f"crop params out of range: size >= 8, margin >= 0, video_stride >= 1, workers >= 1 ({p})")
     rows = read_manifest(manifest)

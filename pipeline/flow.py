@@ -33,6 +33,7 @@ import typer
 from pipeline import pool
 from pipeline import store as st
 from pipeline.errors import EmoganError
+from pipeline.lock import writer_lock
 from pipeline.farneback import SequenceError, compute_sequence, list_frames
 from pipeline.adapters.common import natural_key
 from pipeline.params import PARAMS_OPTION, ParamsError, as_dict, load_params, path_param, section
@@ -195,12 +196,25 @@ def row_pose_code(row: dict[str, str]) -> int:
     return pose_code(row["pose"]) if row["pose"].strip() else st.UNKNOWN_POSE
 
 
-def _part_fingerprint(part: Path) -> str | None:
+def part_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The params a part records (those that change its rows), from a task's params, as JSON reads them back."""
+    return json.loads(json.dumps({k: v for k, v in params.items() if k not in EXECUTION_FIELDS}))
+
+
+def _part_meta(part: Path) -> dict[str, Any]:
     try:
         with np.load(part, allow_pickle=False) as z:
-            return str(json.loads(str(z["meta"]))["fingerprint"])
-    except (OSError, ValueError, KeyError):  # truncated or foreign file: recompute
-        return None
+            meta = json.loads(str(z["meta"]))
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError, KeyError, EOFError):  # truncated or foreign file: recompute
+        return {}
+
+
+def _part_done(part: Path, task: "SequenceTask") -> bool:
+    """Whether an earlier run committed this very task: same frames (fingerprint), same index and params."""
+    m = _part_meta(part)
+    return (m.get("fingerprint") == task.fingerprint and m.get("index") == task.index
+            and m.get("params") == part_params(task.params))
 
 
 def run_sequence_task(task: SequenceTask, cv2_threads: int = 1) -> dict[str, Any]:
@@ -216,7 +230,7 @@ def run_sequence_task(task: SequenceTask, cv2_threads: int = 1) -> dict[str, Any
     except Exception as e:  # noqa: BLE001 - any failure of one sequence must not stop the others
         return {"index": task.index, "n": 0,
                 "error": {"file": str(Path(task.frontal[0]).parent.parent), "reason": f"{type(e).__name__}: {e}"}}
-    meta = json.dumps({"fingerprint": task.fingerprint, "index": task.index})
+    meta = json.dumps({"fingerprint": task.fingerprint, "index": task.index, "params": part_params(task.params)})
     tmp = f"{task.part}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
         np.savez(f, meta=np.array(meta), **arrays)
@@ -288,6 +302,12 @@ def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, data
     the sequences run on that dask.distributed cluster instead.
     """
     crops_dir, out = Path(crops_dir), Path(out)
+    with writer_lock(out):  # one writer for the store and its parts folder (pipeline/lock.py)
+        return _compute_flows(crops_dir, out, p, dataset, dask_address, progress)
+
+
+def _compute_flows(crops_dir: Path, out: Path, p: FlowParams, dataset: str | None, dask_address: str | None,
+                   progress: bool) -> FlowReport:
     rows = read_crops_csv(crops_dir)
     if not rows:
         raise EmoganError(f"{crops_dir / CROPS_CSV}: no sequences listed")
@@ -317,7 +337,7 @@ def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, data
         except SequenceError as e:
             errors[i] = {"file": e.file, "reason": e.reason}
             continue
-        if Path(task.part).is_file() and _part_fingerprint(Path(task.part)) == task.fingerprint:
+        if Path(task.part).is_file() and _part_done(Path(task.part), task):
             done.add(i)  # committed by an earlier, interrupted run with the same inputs
         else:
             tasks.append(task)
@@ -371,8 +391,15 @@ def _assemble(crops_dir: Path, out: Path, parts_dir: Path, rows: list[dict[str, 
     subject_ids = sorted({r["subject"] for r in rows}, key=natural_key)
     subject_code = {s: k for k, s in enumerate(subject_ids)}
     counts, sizes = {}, {}
+    want = part_params(as_dict(p))
     for i in indices:
-        with np.load(parts_dir / f"{i:06d}.npz", allow_pickle=False) as z:
+        part = parts_dir / f"{i:06d}.npz"
+        m = _part_meta(part)
+        if m.get("params") != want or m.get("index") != i:
+            # The lock keeps a second writer out; a part that still disagrees never reaches the store.
+            raise EmoganError(f"{part}: made with other flow params or for another row than this run's "
+                              f"(another writer?); nothing was assembled: re-run `emogan flow`")
+        with np.load(part, allow_pickle=False) as z:
             counts[i] = len(z["step"])
             sizes[i] = int(z["source_size"])
     source_sizes = sorted(set(sizes.values()))

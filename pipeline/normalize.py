@@ -21,6 +21,7 @@ import typer
 
 from pipeline import store as st
 from pipeline.errors import EmoganError
+from pipeline.lock import writer_lock
 from pipeline.params import PARAMS_OPTION, ParamsError, as_dict, load_params, params_hash, path_param, section
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,12 @@ _EXTRA_ARRAYS = {"frame_t": (("N",), "int16")}  # provenance: 0-based index of f
 def normalize_store(flows: Path | str, out: Path | str, p: NormalizeParams, *,
                     stats_path: Path | str | None = None) -> dict[str, Any]:
     """Flow store -> training store at `out` (schema of pipeline/schema.py, atomic); returns its attrs."""
+    with writer_lock(out):  # one writer per store (pipeline/lock.py)
+        return _normalize_store(flows, out, p, stats_path)
+
+
+def _normalize_store(flows: Path | str, out: Path | str, p: NormalizeParams,
+                     stats_path: Path | str | None) -> dict[str, Any]:
     from pipeline.flow import open_flows
 
     src = open_flows(flows)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -403,7 +404,16 @@ def run_training(c: RunConfig,
     """Train eMotion-GAN as RunConfig `c` says (training.config.resolve_run); returns the final metrics.
 
     `on_finish(nets, dist)` runs on every rank with the trained bare nets (e.g. to inspect DDP ranks).
+    One writer per run folder (pipeline/lock.py): rank 0 (the one that writes) holds its lock.
     """
+    from pipeline.lock import writer_lock
+
+    lock = writer_lock(c.out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    with lock:
+        return _run_training(c, on_finish)
+
+
+def _run_training(c: RunConfig, on_finish: Callable[[dict[str, nn.Module], Dist], None] | None) -> dict[str, Any]:
     s = open_session(c)
     start_epoch, step = start(s)
     if s.t.de_warmup_steps and start_epoch == 0:

@@ -54,8 +54,11 @@ def train_flowcnn_command(
 
     prm = _params(params_file)
     p = subsection(prm, "evaluate.flowcnn", FlowCnnParams)
+    from pipeline.lock import writer_lock
+
     out = out or path_param(prm, "models") / f"flowcnn_fold{fold}"
-    m = train_flowcnn([str(s) for s in stores], fold, _folds_files(prm, stores, folds), _k(prm), p, out, device)
+    with writer_lock(out):  # one writer per output folder (pipeline/lock.py)
+        m = train_flowcnn([str(s) for s in stores], fold, _folds_files(prm, stores, folds), _k(prm), p, out, device)
     if metrics is not None:
         metrics.parent.mkdir(parents=True, exist_ok=True)
         metrics.write_text(json.dumps({k: v for k, v in m.items() if k != "history"}, indent=2, sort_keys=True) + "\n")

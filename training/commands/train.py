@@ -84,9 +84,11 @@ def train_fer_command(
     if dry_run:
         typer.echo(json.dumps(c, indent=2, sort_keys=True))
         return
+    from pipeline.lock import writer_lock
     from training.train_fer import run_train_fer
 
-    m = run_train_fer(c)
+    with writer_lock(c["out"]):  # one writer per output folder (pipeline/lock.py)
+        m = run_train_fer(c)
     if metrics is not None:
         metrics.parent.mkdir(parents=True, exist_ok=True)
         metrics.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")

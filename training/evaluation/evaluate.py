@@ -355,6 +355,17 @@ def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, 
 
     `efer_path`/`trust_pickle`: the user's own e_FER file for a run trained with a pickle-based one (run_efer_spec).
     """
+    from pipeline.lock import writer_lock
+
+    with writer_lock(out):  # one writer per output folder (pipeline/lock.py)
+        return _evaluate_fold(run_dir, stores, fold, flowcnn_dir, landmark_files, folds_files, k, p, out,
+                              fer2013_weights, device, efer_path, trust_pickle)
+
+
+def _evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, flowcnn_dir: Path | str,
+                   landmark_files: Mapping[str, Path | None], folds_files: Sequence[str | None], k: int,
+                   p: EvaluateParams, out: Path | str, fer2013_weights: Path, device: str,
+                   efer_path: Path | None, trust_pickle: bool) -> dict[str, Any]:
     import torch
 
     from training.data import check_store, fold_rows
