@@ -333,9 +333,16 @@ class StreamingStoreDataset(IterableDataset):
 
 def make_loader(ds: StreamingStoreDataset, pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader over a StreamingStoreDataset: spawned, persistent workers (never fork with zarr/OpenCV)."""
+    import functools
+    import os
+
+    from pipeline.pool import die_with_parent
+
     kw: dict[str, Any] = {}
     if ds.workers > 0:
-        kw = dict(num_workers=ds.workers, multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=4)
+        # Workers die with this process (a worker blocked on a full queue never notices its parent is gone).
+        kw = dict(num_workers=ds.workers, multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=4,
+                  worker_init_fn=functools.partial(die_with_parent, os.getpid()))
     return torch.utils.data.DataLoader(ds, batch_size=None, pin_memory=pin_memory, **kw)
 
 
