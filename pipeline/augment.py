@@ -27,7 +27,8 @@ import numpy as np
 import typer
 
 from pipeline.adapters.common import natural_key
-from pipeline.crop import CROPS_COLUMNS, ERRORS_COLUMNS, PARTIAL, SequenceError, read_rgb, write_png
+from pipeline.crop import (CROPS_COLUMNS, ERRORS_COLUMNS, PARTIAL, SequenceError, output_sizes, outputs_intact,
+                           read_rgb, write_png)
 from pipeline.errors import EmoganError
 from pipeline.lock import writer_lock
 from pipeline.manifest import read_csv, resolve_root, write_csv
@@ -132,8 +133,8 @@ def augment_sequence(row: dict[str, str], src: Path, out: Path, p: AugmentParams
             m = json.loads((final / MARKER).read_text())
         except (OSError, ValueError):
             m = {}
-        if m.get("fingerprint") == fp and len(_frames(final / "cam2")) == len(cam1) and (
-                in_place or len(_frames(final / "cam1")) == len(cam1)):
+        if m.get("fingerprint") == fp and len(_frames(final / "cam2")) == len(cam1) and outputs_intact(
+                final, m.get("files"), ["cam2"]) and (in_place or len(_frames(final / "cam1")) == len(cam1)):
             return {"status": "reused", "marker": m}
         rng = sequence_rng(p.seed, row["subject"], row["sequence"])
         draw = draw_augmentation(rng, p)
@@ -158,7 +159,7 @@ def augment_sequence(row: dict[str, str], src: Path, out: Path, p: AugmentParams
                 raise SequenceError(str(f), f"crop size {img.shape[1]}x{img.shape[0]} differs from the first crop's")
             write_png(tmp / "cam2" / f.name, augment_frame(img, h, draw["noise_sigma"], rng, p.pad_value))
         m = {"fingerprint": fp, "seed": p.seed, "draw": draw, "homography": h.tolist(), "n_frames": len(cam1),
-             "params": dataclasses.asdict(p)}
+             "params": dataclasses.asdict(p), "files": output_sizes(tmp, ["cam2"])}  # checked on reuse
         if in_place:
             (final / MARKER).unlink(missing_ok=True)  # the marker goes last: no marker, no finished cam2
             if (final / "cam2").exists():

@@ -209,6 +209,22 @@ def crop_frames(frames: Iterable[tuple[str, np.ndarray]], p: CropParams) -> Iter
         yield box, crop_square(img, box, p.size, p.pad_value)
 
 
+def output_sizes(folder: Path, cameras: Iterable[str]) -> dict[str, int]:
+    """{"cam1/img_001.png": bytes, ...}: what a finished sequence's marker records of its frames."""
+    return {f"{cam}/{q.name}": q.stat().st_size for cam in cameras for q in sorted((folder / cam).glob("img_*.png"))}
+
+
+def outputs_intact(folder: Path, recorded: Any, cameras: Iterable[str]) -> bool:
+    """Whether the frames a marker recorded are all there, alone, with their recorded sizes (a truncated or
+    missing frame means the sequence is redone; a marker without sizes, from an older run, too)."""
+    if not isinstance(recorded, dict) or not recorded:
+        return False
+    try:
+        return output_sizes(folder, cameras) == recorded
+    except OSError:
+        return False
+
+
 def _crop_camera(frames: Iterable[tuple[str, np.ndarray]], first_file: str, out_dir: Path, p: CropParams,
                  n_hint: int) -> tuple[Box, int]:
     """Crop one camera's frames into out_dir (streaming: a long video never sits in memory)."""
@@ -260,8 +276,7 @@ def crop_sequence(row: dict[str, str], root: Path, out: Path, p: CropParams, pai
                 m = json.loads(marker.read_text())
             except (OSError, ValueError):
                 m = {}
-            if m.get("fingerprint") == fp and all(
-                    len(list((final / cam).glob("img_*.png"))) == m.get("n_frames") for cam in m.get("cameras", [])):
+            if m.get("fingerprint") == fp and outputs_intact(final, m.get("files"), m.get("cameras", [])):
                 return {"status": "reused", "marker": m}
         f1, f2 = split_frames(row["frontal"]), split_frames(row["nonfrontal"])
         if paired and len(f1) != len(f2):
@@ -285,7 +300,8 @@ def crop_sequence(row: dict[str, str], root: Path, out: Path, p: CropParams, pai
                 boxes["cam2"], _ = _crop_camera(_image_frames(root, f2, p.gray), str(root / f2[0]), tmp / "cam2", p,
                                                 len(f2))
         m = {"fingerprint": fp, "n_frames": n, "cameras": sorted(boxes),
-             "boxes": {cam: list(b) for cam, b in boxes.items()}, "params": p.result_dict()}
+             "boxes": {cam: list(b) for cam, b in boxes.items()}, "params": p.result_dict(),
+             "files": output_sizes(tmp, sorted(boxes))}  # checked on reuse: content, not only counts
         (tmp / MARKER).write_text(json.dumps(m, indent=1))
         if final.exists():
             shutil.rmtree(final)  # stale: other params or changed source
