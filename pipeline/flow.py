@@ -225,8 +225,12 @@ def run_sequence_task(task: SequenceTask, cv2_threads: int = 1) -> dict[str, Any
     p = FlowParams(**task.params)
     try:
         arrays = compute_sequence(task.frontal, task.nonfrontal, p)
+        st.check_finite({k: arrays[k] for k in ("flow_input_px", "flow_target_px")}, "flows")
     except SequenceError as e:
         return {"index": task.index, "n": 0, "error": {"file": e.file, "reason": e.reason}}
+    except st.StoreError as e:  # never commit a part the store could not hold
+        return {"index": task.index, "n": 0, "error": {"file": str(Path(task.frontal[0]).parent.parent),
+                                                       "reason": f"non-finite flow ({e})"}}
     except Exception as e:  # noqa: BLE001 - any failure of one sequence must not stop the others
         return {"index": task.index, "n": 0,
                 "error": {"file": str(Path(task.frontal[0]).parent.parent), "reason": f"{type(e).__name__}: {e}"}}

@@ -47,6 +47,19 @@ class StoreError(EmoganError):
     """A store is missing, incomplete, or disagrees with pipeline/schema.py."""
 
 
+def check_finite(arrays: Mapping[str, np.ndarray], where: object, first_row: int = 0) -> None:
+    """StoreError naming `where`, the array and the first row if a float array holds NaN or inf: stores are
+    finite (checked where data enters one: flow parts, normalize, and by the readers stats and train)."""
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype.kind != "f" or a.size == 0:
+            continue
+        bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1) if a.ndim else ~np.isfinite(a.reshape(1))
+        if bad.any():
+            raise StoreError(f"{where}: array {name!r} holds NaN or infinite values ({int(bad.sum())} row(s), first "
+                             f"row {first_row + int(np.flatnonzero(bad)[0])}): a corrupt store; rebuild it")
+
+
 def compressor(cname: str = "lz4", clevel: int = 5):
     """The Blosc codec for store arrays (lz4 + byte shuffle by default)."""
     from zarr.codecs import BloscCodec

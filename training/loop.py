@@ -24,6 +24,7 @@ from torch import nn
 
 from pipeline.errors import EmoganError
 from pipeline.params import as_dict
+from pipeline.store import StoreError
 from training import checkpoint as ck
 from training import flowrep
 from training.config import ROLES, RunConfig, TrainConfig
@@ -66,6 +67,9 @@ def evaluate_epe(gf: nn.Module, store: str, rows: np.ndarray, representation: st
         s_zero += torch.linalg.vector_norm(truth_px, dim=1).flatten(1).mean(1).sum().item()
         n += len(y)
     gf.train(was)
+    if not all(math.isfinite(v) for v in (s_in, s_zero)):  # the truth or the input: the store, not the model
+        raise StoreError(f"{store}: non-finite flow values among the held-out rows (a corrupt store); "
+                         "rebuild it with `emogan normalize`")
     fr, inp = s_fr / max(n, 1), s_in / max(n, 1)
     return {"epe_frontalized_px": fr, "epe_input_px": inp, "epe_zero_px": s_zero / max(n, 1),
             "epe_reduction": (1.0 - fr / inp) if inp > 0 else 0.0, "rows": n}
@@ -298,6 +302,11 @@ def warm_up_de(s: Session) -> None:
     while len(losses) < warm:
         for batch in make_loader(ds, pin_memory=s.device.type == "cuda"):
             losses.append(float(de_step(s.prepare(batch), s.ctx)))
+            if not all_true(math.isfinite(losses[-1]), s.d, s.device):
+                s.jsonl({"event": "diverged", "phase": "de_warmup", "step": len(losses), "loss_de": losses[-1]})
+                raise TrainingDiverged(f"{s.out}: non-finite D_E loss in the warm-up (step {len(losses)} of {warm}): "
+                                       "NaN or inf in the training rows' flows? check the stores "
+                                       f"({', '.join(i.path for i in s.infos)}); no checkpoint was written")
             if len(losses) >= warm:
                 break
     last = sum(losses[-20:]) / len(losses[-20:])
