@@ -237,7 +237,7 @@ def run_sequence_task(task: SequenceTask, cv2_threads: int = 1) -> dict[str, Any
     meta = json.dumps({"fingerprint": task.fingerprint, "index": task.index, "params": part_params(task.params)})
     tmp = f"{task.part}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
-        np.savez(f, meta=np.array(meta), **arrays)
+        np.savez_compressed(f, meta=np.array(meta), **arrays)  # parts need far less free disk than raw float16
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, task.part)  # the atomic commit: the part exists only once complete

@@ -1,0 +1,63 @@
+"""#16 defect 9, the small items: each with its own test (sidecar ranges, compressed flow parts, stale
+outputs of frontalize, resume drift by content, leftovers of killed runs, suspicious input warnings)."""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowdata import make_crops
+from pipeline import flow as fl
+from conftest import params_of
+
+
+def _sidecar(tmp_path: Path, **changes) -> Path:
+    from training.inference.bundle import BUNDLE_FORMAT, BUNDLE_VERSION
+
+    w = tmp_path / "m.safetensors"
+    w.write_bytes(b"x")
+    meta = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "class_names": [], "representation": "polar",
+            "clip": 10.0, "size": 32, "nets": {}, "weights_sha256": "0",
+            "preprocess": {"store_size": 64, "crop": {"size": 128, "margin": 0.4, "pad_value": 0}}}
+    for k, v in changes.items():
+        node = meta
+        *path, last = k.split("__")
+        for part in path:
+            node = node[part]
+        node[last] = v
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    return w
+
+
+@pytest.mark.parametrize("key,value", [("clip", 0), ("clip", float("nan")), ("clip", -3.0), ("size", 0),
+                                       ("preprocess__store_size", 2), ("preprocess__crop__size", 0),
+                                       ("preprocess__crop__margin", -1), ("preprocess__crop__pad_value", 300)])
+def test_bundle_sidecar_values_are_range_checked(tmp_path, key, value):
+    """`clip: 0` in a sidecar gave NaN output with exit 0."""
+    from training.inference.bundle import BundleError, read_meta
+
+    assert read_meta(_sidecar(tmp_path))["clip"] == 10.0
+    with pytest.raises(BundleError, match="out of range") as e:
+        read_meta(_sidecar(tmp_path, **{key: value}))
+    assert key.replace("__", ".") in str(e.value) and "m.json" in str(e.value)
+
+
+def test_flow_parts_are_compressed(tmp_path, monkeypatch):
+    """Uncompressed parts needed ~2.8x the store's size free."""
+    crops = make_crops(tmp_path / "crops", n_sequences=2, frames=3, side=32)
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fl, "_assemble", stop)
+    with pytest.raises(KeyboardInterrupt):
+        fl.compute_flows(crops, tmp_path / "f.zarr", params_of(fl.FlowParams, "flow", size=32, workers=0, max_step=1),
+                         progress=False)
+    parts = sorted((tmp_path / "f.zarr.parts").glob("*.npz"))
+    assert len(parts) == 2
+    for part in parts:
+        with zipfile.ZipFile(part) as z:
+            assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
