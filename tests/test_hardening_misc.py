@@ -61,3 +61,29 @@ def test_flow_parts_are_compressed(tmp_path, monkeypatch):
     for part in parts:
         with zipfile.ZipFile(part) as z:
             assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
+
+
+def test_a_rerun_of_frontalize_leaves_no_stale_gif(tmp_path):
+    """A one-pair re-run into the folder of a longer recording kept the old frontalize.gif."""
+    from types import SimpleNamespace
+
+    from pipeline.schema import CLASS_NAMES
+    from training.inference.frontalize import FrontalizeParams, MotionResult, write_outputs
+    from conftest import params_of
+
+    def result(t: int) -> MotionResult:
+        rng = np.random.default_rng(t)
+        return MotionResult(rng.normal(size=(t, 2, 16, 16)).astype(np.float32),
+                            rng.normal(size=(t, 2, 16, 16)).astype(np.float32),
+                            np.full((t, 7), 1 / 7, np.float32), rng.integers(0, 255, (t, 3, 16, 16), dtype=np.uint8),
+                            rng.integers(0, 255, (3, 16, 16), dtype=np.uint8), 0)
+
+    bundle = SimpleNamespace(clip=3.0, class_names=list(CLASS_NAMES), size=16, path=tmp_path / "b.safetensors",
+                             meta={"weights_sha256": "0"}, representation="polar")
+    p = params_of(FrontalizeParams, "frontalize")
+    faces = [np.zeros((16, 16, 3), np.uint8)] * 3
+    doc = write_outputs(tmp_path / "out", result(3), bundle, faces, [1, 2, 3], p, {})
+    assert (tmp_path / "out" / "frontalize.gif").is_file() and "frontalize.gif" in doc["files"]
+    doc = write_outputs(tmp_path / "out", result(1), bundle, faces[:1], [1], p, {})
+    assert not (tmp_path / "out" / "frontalize.gif").exists() and "frontalize.gif" not in doc["files"]
+    assert sorted(q.name for q in (tmp_path / "out").iterdir()) == sorted(doc["files"])
