@@ -87,3 +87,44 @@ def test_a_rerun_of_frontalize_leaves_no_stale_gif(tmp_path):
     doc = write_outputs(tmp_path / "out", result(1), bundle, faces[:1], [1], p, {})
     assert not (tmp_path / "out" / "frontalize.gif").exists() and "frontalize.gif" not in doc["files"]
     assert sorted(q.name for q in (tmp_path / "out").iterdir()) == sorted(doc["files"])
+
+
+def test_resume_refuses_a_store_whose_content_changed_at_the_same_path(tmp_path):
+    """The resume drift check compared store paths only: a rebuilt store went on from the old checkpoint."""
+    import copy
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from emogan.cli import app
+    from pipeline.errors import EmoganError
+    from training.fixture import write_fixture_store
+    from conftest import ROOT
+    import shutil
+
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["train"]["small"].update({"size": None, "nets": {
+        "gf": {"name": "gf", "ngf": 8, "max_ch": 16, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
+        "dp": {"name": "dp", "in_ch": 4, "ndf": 8, "n_layers": 2, "max_ch": 16},
+        "de": {"name": "de", "channels": [8, 8, 8], "pool": 4, "hidden": 8, "dropout": 0.0},
+        "gw": {"name": "gw", "ngf": 8, "max_ch": 16, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1}},
+        "epochs": 1, "batch_size": 4, "steps_per_epoch": 1, "workers": 0, "image_steps": None, "de_warmup_steps": 0})
+    p["train_fer"].update({"net": {"name": "fer_cnn", "size": 32, "channels": [4, 8], "dropout": 0.0},
+                           "epochs": 1, "steps_per_epoch": 1, "batch_size": 8})
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(p))
+    store = write_fixture_store(tmp_path / "s.zarr", n_subjects=4, rows_per_subject=8, size=32, chunk_mib=0.01)
+
+    def run(*args):
+        return CliRunner().invoke(app, [str(a) for a in args] + ["--params", str(params)])
+
+    assert run("train-fer", store, "--fold", 0, "--out", tmp_path / "fer").exit_code == 0
+    train = ("train", store, "--fold", 0, "--out", tmp_path / "run", "--efer-path", tmp_path / "fer")
+    r = run(*train)
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    r = run(*train, "--resume", "--epochs", 2)  # same data: resumes
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    shutil.rmtree(store)
+    write_fixture_store(store, n_subjects=4, rows_per_subject=8, size=32, chunk_mib=0.01, seed=1)
+    r = run(*train, "--resume", "--epochs", 3)
+    assert isinstance(r.exception, EmoganError) and "content" in str(r.exception), r.output + repr(r.exception)

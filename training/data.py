@@ -64,6 +64,28 @@ def check_store(path: str | Path) -> StoreInfo:
                      clip=float(attrs["clip"]), attrs=attrs)
 
 
+def content_sha256(path: str | Path) -> str:
+    """A cheap fingerprint of a store's content (not its path): its provenance attrs, row count, every 1-D
+    code array and the first and last chunk of the flows. `--resume` refuses a store whose content changed."""
+    import hashlib
+    import json
+
+    g = raw_group(path)
+    attrs = dict(g.attrs)
+    h = hashlib.sha256(json.dumps({k: attrs.get(k) for k in ("params_sha256", "source_manifest_sha256", "clip",
+                                                               "representation", "subject_ids", "sequence_ids")},
+                                  sort_keys=True, default=str).encode())
+    n = int(g["flow_input"].shape[0])
+    h.update(str(n).encode())
+    for name in ("label", "subject", "sequence", "pose", "strategy", "step"):
+        h.update(np.ascontiguousarray(g[name][...]).tobytes())
+    c = int(g["flow_input"].chunks[0])
+    for name in ("flow_input", "flow_target"):
+        for a in sorted({0, max(0, (n - 1) // c * c)}):
+            h.update(np.ascontiguousarray(g[name][a:a + c]).tobytes())
+    return h.hexdigest()
+
+
 def refuse_extra_labels(g: Any, path: str | Path) -> None:
     """The nets learn CLASS_NAMES only: a store with extra label codes (CK+ contempt kept as 7) is refused
     here, once for every trainer and judge, instead of failing deep in a loss (IndexError: Target 7)."""

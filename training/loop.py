@@ -29,7 +29,8 @@ from training import checkpoint as ck
 from training import flowrep
 from training.config import ROLES, RunConfig, TrainConfig
 from training.data import (DE_ARRAYS, GAN_ARRAYS, MirrorDraws, StoreInfo, StreamingStoreDataset, check_compatible,
-                           check_store, iter_rows, make_loader, mirror_batch, split_folds, store_name, to_device)
+                           check_store, content_sha256, iter_rows, make_loader, mirror_batch, split_folds, store_name,
+                           to_device)
 from training.distributed import Dist, all_true, broadcast_buffers, ddp_checksums, init_distributed, resolve_device
 from training.models.networks import build_nets
 from training.step import LOSS_NAMES, StepContext, autocast_ctx, de_step, gan_step, make_optimizer
@@ -195,6 +196,7 @@ def open_session(c: RunConfig) -> Session:
         "stores": [{"path": i.path, "rows": i.n, "size": i.size, "representation": i.representation, "clip": i.clip,
                     "schema_version": i.attrs.get("schema_version"), "params": i.attrs.get("params"),
                     "source_manifest_sha256": i.attrs.get("source_manifest_sha256"),
+                    "content_sha256": content_sha256(i.path),
                     "train_rows": int(len(tr)), "test_rows": int(len(te))}
                    for i, tr, te in zip(infos, train_rows, test_rows)],
     }
@@ -232,6 +234,10 @@ def _restore(s: Session) -> tuple[int, int]:
     path = cks[-1][1]
     state = ck.load_checkpoint(path)
     drift = config_drift(state["config"], as_dict(s.c))
+    now = [x["content_sha256"] for x in s.runtime["stores"]]
+    if "stores_content" in state and list(state["stores_content"]) != now:  # same paths, other data
+        drift.append("stores (their content: " + ", ".join(i.path for i, a, b in zip(s.infos, state["stores_content"], now)
+                                                          if a != b) + ")")
     if drift:
         raise EmoganError(f"{path}: cannot resume exactly, the config changed: {', '.join(drift)}")
     for r in ROLES:
@@ -250,6 +256,7 @@ def _state(s: Session, epoch: int, step: int) -> dict[str, Any]:
     """A checkpoint: state_dicts of nets, optimizers and schedulers, the RNG, the config (no pickled objects)."""
     return {
         "format": 1, "config": as_dict(s.c), "epoch": epoch, "global_step": step,
+        "stores_content": [x["content_sha256"] for x in s.runtime["stores"]],
         "nets": {r: m.state_dict() for r, m in s.nets.items()},
         "optims": {r: o.state_dict() for r, o in s.optims.items()},
         "scheds": {r: x.state_dict() for r, x in s.scheds.items()},
