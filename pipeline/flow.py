@@ -323,6 +323,8 @@ def _compute_flows(crops_dir: Path, out: Path, p: FlowParams, dataset: str | Non
         log.info("%s: left by a run with other params or inputs: starting over", parts_dir)
         shutil.rmtree(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
+    for stale in parts_dir.glob("*.tmp-*"):  # parts a killed run was writing (we hold the writer lock)
+        stale.unlink(missing_ok=True)
     (parts_dir / "key.json").write_text(key)
 
     errors: dict[int, dict[str, Any]] = {}

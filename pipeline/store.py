@@ -148,14 +148,23 @@ class RowWriter:
                 raise ValueError(f"array {k!r}: wrote {self.pos[k]} rows of {arr.shape[0]}")
 
 
+def glob_escape(name: str) -> str:
+    """`name` with glob's special characters escaped."""
+    import glob
+
+    return glob.escape(name)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path | str) -> Iterator[Path]:
     """Yield a temporary sibling directory that replaces `path` only when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    # Leftovers of killed runs (other pids): the stages hold the output's writer lock (pipeline/lock.py),
+    # so no live process owns them.
+    for old in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     try:
         yield tmp
     except BaseException:

@@ -128,3 +128,31 @@ def test_resume_refuses_a_store_whose_content_changed_at_the_same_path(tmp_path)
     write_fixture_store(store, n_subjects=4, rows_per_subject=8, size=32, chunk_mib=0.01, seed=1)
     r = run(*train, "--resume", "--epochs", 3)
     assert isinstance(r.exception, EmoganError) and "content" in str(r.exception), r.output + repr(r.exception)
+
+
+def test_the_next_run_removes_what_killed_runs_left(tmp_path):
+    """Killed runs left temporary folders and part files behind, for ever."""
+    from pipeline.normalize import NormalizeParams, normalize_store
+
+    crops = make_crops(tmp_path / "crops", n_sequences=2, frames=3, side=32)
+    out = tmp_path / "f.zarr"
+    (tmp_path / ".f.zarr.tmp-999999").mkdir()
+    ((tmp_path / ".f.zarr.tmp-999999") / "junk").write_bytes(b"x" * 1000)
+    (tmp_path / ".s.zarr.tmp-999998").mkdir()
+    p = params_of(fl.FlowParams, "flow", size=32, workers=0, max_step=1)
+
+    def killed(*a, **k):
+        (out.with_name("f.zarr.parts") / "000000.npz.tmp-999997").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    orig = fl._assemble
+    fl._assemble = killed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fl.compute_flows(crops, out, p, progress=False)
+    finally:
+        fl._assemble = orig
+    fl.compute_flows(crops, out, p, progress=False)
+    normalize_store(out, tmp_path / "s.zarr", params_of(NormalizeParams, "normalize", size=32, chunk_mib=0.05))
+    assert sorted(q.name for q in tmp_path.iterdir()) == sorted(
+        ["crops", "f.zarr", ".f.zarr.lock", "s.zarr", ".s.zarr.lock"])
