@@ -37,6 +37,8 @@ from pipeline.params import PARAMS_OPTION
 log = logging.getLogger(__name__)
 CROPS_COLUMNS: tuple[str, ...] = MANIFEST_COLUMNS + ("cam1_dir", "cam2_dir", "box_cam1", "box_cam2")
 ERRORS_COLUMNS: tuple[str, ...] = ("dataset", "subject", "sequence", "file", "reason")
+# warnings.csv: suspicious input in sequences that were cropped (blank frame, tiny face, truncated video).
+WARNINGS_COLUMNS = ERRORS_COLUMNS
 MARKER = "crop.json"
 PARTIAL = ".partial"
 # Fast PNG compression (level 1 of 9): crops are written once and read once by flow; time matters more than size.
@@ -55,11 +57,14 @@ class CropParams:
     gray: bool
     video_stride: int
     workers: int
+    warn_blank_std: float  # warnings only (warnings.csv), the crops do not depend on them
+    warn_upscale: float
 
     def result_dict(self) -> dict[str, Any]:
-        """The params that change the crops (not `workers`)."""
+        """The params that change the crops (not `workers` nor the warning thresholds)."""
         d = dataclasses.asdict(self)
-        d.pop("workers")
+        for k in ("workers", "warn_blank_std", "warn_upscale"):
+            d.pop(k)
         return d
 
 
@@ -225,12 +230,25 @@ def outputs_intact(folder: Path, recorded: Any, cameras: Iterable[str]) -> bool:
         return False
 
 
+def _named(frames: Iterable[tuple[str, np.ndarray]], names: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+    for name, img in frames:
+        names.append(name)
+        yield name, img
+
+
 def _crop_camera(frames: Iterable[tuple[str, np.ndarray]], first_file: str, out_dir: Path, p: CropParams,
-                 n_hint: int) -> tuple[Box, int]:
-    """Crop one camera's frames into out_dir (streaming: a long video never sits in memory)."""
+                 n_hint: int, warnings: list[list[str]] | None = None) -> tuple[Box, int]:
+    """Crop one camera's frames into out_dir (streaming: a long video never sits in memory); suspicious input
+    (a blank frame, a tiny face enlarged many times) is appended to `warnings` as [file, reason]."""
     out_dir.mkdir(parents=True)
-    box, written = None, 0
-    for written, (box, crop) in enumerate(crop_frames(frames, p), start=1):
+    box, written, names = None, 0, []
+    warnings = warnings if warnings is not None else []
+    for written, (box, crop) in enumerate(crop_frames(_named(frames, names), p), start=1):
+        if written == 1 and p.size / box.side > p.warn_upscale:
+            warnings.append([names[-1], f"face box of {box.side} px enlarged {p.size / box.side:.1f}x to {p.size} px "
+                                        "(a tiny face: little detail for the flow)"])
+        if float(crop.std()) < p.warn_blank_std:
+            warnings.append([names[-1], f"blank frame (grey levels vary by {float(crop.std()):.2f})"])
         write_png(out_dir / frame_name(written - 1, n_hint), crop)
     if box is None:
         raise SequenceError(first_file, "no frames")
@@ -290,16 +308,22 @@ def crop_sequence(row: dict[str, str], root: Path, out: Path, p: CropParams, pai
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         boxes: dict[str, Box] = {}
+        warns: list[list[str]] = []
         if row["video"]:
             vpath = root / row["video"]
+            header = int(row["n_frames"] or 0)
             boxes["cam1"], n = _crop_camera(_video_frames(vpath, p.gray, p.video_stride), str(vpath), tmp / "cam1", p,
-                                            max(int(row["n_frames"] or 0) // p.video_stride, 1))
+                                            max(header // p.video_stride, 1), warns)
+            if n < -(-header // p.video_stride):
+                warns.append([str(vpath), f"truncated video: {n * p.video_stride} or fewer of the {header} frames "
+                                          "its header announces could be decoded"])
         else:
-            boxes["cam1"], n = _crop_camera(_image_frames(root, f1, p.gray), str(root / f1[0]), tmp / "cam1", p, len(f1))
+            boxes["cam1"], n = _crop_camera(_image_frames(root, f1, p.gray), str(root / f1[0]), tmp / "cam1", p, len(f1),
+                                            warns)
             if f2:
                 boxes["cam2"], _ = _crop_camera(_image_frames(root, f2, p.gray), str(root / f2[0]), tmp / "cam2", p,
-                                                len(f2))
-        m = {"fingerprint": fp, "n_frames": n, "cameras": sorted(boxes),
+                                                len(f2), warns)
+        m = {"fingerprint": fp, "n_frames": n, "cameras": sorted(boxes), "warnings": warns,
              "boxes": {cam: list(b) for cam, b in boxes.items()}, "params": p.result_dict(),
              "files": output_sizes(tmp, sorted(boxes))}  # checked on reuse: content, not only counts
         (tmp / MARKER).write_text(json.dumps(m, indent=1))
@@ -362,8 +386,14 @@ def _crop_dataset(manifest: Path, out: Path, p: CropParams, progress: bool) -> d
                       "box_cam1": format_box(Box(*m["boxes"]["cam1"])),
                       "box_cam2": format_box(Box(*m["boxes"]["cam2"])) if "cam2" in m["boxes"] else ""})
     _remove_stale(out, set(keys))
+    warnings = [{**{k: r[k] for k in ("dataset", "subject", "sequence")}, "file": f, "reason": why}
+                for r, res in zip(rows, results) if res and res["status"] != "error"
+                for f, why in res["marker"].get("warnings", [])]
     write_csv(out / "crops.csv", CROPS_COLUMNS, crops)
     write_csv(out / "errors.csv", ERRORS_COLUMNS, errors)
+    write_csv(out / "warnings.csv", WARNINGS_COLUMNS, warnings)
+    for w in warnings:
+        log.warning("suspicious input in %s/%s: %s: %s", w["subject"], w["sequence"], w["file"], w["reason"])
     (out / "crop_params.json").write_text(json.dumps(
         {"params": p.result_dict(), "manifest": str(manifest), "manifest_sha256": file_sha256(manifest),
          "sequences": len(crops), "errors": len(errors)}, indent=1))

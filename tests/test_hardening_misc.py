@@ -156,3 +156,60 @@ def test_the_next_run_removes_what_killed_runs_left(tmp_path):
     normalize_store(out, tmp_path / "s.zarr", params_of(NormalizeParams, "normalize", size=32, chunk_mib=0.05))
     assert sorted(q.name for q in tmp_path.iterdir()) == sorted(
         ["crops", "f.zarr", ".f.zarr.lock", "s.zarr", ".s.zarr.lock"])
+
+
+def _crop_with(tmp_path: Path, frames_by_seq: dict[str, list[np.ndarray]], **crop) -> tuple[dict, list[dict]]:
+    from face_images import write_rgb
+    from pipeline.crop import WARNINGS_COLUMNS, CropParams, crop_dataset
+    from pipeline.manifest import MANIFEST_COLUMNS, read_csv, write_csv
+
+    rows = []
+    for seq, frames in frames_by_seq.items():
+        files = [write_rgb(tmp_path / "ds" / seq / f"img_{i + 1:03d}.png", f).relative_to(tmp_path / "ds").as_posix()
+                 for i, f in enumerate(frames)]
+        rows.append({"dataset": "d", "subject": "S01", "sequence": seq, "label": "", "label_code": -1, "pose": "",
+                     "root": "ds", "frontal": "|".join(files), "nonfrontal": "", "video": "", "n_frames": len(files)})
+    write_csv(tmp_path / "m.csv", MANIFEST_COLUMNS, rows)
+    counts = crop_dataset(tmp_path / "m.csv", tmp_path / "crops",
+                          params_of(CropParams, "crop", **{"size": 48, "workers": 1, **crop}), progress=False)
+    return counts, read_csv(tmp_path / "crops" / "warnings.csv", WARNINGS_COLUMNS)
+
+
+def test_a_blank_frame_mid_sequence_is_a_warning(tmp_path):
+    from face_images import astronaut, moving
+
+    frames = moving(astronaut(), 3)
+    frames[1] = np.full_like(frames[1], 128)
+    counts, warnings = _crop_with(tmp_path, {"001": frames, "002": moving(astronaut(), 3)})
+    assert counts == {"cropped": 2, "reused": 0, "error": 0}
+    assert [(w["sequence"], Path(w["file"]).name) for w in warnings] == [("001", "img_002.png")]
+    assert "blank" in warnings[0]["reason"]
+    _, again = _crop_with(tmp_path, {"001": frames, "002": moving(astronaut(), 3)})  # reused: still reported
+    assert again == warnings
+
+
+def test_a_tiny_face_enlarged_many_times_is_a_warning(tmp_path):
+    from face_images import astronaut, moving
+
+    # The photo's face box is about 200 px: a 1000 px crop enlarges it ~5x, above a threshold of 3.
+    counts, warnings = _crop_with(tmp_path, {"001": moving(astronaut(), 2)}, size=1000, warn_upscale=3.0)
+    assert counts["cropped"] == 1 and len(warnings) == 1 and "enlarged" in warnings[0]["reason"]
+    _, none = _crop_with(tmp_path / "b", {"001": moving(astronaut(), 2)})
+    assert none == []
+
+
+def test_a_truncated_video_is_a_warning(tmp_path):
+    from face_images import astronaut, moving, write_video
+    from pipeline.crop import WARNINGS_COLUMNS, CropParams, crop_dataset
+    from pipeline.manifest import MANIFEST_COLUMNS, read_csv, write_csv
+
+    video = write_video(tmp_path / "ds" / "v.avi", moving(astronaut(), 12, step=2))
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) // 2])  # a copy cut short: the header still says 12 frames
+    row = {"dataset": "d", "subject": "S01", "sequence": "v", "label": "", "label_code": -1, "pose": "",
+           "root": "ds", "frontal": "", "nonfrontal": "", "video": "v.avi", "n_frames": 12}
+    write_csv(tmp_path / "m.csv", MANIFEST_COLUMNS, [row])
+    counts = crop_dataset(tmp_path / "m.csv", tmp_path / "crops", params_of(CropParams, "crop", size=48, workers=1),
+                          progress=False)
+    warnings = read_csv(tmp_path / "crops" / "warnings.csv", WARNINGS_COLUMNS)
+    assert counts["cropped"] == 1 and len(warnings) == 1 and "truncated video" in warnings[0]["reason"]
