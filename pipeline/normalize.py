@@ -199,13 +199,13 @@ def _normalize_store(flows: Path | str, out: Path | str, p: NormalizeParams,
             b = min(n, a + step)
             rows = {k: v[a:b] for k, v in codes.items()}
             for name, src_name in (("flow_input", "flow_input_px"), ("flow_target", "flow_target_px")):
-                raw = src[src_name][a:b]
+                raw = st.read_rows(src[src_name], a, b, flows)
                 st.check_finite({src_name: raw}, flows, a)  # a training store is finite: nothing is written
                 # Resize (if any) in Cartesian pixels first, then convert: angles are never averaged.
                 f = area_resize(raw.astype(np.float32), p.size)
                 rows[name] = normalize_flow(f, p.representation, clip).astype(np.float16)
             for name in ("neutral", "target_image", "input_image"):
-                rows[name] = area_resize(src[name][a:b], p.size)
+                rows[name] = area_resize(st.read_rows(src[name], a, b, flows), p.size)
             writer.append(rows)
         writer.close()
     return st.check_store(out)

@@ -201,7 +201,7 @@ def flow_chunks(group: Any, where: object = None) -> Iterable[dict[str, np.ndarr
     step = group["flow_input_px"].chunks[0]
     where = where if where is not None else getattr(group.store, "root", group.store)
     for a in range(0, n, step):
-        chunk = {c: group[name][a:a + step] for c, name in CAMERAS.items()}
+        chunk = {c: st.read_rows(group[name], a, min(a + step, n), where) for c, name in CAMERAS.items()}
         st.check_finite({CAMERAS[c]: v for c, v in chunk.items()}, where, a)
         yield chunk
 

@@ -47,6 +47,18 @@ class StoreError(EmoganError):
     """A store is missing, incomplete, or disagrees with pipeline/schema.py."""
 
 
+def read_rows(array: Any, start: int, stop: int, where: object) -> np.ndarray:
+    """array[start:stop] (rows along N); a corrupt or missing chunk is a StoreError naming its file, not a
+    codec traceback that names nothing ("error during blosc decompression: -1")."""
+    try:
+        return np.asarray(array[start:stop])
+    except Exception as e:  # noqa: BLE001 - codecs and stores raise many types for a bad chunk
+        c = int(array.chunks[0])
+        first = "/".join(["c", str(start // c)] + ["0"] * (len(array.shape) - 1))
+        raise StoreError(f"{where}/{array.path}/{first}: unreadable chunk (rows {start}..{stop - 1}: "
+                         f"{type(e).__name__}: {e}); the store is damaged: rebuild it") from None
+
+
 def check_finite(arrays: Mapping[str, np.ndarray], where: object, first_row: int = 0) -> None:
     """StoreError naming `where`, the array and the first row if a float array holds NaN or inf: stores are
     finite (checked where data enters one: flow parts, normalize, and by the readers stats and train)."""

@@ -213,3 +213,33 @@ def test_a_truncated_video_is_a_warning(tmp_path):
                           progress=False)
     warnings = read_csv(tmp_path / "crops" / "warnings.csv", WARNINGS_COLUMNS)
     assert counts["cropped"] == 1 and len(warnings) == 1 and "truncated video" in warnings[0]["reason"]
+
+
+def _corrupt_first_chunk(store: Path, array: str) -> Path:
+    chunk = store / array / "c" / "0" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:30] + b"garbage" * 10)
+    return chunk
+
+
+def test_a_corrupt_chunk_is_one_line_naming_its_file(tmp_path):
+    """A damaged Zarr chunk gave `RuntimeError: error during blosc decompression: -1`, naming no file."""
+    from typer.testing import CliRunner
+
+    from emogan.cli import app
+    from pipeline.errors import EmoganError
+    from pipeline.normalize import NormalizeParams, normalize_store
+    from training.fixture import write_fixture_store
+
+    crops = make_crops(tmp_path / "crops", n_sequences=2, frames=3, side=32)
+    fl.compute_flows(crops, tmp_path / "f.zarr", params_of(fl.FlowParams, "flow", size=32, workers=0, max_step=1),
+                     progress=False)
+    chunk = _corrupt_first_chunk(tmp_path / "f.zarr", "flow_input_px")
+    with pytest.raises(EmoganError, match="unreadable chunk") as e:
+        normalize_store(tmp_path / "f.zarr", tmp_path / "s.zarr", params_of(NormalizeParams, "normalize", size=32))
+    assert str(chunk) in str(e.value) and "\n" not in str(e.value)
+
+    store = write_fixture_store(tmp_path / "t.zarr", n_subjects=4, rows_per_subject=8, size=32, chunk_mib=0.01)
+    chunk = _corrupt_first_chunk(store, "flow_target")
+    r = CliRunner().invoke(app, ["train-flowcnn", str(store), "--fold", "0", "--out", str(tmp_path / "fc")])
+    assert isinstance(r.exception, EmoganError), r.output + repr(r.exception)
+    assert str(chunk) in str(r.exception) and "unreadable chunk" in str(r.exception)

@@ -306,12 +306,14 @@ class StreamingStoreDataset(IterableDataset):
 
     def read_unit(self, u: _Unit) -> dict[str, np.ndarray]:
         """The selected rows of one chunk, every requested array (one contiguous read per array)."""
+        from pipeline.store import read_rows
+
         g = self._open()[u.source]
         out = {}
         for name in self.arrays:
             a = g[name]
             stop = min(u.stop, a.shape[0])
-            out[name] = np.asarray(a[u.start:stop])[u.rows]
+            out[name] = read_rows(a, u.start, stop, self.paths[u.source])[u.rows]
         return out
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
