@@ -4,7 +4,8 @@
 would write the same output (another `emogan flow` on the same store, a second `emogan train --out RUN`)
 is refused with one line naming the output and the holder's pid, before it touches anything. The kernel
 drops the lock when its holder exits, even by kill -9, so a crashed run never leaves a stale lock; the
-small lock file stays (deleting it would let two processes lock two different files).
+small lock file stays (deleting it would let two processes lock two different files). An I/O error
+inside the block (a full disk) becomes one line naming the output and the file, instead of a traceback.
 """
 from __future__ import annotations
 
@@ -46,6 +47,14 @@ def writer_lock(out: Path | str) -> Iterator[Path]:
                               "this output; wait for it to finish, or write elsewhere") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield path
+        try:
+            yield path
+        except OSError as e:  # a full disk, a vanished mount: one line naming the output and the file
+            import errno
+
+            on = f" on {e.filename}" if e.filename else ""
+            hint = "the disk is full: free space" if e.errno == errno.ENOSPC else "fix it"
+            raise EmoganError(f"{out}: I/O error{on}: {e.strerror or e}; {hint} and run again (finished work "
+                              "is kept, nothing half-written is used)") from None
     finally:
         os.close(fd)  # closing releases the lock

@@ -243,3 +243,40 @@ def test_a_corrupt_chunk_is_one_line_naming_its_file(tmp_path):
     r = CliRunner().invoke(app, ["train-flowcnn", str(store), "--fold", "0", "--out", str(tmp_path / "fc")])
     assert isinstance(r.exception, EmoganError), r.output + repr(r.exception)
     assert str(chunk) in str(r.exception) and "unreadable chunk" in str(r.exception)
+
+
+def test_a_full_disk_is_one_line_naming_the_output(tmp_path, monkeypatch):
+    """A full disk gave a traceback; stage writes run under the output's writer lock, which turns it into a line."""
+    import errno
+
+    from pipeline import store as st
+    from pipeline.errors import EmoganError
+    from pipeline.normalize import NormalizeParams, normalize_store
+
+    crops = make_crops(tmp_path / "crops", n_sequences=2, frames=3, side=32)
+    fl.compute_flows(crops, tmp_path / "f.zarr", params_of(fl.FlowParams, "flow", size=32, workers=0, max_step=1),
+                     progress=False)
+
+    def full(self, rows):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(st.RowWriter, "append", full)
+    with pytest.raises(EmoganError, match="No space left on device") as e:
+        normalize_store(tmp_path / "f.zarr", tmp_path / "s.zarr", params_of(NormalizeParams, "normalize", size=32))
+    assert str(tmp_path / "s.zarr") in str(e.value) and "disk is full" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "s.zarr").exists()
+    monkeypatch.undo()
+
+    def full_png(path, rgb):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    import pipeline.augment as aug
+    from pipeline.augment import AugmentParams, augment_dataset
+
+    src = tmp_path / "src"
+    from test_hardening_paths import _frontal_crops
+
+    _frontal_crops(src, ["S001"])
+    monkeypatch.setattr(aug, "write_png", full_png)
+    with pytest.raises(EmoganError, match="img_001.png: No space") as e:
+        augment_dataset(src, tmp_path / "aug", params_of(AugmentParams, "augment"), progress=False)
