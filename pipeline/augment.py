@@ -27,10 +27,13 @@ import numpy as np
 import typer
 
 from pipeline.adapters.common import natural_key
-from pipeline.crop import CROPS_COLUMNS, ERRORS_COLUMNS, PARTIAL, SequenceError, read_rgb, write_png
+from pipeline.crop import (CROPS_COLUMNS, ERRORS_COLUMNS, PARTIAL, SequenceError, output_sizes, outputs_intact,
+                           read_rgb, write_png)
 from pipeline.console import progress_enabled
 from pipeline.errors import EmoganError
+from pipeline.lock import writer_lock
 from pipeline.manifest import read_csv, resolve_root, write_csv
+from pipeline.safepath import inside, safe_name
 from pipeline.store import file_sha256
 from pipeline.params import PARAMS_OPTION
 
@@ -131,8 +134,8 @@ def augment_sequence(row: dict[str, str], src: Path, out: Path, p: AugmentParams
             m = json.loads((final / MARKER).read_text())
         except (OSError, ValueError):
             m = {}
-        if m.get("fingerprint") == fp and len(_frames(final / "cam2")) == len(cam1) and (
-                in_place or len(_frames(final / "cam1")) == len(cam1)):
+        if m.get("fingerprint") == fp and len(_frames(final / "cam2")) == len(cam1) and outputs_intact(
+                final, m.get("files"), ["cam2"]) and (in_place or len(_frames(final / "cam1")) == len(cam1)):
             return {"status": "reused", "marker": m}
         rng = sequence_rng(p.seed, row["subject"], row["sequence"])
         draw = draw_augmentation(rng, p)
@@ -157,7 +160,7 @@ def augment_sequence(row: dict[str, str], src: Path, out: Path, p: AugmentParams
                 raise SequenceError(str(f), f"crop size {img.shape[1]}x{img.shape[0]} differs from the first crop's")
             write_png(tmp / "cam2" / f.name, augment_frame(img, h, draw["noise_sigma"], rng, p.pad_value))
         m = {"fingerprint": fp, "seed": p.seed, "draw": draw, "homography": h.tolist(), "n_frames": len(cam1),
-             "params": dataclasses.asdict(p)}
+             "params": dataclasses.asdict(p), "files": output_sizes(tmp, ["cam2"])}  # checked on reuse
         if in_place:
             (final / MARKER).unlink(missing_ok=True)  # the marker goes last: no marker, no finished cam2
             if (final / "cam2").exists():
@@ -176,8 +179,22 @@ def augment_sequence(row: dict[str, str], src: Path, out: Path, p: AugmentParams
         return {"status": "error", "file": e.file, "reason": e.reason}
 
 
+def check_crops_row(row: dict[str, str], crops_dir: Path, where: str) -> None:
+    """A crops.csv row's subject/sequence are folder names and its camera folders lie inside `crops_dir`."""
+    safe_name(row["subject"], "subject", where)
+    safe_name(row["sequence"], "sequence", where)
+    for k in ("cam1_dir", "cam2_dir"):
+        if row[k]:
+            inside(crops_dir, row[k], k, where)
+
+
 def augment_dataset(src: Path, out: Path, p: AugmentParams, progress: bool = True) -> dict[str, int]:
     """Add cam2 to every frontal-only row of `src`/crops.csv, writing the crop layout to `out`."""
+    with writer_lock(out):  # one writer per output folder (pipeline/lock.py); in place: crop's lock too
+        return _augment_dataset(src, out, p, progress)
+
+
+def _augment_dataset(src: Path, out: Path, p: AugmentParams, progress: bool) -> dict[str, int]:
     from tqdm import tqdm
 
     for name, rng in (("roll_deg", p.roll_deg), ("yaw_deg", p.yaw_deg), ("pitch_deg", p.pitch_deg),
@@ -193,7 +210,13 @@ def augment_dataset(src: Path, out: Path, p: AugmentParams, progress: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / PARTIAL, ignore_errors=True)
     crops, errors, counts = [], list(in_errors), {"augmented": 0, "reused": 0, "paired": 0, "error": 0}
-    for row in tqdm(rows, desc=f"augment {out.name}", unit="seq", disable=not progress_enabled(progress)):
+    for line, row in enumerate(tqdm(rows, desc=f"augment {out.name}", unit="seq", disable=not progress_enabled(progress)), start=2):
+        try:  # every path below is built from these fields: inside src and out only (pipeline/safepath.py)
+            check_crops_row(row, src, f"{crops_csv} line {line}")
+        except SequenceError as e:
+            counts["error"] += 1
+            errors.append({**{k: row[k] for k in ("dataset", "subject", "sequence")}, "file": e.file, "reason": e.reason})
+            continue
         seq = f"{row['subject']}/{row['sequence']}"
         new = {**row, "root": Path(os.path.relpath(resolve_root(crops_csv, row["root"]).resolve(),
                                                    out.resolve())).as_posix()}

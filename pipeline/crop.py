@@ -29,14 +29,17 @@ import typer
 
 from pipeline import pool
 from pipeline.console import mediapipe_solution
-from pipeline.errors import EmoganError
-from pipeline.manifest import MANIFEST_COLUMNS, read_manifest, resolve_root, split_frames, write_csv
+from pipeline.errors import EmoganError, SequenceError
+from pipeline.lock import writer_lock
+from pipeline.manifest import MANIFEST_COLUMNS, check_row_paths, read_manifest, resolve_root, split_frames, write_csv
 from pipeline.store import file_sha256
 from pipeline.params import PARAMS_OPTION
 
 log = logging.getLogger(__name__)
 CROPS_COLUMNS: tuple[str, ...] = MANIFEST_COLUMNS + ("cam1_dir", "cam2_dir", "box_cam1", "box_cam2")
 ERRORS_COLUMNS: tuple[str, ...] = ("dataset", "subject", "sequence", "file", "reason")
+# warnings.csv: suspicious input in sequences that were cropped (blank frame, tiny face, truncated video).
+WARNINGS_COLUMNS = ERRORS_COLUMNS
 MARKER = "crop.json"
 PARTIAL = ".partial"
 # Fast PNG compression (level 1 of 9): crops are written once and read once by flow; time matters more than size.
@@ -55,11 +58,14 @@ class CropParams:
     gray: bool
     video_stride: int
     workers: int
+    warn_blank_std: float  # warnings only (warnings.csv), the crops do not depend on them
+    warn_upscale: float
 
     def result_dict(self) -> dict[str, Any]:
-        """The params that change the crops (not `workers`)."""
+        """The params that change the crops (not `workers` nor the warning thresholds)."""
         d = dataclasses.asdict(self)
-        d.pop("workers")
+        for k in ("workers", "warn_blank_std", "warn_upscale"):
+            d.pop(k)
         return d
 
 
@@ -69,14 +75,6 @@ class Box(NamedTuple):
     x: int
     y: int
     side: int
-
-
-class SequenceError(Exception):
-    """A bad input that skips one sequence: the file and the reason go to errors.csv."""
-
-    def __init__(self, file: str, reason: str):
-        super().__init__(f"{file}: {reason}")
-        self.file, self.reason = file, reason
 
 
 def format_box(box: Box | None) -> str:
@@ -217,12 +215,41 @@ def crop_frames(frames: Iterable[tuple[str, np.ndarray]], p: CropParams) -> Iter
         yield box, crop_square(img, box, p.size, p.pad_value)
 
 
+def output_sizes(folder: Path, cameras: Iterable[str]) -> dict[str, int]:
+    """{"cam1/img_001.png": bytes, ...}: what a finished sequence's marker records of its frames."""
+    return {f"{cam}/{q.name}": q.stat().st_size for cam in cameras for q in sorted((folder / cam).glob("img_*.png"))}
+
+
+def outputs_intact(folder: Path, recorded: Any, cameras: Iterable[str]) -> bool:
+    """Whether the frames a marker recorded are all there, alone, with their recorded sizes (a truncated or
+    missing frame means the sequence is redone; a marker without sizes, from an older run, too)."""
+    if not isinstance(recorded, dict) or not recorded:
+        return False
+    try:
+        return output_sizes(folder, cameras) == recorded
+    except OSError:
+        return False
+
+
+def _named(frames: Iterable[tuple[str, np.ndarray]], names: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+    for name, img in frames:
+        names.append(name)
+        yield name, img
+
+
 def _crop_camera(frames: Iterable[tuple[str, np.ndarray]], first_file: str, out_dir: Path, p: CropParams,
-                 n_hint: int) -> tuple[Box, int]:
-    """Crop one camera's frames into out_dir (streaming: a long video never sits in memory)."""
+                 n_hint: int, warnings: list[list[str]] | None = None) -> tuple[Box, int]:
+    """Crop one camera's frames into out_dir (streaming: a long video never sits in memory); suspicious input
+    (a blank frame, a tiny face enlarged many times) is appended to `warnings` as [file, reason]."""
     out_dir.mkdir(parents=True)
-    box, written = None, 0
-    for written, (box, crop) in enumerate(crop_frames(frames, p), start=1):
+    box, written, names = None, 0, []
+    warnings = warnings if warnings is not None else []
+    for written, (box, crop) in enumerate(crop_frames(_named(frames, names), p), start=1):
+        if written == 1 and p.size / box.side > p.warn_upscale:
+            warnings.append([names[-1], f"face box of {box.side} px enlarged {p.size / box.side:.1f}x to {p.size} px "
+                                        "(a tiny face: little detail for the flow)"])
+        if float(crop.std()) < p.warn_blank_std:
+            warnings.append([names[-1], f"blank frame (grey levels vary by {float(crop.std()):.2f})"])
         write_png(out_dir / frame_name(written - 1, n_hint), crop)
     if box is None:
         raise SequenceError(first_file, "no frames")
@@ -256,17 +283,10 @@ def source_fingerprint(row: dict[str, str], root: Path, p: CropParams) -> str:
     return h.hexdigest()
 
 
-def _check_names(row: dict[str, str], root: Path) -> None:
-    for k in ("subject", "sequence"):
-        v = row[k]
-        if not v or v in (".", "..") or "/" in v or "\\" in v or v.startswith("."):
-            raise SequenceError(str(root), f"{k} {v!r} cannot be a folder name")
-
-
 def crop_sequence(row: dict[str, str], root: Path, out: Path, p: CropParams, paired: bool) -> dict[str, Any]:
     """Crop one manifest row into out/<subject>/<sequence>/ (or reuse it if finished); returns the outcome."""
     try:
-        _check_names(row, root)
+        check_row_paths(row, root, root)
         final = out / row["subject"] / row["sequence"]
         fp = source_fingerprint(row, root, p)
         marker = final / MARKER
@@ -275,8 +295,7 @@ def crop_sequence(row: dict[str, str], root: Path, out: Path, p: CropParams, pai
                 m = json.loads(marker.read_text())
             except (OSError, ValueError):
                 m = {}
-            if m.get("fingerprint") == fp and all(
-                    len(list((final / cam).glob("img_*.png"))) == m.get("n_frames") for cam in m.get("cameras", [])):
+            if m.get("fingerprint") == fp and outputs_intact(final, m.get("files"), m.get("cameras", [])):
                 return {"status": "reused", "marker": m}
         f1, f2 = split_frames(row["frontal"]), split_frames(row["nonfrontal"])
         if paired and len(f1) != len(f2):
@@ -290,17 +309,24 @@ def crop_sequence(row: dict[str, str], root: Path, out: Path, p: CropParams, pai
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         boxes: dict[str, Box] = {}
+        warns: list[list[str]] = []
         if row["video"]:
             vpath = root / row["video"]
+            header = int(row["n_frames"] or 0)
             boxes["cam1"], n = _crop_camera(_video_frames(vpath, p.gray, p.video_stride), str(vpath), tmp / "cam1", p,
-                                            max(int(row["n_frames"] or 0) // p.video_stride, 1))
+                                            max(header // p.video_stride, 1), warns)
+            if n < -(-header // p.video_stride):
+                warns.append([str(vpath), f"truncated video: {n * p.video_stride} or fewer of the {header} frames "
+                                          "its header announces could be decoded"])
         else:
-            boxes["cam1"], n = _crop_camera(_image_frames(root, f1, p.gray), str(root / f1[0]), tmp / "cam1", p, len(f1))
+            boxes["cam1"], n = _crop_camera(_image_frames(root, f1, p.gray), str(root / f1[0]), tmp / "cam1", p, len(f1),
+                                            warns)
             if f2:
                 boxes["cam2"], _ = _crop_camera(_image_frames(root, f2, p.gray), str(root / f2[0]), tmp / "cam2", p,
-                                                len(f2))
-        m = {"fingerprint": fp, "n_frames": n, "cameras": sorted(boxes),
-             "boxes": {cam: list(b) for cam, b in boxes.items()}, "params": p.result_dict()}
+                                                len(f2), warns)
+        m = {"fingerprint": fp, "n_frames": n, "cameras": sorted(boxes), "warnings": warns,
+             "boxes": {cam: list(b) for cam, b in boxes.items()}, "params": p.result_dict(),
+             "files": output_sizes(tmp, sorted(boxes))}  # checked on reuse: content, not only counts
         (tmp / MARKER).write_text(json.dumps(m, indent=1))
         if final.exists():
             shutil.rmtree(final)  # stale: other params or changed source
@@ -318,6 +344,11 @@ def _crop_task(args: tuple[dict[str, str], str, str, dict[str, Any], bool]) -> d
 
 def crop_dataset(manifest: Path, out: Path, p: CropParams, progress: bool = True) -> dict[str, int]:
     """Crop every sequence of a manifest into `out`; writes crops.csv, errors.csv, crop_params.json."""
+    with writer_lock(out):  # one writer per output folder (pipeline/lock.py)
+        return _crop_dataset(manifest, out, p, progress)
+
+
+def _crop_dataset(manifest: Path, out: Path, p: CropParams, progress: bool) -> dict[str, int]:
     if p.size < 8 or p.margin < 0 or p.video_stride < 1 or p.workers < 1:
         raise EmoganError(f"crop params out of range: size >= 8, margin >= 0, video_stride >= 1, workers >= 1 ({p})")
     rows = read_manifest(manifest)
@@ -329,10 +360,17 @@ def crop_dataset(manifest: Path, out: Path, p: CropParams, progress: bool = True
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / PARTIAL, ignore_errors=True)  # leftovers of a killed run: never finished, redo them
     roots = [resolve_root(manifest, r["root"]) for r in rows]
-    tasks = [(r, str(root), str(out), dataclasses.asdict(p), paired) for r, root in zip(rows, roots)]
-    results: list[dict[str, Any] | None] = [None] * len(tasks)
-    for i, res in pool.run(_crop_task, tasks, p.workers, f"crop {out.name}", progress=progress):
-        results[i] = res
+    results: list[dict[str, Any] | None] = [None] * len(rows)
+    todo = []
+    for i, (r, root) in enumerate(zip(rows, roots)):
+        try:  # names and frame paths from the manifest's content: inside the dataset root (pipeline/safepath.py)
+            check_row_paths(r, root, f"{manifest} line {i + 2}")
+            todo.append(i)
+        except SequenceError as e:
+            results[i] = {"status": "error", "file": e.file, "reason": e.reason}
+    tasks = [(rows[i], str(roots[i]), str(out), dataclasses.asdict(p), paired) for i in todo]
+    for k, res in pool.run(_crop_task, tasks, p.workers, f"crop {out.name}", progress=progress):
+        results[todo[k]] = res
     crops, errors, counts = [], [], {"cropped": 0, "reused": 0, "error": 0}
     for r, root, res in zip(rows, roots, results):
         assert res is not None
@@ -349,8 +387,14 @@ def crop_dataset(manifest: Path, out: Path, p: CropParams, progress: bool = True
                       "box_cam1": format_box(Box(*m["boxes"]["cam1"])),
                       "box_cam2": format_box(Box(*m["boxes"]["cam2"])) if "cam2" in m["boxes"] else ""})
     _remove_stale(out, set(keys))
+    warnings = [{**{k: r[k] for k in ("dataset", "subject", "sequence")}, "file": f, "reason": why}
+                for r, res in zip(rows, results) if res and res["status"] != "error"
+                for f, why in res["marker"].get("warnings", [])]
     write_csv(out / "crops.csv", CROPS_COLUMNS, crops)
     write_csv(out / "errors.csv", ERRORS_COLUMNS, errors)
+    write_csv(out / "warnings.csv", WARNINGS_COLUMNS, warnings)
+    for w in warnings:
+        log.warning("suspicious input in %s/%s: %s: %s", w["subject"], w["sequence"], w["file"], w["reason"])
     (out / "crop_params.json").write_text(json.dumps(
         {"params": p.result_dict(), "manifest": str(manifest), "manifest_sha256": file_sha256(manifest),
          "sequences": len(crops), "errors": len(errors)}, indent=1))

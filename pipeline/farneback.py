@@ -13,18 +13,10 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from pipeline.errors import EmoganError
+from pipeline.errors import EmoganError, SequenceError
 from pipeline.schema import STRATEGY_NAMES
 
 FRAME_GLOB = "img_*.png"
-
-
-class SequenceError(EmoganError):
-    """A sequence cannot be processed; the message names the file and the reason."""
-
-    def __init__(self, file: Path | str, reason: str):
-        super().__init__(f"{file}: {reason}")
-        self.file, self.reason = str(file), reason
 
 
 class Pair(NamedTuple):

@@ -34,10 +34,12 @@ from pipeline import pool
 from pipeline import store as st
 from pipeline.console import progress_enabled
 from pipeline.errors import EmoganError
+from pipeline.lock import writer_lock
 from pipeline.farneback import SequenceError, compute_sequence, list_frames
 from pipeline.adapters.common import natural_key
 from pipeline.params import PARAMS_OPTION, ParamsError, as_dict, load_params, path_param, section
-from pipeline.schema import CLASS_NAMES, POSE_NAMES, STRATEGY_NAMES, pose_code
+from pipeline.safepath import inside, safe_name
+from pipeline.schema import CLASS_NAMES, POSE_NAMES, STRATEGY_NAMES, check_label, pose_code
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +158,15 @@ def _fingerprint(paths: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
-def _cam_dir(crops_dir: Path, row: dict[str, str], cam: int) -> Path:
+def cam_dir(crops_dir: Path, row: dict[str, str], cam: int, where: object = None) -> Path:
+    """A crops.csv row's camera folder (`cam<k>_dir`, else <subject>/<sequence>/cam<k>), inside crops_dir
+    (pipeline/safepath.py; SequenceError naming `where`, default crops.csv, otherwise)."""
+    where = where if where is not None else crops_dir / CROPS_CSV
     given = (row.get(f"cam{cam}_dir") or "").strip()
-    d = Path(given) if given else Path(row["subject"]) / row["sequence"] / f"cam{cam}"
-    return d if d.is_absolute() else crops_dir / d
+    if given:
+        return inside(crops_dir, given, f"cam{cam}_dir", where)
+    return crops_dir / safe_name(row["subject"], "subject", where) / safe_name(row["sequence"], "sequence", where) \
+        / f"cam{cam}"
 
 
 def plan_sequence(crops_dir: Path, index: int, row: dict[str, str], parts_dir: Path,
@@ -168,17 +175,17 @@ def plan_sequence(crops_dir: Path, index: int, row: dict[str, str], parts_dir: P
     if "cam2_dir" in row and not row["cam2_dir"].strip():
         raise SequenceError(crops_dir / CROPS_CSV, f"line {index + 2}: no non-frontal camera (cam2_dir empty); "
                                                    "frontal-only sets get one from `emogan augment`")
-    frontal = list_frames(_cam_dir(crops_dir, row, 1))
-    nonfrontal = list_frames(_cam_dir(crops_dir, row, 2))
+    where = f"{crops_dir / CROPS_CSV} line {index + 2}"
+    frontal = list_frames(cam_dir(crops_dir, row, 1, where))
+    nonfrontal = list_frames(cam_dir(crops_dir, row, 2, where))
     if [q.name for q in frontal] != [q.name for q in nonfrontal]:
-        raise SequenceError(_cam_dir(crops_dir, row, 2),
+        raise SequenceError(cam_dir(crops_dir, row, 2),
                             f"frames differ from cam1's ({len(frontal)} vs {len(nonfrontal)} files, or other names)")
     try:
         row_pose_code(row)
-        if int(row["label_code"] or st.UNLABELED) < st.UNLABELED:
-            raise ValueError(f"label_code {row['label_code']} < -1")
     except ValueError as e:
         raise SequenceError(crops_dir / CROPS_CSV, f"line {index + 2}: {e}") from None
+    check_label(row.get("label"), row["label_code"], where)  # where label codes enter a store: checked once
     # Absolute paths: workers of an external dask cluster may run in another directory.
     return SequenceTask(index, [os.path.abspath(q) for q in frontal], [os.path.abspath(q) for q in nonfrontal],
                         _fingerprint(frontal + nonfrontal), os.path.abspath(parts_dir / f"{index:06d}.npz"),
@@ -190,12 +197,25 @@ def row_pose_code(row: dict[str, str]) -> int:
     return pose_code(row["pose"]) if row["pose"].strip() else st.UNKNOWN_POSE
 
 
-def _part_fingerprint(part: Path) -> str | None:
+def part_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The params a part records (those that change its rows), from a task's params, as JSON reads them back."""
+    return json.loads(json.dumps({k: v for k, v in params.items() if k not in EXECUTION_FIELDS}))
+
+
+def _part_meta(part: Path) -> dict[str, Any]:
     try:
         with np.load(part, allow_pickle=False) as z:
-            return str(json.loads(str(z["meta"]))["fingerprint"])
-    except (OSError, ValueError, KeyError):  # truncated or foreign file: recompute
-        return None
+            meta = json.loads(str(z["meta"]))
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError, KeyError, EOFError):  # truncated or foreign file: recompute
+        return {}
+
+
+def _part_done(part: Path, task: "SequenceTask") -> bool:
+    """Whether an earlier run committed this very task: same frames (fingerprint), same index and params."""
+    m = _part_meta(part)
+    return (m.get("fingerprint") == task.fingerprint and m.get("index") == task.index
+            and m.get("params") == part_params(task.params))
 
 
 def run_sequence_task(task: SequenceTask, cv2_threads: int = 1) -> dict[str, Any]:
@@ -206,15 +226,19 @@ def run_sequence_task(task: SequenceTask, cv2_threads: int = 1) -> dict[str, Any
     p = FlowParams(**task.params)
     try:
         arrays = compute_sequence(task.frontal, task.nonfrontal, p)
+        st.check_finite({k: arrays[k] for k in ("flow_input_px", "flow_target_px")}, "flows")
     except SequenceError as e:
         return {"index": task.index, "n": 0, "error": {"file": e.file, "reason": e.reason}}
+    except st.StoreError as e:  # never commit a part the store could not hold
+        return {"index": task.index, "n": 0, "error": {"file": str(Path(task.frontal[0]).parent.parent),
+                                                       "reason": f"non-finite flow ({e})"}}
     except Exception as e:  # noqa: BLE001 - any failure of one sequence must not stop the others
         return {"index": task.index, "n": 0,
                 "error": {"file": str(Path(task.frontal[0]).parent.parent), "reason": f"{type(e).__name__}: {e}"}}
-    meta = json.dumps({"fingerprint": task.fingerprint, "index": task.index})
+    meta = json.dumps({"fingerprint": task.fingerprint, "index": task.index, "params": part_params(task.params)})
     tmp = f"{task.part}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
-        np.savez(f, meta=np.array(meta), **arrays)
+        np.savez_compressed(f, meta=np.array(meta), **arrays)  # parts need far less free disk than raw float16
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, task.part)  # the atomic commit: the part exists only once complete
@@ -283,6 +307,12 @@ def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, data
     the sequences run on that dask.distributed cluster instead.
     """
     crops_dir, out = Path(crops_dir), Path(out)
+    with writer_lock(out):  # one writer for the store and its parts folder (pipeline/lock.py)
+        return _compute_flows(crops_dir, out, p, dataset, dask_address, progress)
+
+
+def _compute_flows(crops_dir: Path, out: Path, p: FlowParams, dataset: str | None, dask_address: str | None,
+                   progress: bool) -> FlowReport:
     rows = read_crops_csv(crops_dir)
     if not rows:
         raise EmoganError(f"{crops_dir / CROPS_CSV}: no sequences listed")
@@ -294,18 +324,27 @@ def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, data
         log.info("%s: left by a run with other params or inputs: starting over", parts_dir)
         shutil.rmtree(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
+    for stale in parts_dir.glob("*.tmp-*"):  # parts a killed run was writing (we hold the writer lock)
+        stale.unlink(missing_ok=True)
     (parts_dir / "key.json").write_text(key)
 
     errors: dict[int, dict[str, Any]] = {}
     tasks: list[SequenceTask] = []
     done: set[int] = set()
+    extra_names: dict[int, str] = {}  # extra label codes (>= len(CLASS_NAMES)) and the one name each carries
     for i, row in enumerate(rows):
         try:
             task = plan_sequence(crops_dir, i, row, parts_dir, p)
+            code = check_label(row.get("label"), row["label_code"], f"{crops_dir / CROPS_CSV} line {i + 2}")
+            if code >= len(CLASS_NAMES):
+                name = (row.get("label") or "").strip() or f"class_{code}"
+                if extra_names.setdefault(code, name) != name:
+                    raise SequenceError(f"{crops_dir / CROPS_CSV} line {i + 2}", f"extra label code {code} is "
+                                        f"{name!r} here but {extra_names[code]!r} on an earlier row")
         except SequenceError as e:
             errors[i] = {"file": e.file, "reason": e.reason}
             continue
-        if Path(task.part).is_file() and _part_fingerprint(Path(task.part)) == task.fingerprint:
+        if Path(task.part).is_file() and _part_done(Path(task.part), task):
             done.add(i)  # committed by an earlier, interrupted run with the same inputs
         else:
             tasks.append(task)
@@ -340,10 +379,11 @@ def compute_flows(crops_dir: Path | str, out: Path | str, p: FlowParams, *, data
 
 
 def extra_class_names(rows: list[dict[str, str]]) -> list[str]:
-    """Names of label codes beyond CLASS_NAMES (code len(CLASS_NAMES) + k is entry k), from crops.csv."""
+    """Names of label codes beyond CLASS_NAMES (code len(CLASS_NAMES) + k is entry k), from crops.csv rows
+    that plan_sequence accepted (their codes are checked)."""
     names: dict[int, str] = {}
     for r in rows:
-        code = int(r["label_code"] or st.UNLABELED)
+        code = check_label(r.get("label"), r["label_code"], "crops.csv")
         if code >= len(CLASS_NAMES):
             names.setdefault(code, r.get("label") or f"class_{code}")
     top = max(names, default=len(CLASS_NAMES) - 1)
@@ -358,8 +398,15 @@ def _assemble(crops_dir: Path, out: Path, parts_dir: Path, rows: list[dict[str, 
     subject_ids = sorted({r["subject"] for r in rows}, key=natural_key)
     subject_code = {s: k for k, s in enumerate(subject_ids)}
     counts, sizes = {}, {}
+    want = part_params(as_dict(p))
     for i in indices:
-        with np.load(parts_dir / f"{i:06d}.npz", allow_pickle=False) as z:
+        part = parts_dir / f"{i:06d}.npz"
+        m = _part_meta(part)
+        if m.get("params") != want or m.get("index") != i:
+            # The lock keeps a second writer out; a part that still disagrees never reaches the store.
+            raise EmoganError(f"{part}: made with other flow params or for another row than this run's "
+                              f"(another writer?); nothing was assembled: re-run `emogan flow`")
+        with np.load(part, allow_pickle=False) as z:
             counts[i] = len(z["step"])
             sizes[i] = int(z["source_size"])
     source_sizes = sorted(set(sizes.values()))
@@ -375,7 +422,7 @@ def _assemble(crops_dir: Path, out: Path, parts_dir: Path, rows: list[dict[str, 
         "flow_convention": "channel 0 = u (x), 1 = v (y); flow t->t+dt = calcOpticalFlowFarneback(prev=t, next=t+dt); "
                            "area-averaged to size in Cartesian form, vectors not rescaled",
         "class_names": CLASS_NAMES, "pose_names": POSE_NAMES, "strategy_names": STRATEGY_NAMES,
-        "extra_class_names": extra_class_names(rows),
+        "extra_class_names": extra_class_names([rows[i] for i in indices]),
         "subject_ids": subject_ids, "sequence_ids": [f"{r['subject']}/{r['sequence']}" for r in rows],
         "source_manifest": str(crops_dir / CROPS_CSV), "source_manifest_sha256": manifest_sha,
         "params": {"flow": p.recorded()}, "chunk_rows": min(rows_per_chunk, max(n, 1)),
@@ -391,7 +438,7 @@ def _assemble(crops_dir: Path, out: Path, parts_dir: Path, rows: list[dict[str, 
             with np.load(parts_dir / f"{i:06d}.npz", allow_pickle=False) as z:
                 part = {name: z[name] for name in ("flow_input_px", "flow_target_px", "neutral", "target_image",
                                                    "input_image", "strategy", "step", "frame_t")}
-            label = int(r["label_code"] or st.UNLABELED)
+            label = check_label(r.get("label"), r["label_code"], "crops.csv")  # accepted by plan_sequence
             part.update(label=np.full(k, label, np.int16), subject=np.full(k, subject_code[r["subject"]], np.int32),
                         sequence=np.full(k, i, np.int32), pose=np.full(k, row_pose_code(r), np.int16))
             writer.append(part)

@@ -9,6 +9,7 @@ classes (label kept, e.g. CK+ contempt).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ import typer
 from pipeline.adapters.common import ManifestParams, Sequence, natural_key
 from pipeline.errors import EmoganError
 from pipeline.params import PARAMS_OPTION
+from pipeline.safepath import inside, safe_name
 
 log = logging.getLogger(__name__)
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -42,6 +44,7 @@ def build_manifest(source: Path, fmt: str, dataset: str, params: ManifestParams,
     seqs.sort(key=lambda s: (natural_key(s.subject), natural_key(s.sequence)))
     rows = []
     for s in seqs:
+        check_row_paths(dataclasses.asdict(s), source, f"{source} ({fmt} layout)")
         n = frame_count(source / s.video) if s.video else len(s.frontal)
         rows.append({
             "dataset": dataset, "subject": s.subject, "sequence": s.sequence, "label": s.label,
@@ -91,6 +94,19 @@ def resolve_root(csv_path: Path, root: str) -> Path:
 def split_frames(field: str) -> list[str]:
     """A `|`-joined frame list as a list ('' -> [])."""
     return field.split("|") if field else []
+
+
+def check_row_paths(row: dict[str, Any], root: Path, where: object) -> None:
+    """A manifest row's subject/sequence are folder names and its frame/video paths stay inside `root`
+    (SequenceError naming `where` otherwise): what crop and build_manifest check before using them."""
+    for k in ("subject", "sequence"):
+        safe_name(str(row[k]), k, where)
+    for k in ("frontal", "nonfrontal"):
+        frames = row[k] if isinstance(row[k], list) else split_frames(row[k])
+        for f in frames:
+            inside(root, f, f"{k} frame", where)
+    if row.get("video"):
+        inside(root, row["video"], "video", where)
 
 
 def manifest_command(

@@ -21,6 +21,7 @@ import typer
 
 from pipeline import store as st
 from pipeline.errors import EmoganError
+from pipeline.lock import writer_lock
 from pipeline.params import PARAMS_OPTION, ParamsError, as_dict, load_params, params_hash, path_param, section
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,12 @@ _EXTRA_ARRAYS = {"frame_t": (("N",), "int16")}  # provenance: 0-based index of f
 def normalize_store(flows: Path | str, out: Path | str, p: NormalizeParams, *,
                     stats_path: Path | str | None = None) -> dict[str, Any]:
     """Flow store -> training store at `out` (schema of pipeline/schema.py, atomic); returns its attrs."""
+    with writer_lock(out):  # one writer per store (pipeline/lock.py)
+        return _normalize_store(flows, out, p, stats_path)
+
+
+def _normalize_store(flows: Path | str, out: Path | str, p: NormalizeParams,
+                     stats_path: Path | str | None) -> dict[str, Any]:
     from pipeline.flow import open_flows
 
     src = open_flows(flows)
@@ -192,11 +199,13 @@ def normalize_store(flows: Path | str, out: Path | str, p: NormalizeParams, *,
             b = min(n, a + step)
             rows = {k: v[a:b] for k, v in codes.items()}
             for name, src_name in (("flow_input", "flow_input_px"), ("flow_target", "flow_target_px")):
+                raw = st.read_rows(src[src_name], a, b, flows)
+                st.check_finite({src_name: raw}, flows, a)  # a training store is finite: nothing is written
                 # Resize (if any) in Cartesian pixels first, then convert: angles are never averaged.
-                f = area_resize(src[src_name][a:b].astype(np.float32), p.size)
+                f = area_resize(raw.astype(np.float32), p.size)
                 rows[name] = normalize_flow(f, p.representation, clip).astype(np.float16)
             for name in ("neutral", "target_image", "input_image"):
-                rows[name] = area_resize(src[name][a:b], p.size)
+                rows[name] = area_resize(st.read_rows(src[name], a, b, flows), p.size)
             writer.append(rows)
         writer.close()
     return st.check_store(out)

@@ -29,8 +29,11 @@ class PoolError(EmoganError):
     """A worker process died, or the run was terminated: finished tasks are kept, queued ones are not run."""
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when its parent exits; exit now if the parent is already gone."""
+def die_with_parent(parent_pid: int, *_: Any) -> None:
+    """Ask Linux to SIGKILL this process when its parent exits; exit now if the parent is already gone.
+
+    Every pool of the project calls it in its workers: this one, and the trainer's DataLoader workers
+    (training/data.py make_loader's worker_init_fn; extra arguments, like the worker id, are ignored)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -39,7 +42,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _worker_init(parent_pid: int, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     import cv2
 
     cv2.setNumThreads(1)

@@ -1,6 +1,8 @@
 """Conventions shared by the pipeline and the trainer: class and pose names, the store schema."""
 from __future__ import annotations
 
+import re
+
 # Label codes are the indices of this tuple, in every store and every manifest.
 CLASS_NAMES: tuple[str, ...] = (
     "neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise",
@@ -60,3 +62,30 @@ def pose_code(name: str) -> int:
         return POSE_NAMES.index(name)
     except ValueError:
         raise ValueError(f"unknown pose {name!r}; expected one of {', '.join(POSE_NAMES)}") from None
+
+
+def check_label(label: str | None, code_text: str, where: object) -> int:
+    """A row's `label_code` (text of a manifest or crops.csv) as an int, checked where labels enter a store.
+
+    Valid: -1 (unlabeled, or a class outside CLASS_NAMES that is excluded: label kept), a CLASS_NAMES index
+    whose name is the row's label (when a label is given), or a code >= len(CLASS_NAMES) for an extra class
+    kept on request (CK+ contempt: 7) whose label is not a class name. SequenceError naming `where` otherwise.
+    """
+    from pipeline.errors import SequenceError
+
+    t = (code_text or "").strip()
+    if not t:
+        return -1
+    if not re.fullmatch(r"[+-]?\d+", t):
+        raise SequenceError(where, f"label_code {code_text!r} is not an integer")
+    code = int(t)
+    if code < -1:
+        raise SequenceError(where, f"label_code {code} is below -1 (the unlabeled code)")
+    name = (label or "").strip().lower()
+    if name in CLASS_NAMES and code != CLASS_NAMES.index(name) and code != -1:
+        said = f" ({CLASS_NAMES[code]})" if code < len(CLASS_NAMES) else " (an extra, non-class code)"
+        raise SequenceError(where, f"label {label!r} is class code {CLASS_NAMES.index(name)}, but label_code is "
+                                   f"{code}{said}")
+    if name and name not in CLASS_NAMES and 0 <= code < len(CLASS_NAMES):
+        raise SequenceError(where, f"label {label!r} is not class {code} ({CLASS_NAMES[code]})")
+    return code

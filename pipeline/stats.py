@@ -21,6 +21,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import typer
 
+from pipeline import store as st
 from pipeline.params import PARAMS_OPTION, ParamsError, load_params, path_param, section
 
 log = logging.getLogger(__name__)
@@ -194,12 +195,15 @@ def write_outputs(result: dict[str, Any], p: StatsParams, metrics: Path, plot: P
         plt.close(fig)
 
 
-def flow_chunks(group: Any) -> Iterable[dict[str, np.ndarray]]:
-    """A flow store's flows, one chunk of rows at a time."""
+def flow_chunks(group: Any, where: object = None) -> Iterable[dict[str, np.ndarray]]:
+    """A flow store's flows, one chunk of rows at a time (StoreError naming `where` at a non-finite value)."""
     n = group["flow_input_px"].shape[0]
     step = group["flow_input_px"].chunks[0]
+    where = where if where is not None else getattr(group.store, "root", group.store)
     for a in range(0, n, step):
-        yield {c: group[name][a:a + step] for c, name in CAMERAS.items()}
+        chunk = {c: st.read_rows(group[name], a, min(a + step, n), where) for c, name in CAMERAS.items()}
+        st.check_finite({CAMERAS[c]: v for c, v in chunk.items()}, where, a)
+        yield chunk
 
 
 def compute_stats(flows: Path | str, metrics: Path | str, p: StatsParams, *, plot: Path | str | None = None,
@@ -209,7 +213,7 @@ def compute_stats(flows: Path | str, metrics: Path | str, p: StatsParams, *, plo
 
     g = open_flows(flows)
     attrs = dict(g.attrs)
-    result = magnitude_stats(flow_chunks(g), p)
+    result = magnitude_stats(flow_chunks(g, flows), p)
     # No params block: DVC tracks them, and a plot-only change must leave this file (a dependency
     # of normalize) unchanged; resolution_px, which the numbers depend on, is in `result`.
     result = {"dataset": attrs["dataset"], "units": f"pixels of the source crop ({attrs['source_size']})", **result}

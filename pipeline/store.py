@@ -47,6 +47,31 @@ class StoreError(EmoganError):
     """A store is missing, incomplete, or disagrees with pipeline/schema.py."""
 
 
+def read_rows(array: Any, start: int, stop: int, where: object) -> np.ndarray:
+    """array[start:stop] (rows along N); a corrupt or missing chunk is a StoreError naming its file, not a
+    codec traceback that names nothing ("error during blosc decompression: -1")."""
+    try:
+        return np.asarray(array[start:stop])
+    except Exception as e:  # noqa: BLE001 - codecs and stores raise many types for a bad chunk
+        c = int(array.chunks[0])
+        first = "/".join(["c", str(start // c)] + ["0"] * (len(array.shape) - 1))
+        raise StoreError(f"{where}/{array.path}/{first}: unreadable chunk (rows {start}..{stop - 1}: "
+                         f"{type(e).__name__}: {e}); the store is damaged: rebuild it") from None
+
+
+def check_finite(arrays: Mapping[str, np.ndarray], where: object, first_row: int = 0) -> None:
+    """StoreError naming `where`, the array and the first row if a float array holds NaN or inf: stores are
+    finite (checked where data enters one: flow parts, normalize, and by the readers stats and train)."""
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype.kind != "f" or a.size == 0:
+            continue
+        bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1) if a.ndim else ~np.isfinite(a.reshape(1))
+        if bad.any():
+            raise StoreError(f"{where}: array {name!r} holds NaN or infinite values ({int(bad.sum())} row(s), first "
+                             f"row {first_row + int(np.flatnonzero(bad)[0])}): a corrupt store; rebuild it")
+
+
 def compressor(cname: str = "lz4", clevel: int = 5):
     """The Blosc codec for store arrays (lz4 + byte shuffle by default)."""
     from zarr.codecs import BloscCodec
@@ -134,14 +159,23 @@ class RowWriter:
                 raise ValueError(f"array {k!r}: wrote {self.pos[k]} rows of {arr.shape[0]}")
 
 
+def glob_escape(name: str) -> str:
+    """`name` with glob's special characters escaped."""
+    import glob
+
+    return glob.escape(name)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path | str) -> Iterator[Path]:
     """Yield a temporary sibling directory that replaces `path` only when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    # Leftovers of killed runs (other pids): the stages hold the output's writer lock (pipeline/lock.py),
+    # so no live process owns them.
+    for old in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     try:
         yield tmp
     except BaseException:

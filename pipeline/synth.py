@@ -24,6 +24,7 @@ import typer
 
 from pipeline import pool
 from pipeline.errors import EmoganError
+from pipeline.lock import writer_lock
 from pipeline.params import PARAMS_OPTION, as_dict, load_params, params_hash, section
 from pipeline.schema import CLASS_NAMES, POSE_NAMES
 
@@ -396,7 +397,11 @@ def synth(p: SynthParams, out: Path, overwrite: bool = False, progress: bool = T
         raise EmoganError(f"{out}: cannot create the output folder ({e.strerror})") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise EmoganError(f"{out}: the folder {parent} is not writable")
+    with writer_lock(out):  # one writer per output folder and its .partial (pipeline/lock.py)
+        return _synth(p, out, parent, progress)
 
+
+def _synth(p: SynthParams, out: Path, parent: Path, progress: bool) -> Path:
     specs = plan(p)
     partial = parent / f".{out.name}.partial"
     # The worker count never changes a byte of the output, so it is not part of its identity.

@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.schema import CLASS_NAMES
+
 CROPS_COLUMNS = ["dataset", "subject", "sequence", "label", "label_code", "pose", "root", "frontal",
                  "nonfrontal", "video", "n_frames", "cam1_dir", "cam2_dir", "box_cam1", "box_cam2"]
 
@@ -40,7 +42,7 @@ def make_crops(root: Path, n_sequences: int = 3, frames: int = 4, side: int = 64
             d.mkdir(parents=True, exist_ok=True)
             for k in range(frames):
                 cv2.imwrite(str(d / f"img_{k + 1:03d}.png"), translate(base, k * dx, k * dy))
-        rows.append({"dataset": "tiny", "subject": subject, "sequence": sequence, "label": "happiness",
+        rows.append({"dataset": "tiny", "subject": subject, "sequence": sequence, "label": CLASS_NAMES[s % 7],
                      "label_code": str(s % 7), "pose": ["nothing", "tx", "yaw"][s % 3], "root": str(root),
                      "frontal": "", "nonfrontal": "", "video": "", "n_frames": str(frames),
                      "cam1_dir": f"{subject}/{sequence}/cam1", "cam2_dir": f"{subject}/{sequence}/cam2",

@@ -173,6 +173,7 @@ class RunConfig:
     params_file: str
     train: TrainConfig
     resume: bool
+    trust_pickle: bool = False        # the user's --trust-pickle for e_FER `file` (recorded, never read back)
 
 
 # Terms an ablation can remove: which weight of the config it zeroes.
@@ -331,7 +332,7 @@ def resolve_run(params_path: Path | str | None, *, stores: Sequence[Path], out: 
                 fold: int | None = None, folds: Sequence[Path] | None = None, live_dir: Path | None = None,
                 device: str | None = None, efer: str | None = None, efer_path: Path | None = None,
                 efer_classes: str | None = None, ablation: str | None = None, resume: bool = False,
-                **overrides: Any) -> RunConfig:
+                trust_pickle: bool = False, **overrides: Any) -> RunConfig:
     """The whole resolved config of an `emogan train` run (config.json holds it)."""
     params = load_params(params_path)
     sec = section(params, "train", TrainSection)
@@ -356,7 +357,8 @@ def resolve_run(params_path: Path | str | None, *, stores: Sequence[Path], out: 
         config_name=name, ablation=ablation or "full", stores=[str(s) for s in stores],
         fold=sec.fold if fold is None else int(fold), folds_files=resolve_folds(params, stores, folds),
         folds_k=sec.folds_k, out=str(out), live_dir=str(live_dir if live_dir is not None else Path(out) / "dvclive"),
-        device=device, params_file=str(params["__file__"]), train=cfg, resume=bool(resume))
+        device=device, params_file=str(params["__file__"]), train=cfg, resume=bool(resume),
+        trust_pickle=trust_pickle is True)
 
 
 @dataclass

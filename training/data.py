@@ -58,9 +58,51 @@ def check_store(path: str | Path) -> StoreInfo:
 
     g = open_store(path)
     attrs = dict(g.attrs)
+    refuse_extra_labels(g, path)
     return StoreInfo(path=str(path), n=store_rows(g), size=int(attrs["size"]),
                      chunk_rows=int(g["flow_input"].chunks[0]), representation=str(attrs["representation"]),
                      clip=float(attrs["clip"]), attrs=attrs)
+
+
+def content_sha256(path: str | Path) -> str:
+    """A cheap fingerprint of a store's content (not its path): its provenance attrs, row count, every 1-D
+    code array and the first and last chunk of the flows. `--resume` refuses a store whose content changed."""
+    import hashlib
+    import json
+
+    g = raw_group(path)
+    attrs = dict(g.attrs)
+    h = hashlib.sha256(json.dumps({k: attrs.get(k) for k in ("params_sha256", "source_manifest_sha256", "clip",
+                                                               "representation", "subject_ids", "sequence_ids")},
+                                  sort_keys=True, default=str).encode())
+    n = int(g["flow_input"].shape[0])
+    h.update(str(n).encode())
+    for name in ("label", "subject", "sequence", "pose", "strategy", "step"):
+        h.update(np.ascontiguousarray(g[name][...]).tobytes())
+    c = int(g["flow_input"].chunks[0])
+    for name in ("flow_input", "flow_target"):
+        for a in sorted({0, max(0, (n - 1) // c * c)}):
+            h.update(np.ascontiguousarray(g[name][a:a + c]).tobytes())
+    return h.hexdigest()
+
+
+def refuse_extra_labels(g: Any, path: str | Path) -> None:
+    """The nets learn CLASS_NAMES only: a store with extra label codes (CK+ contempt kept as 7) is refused
+    here, once for every trainer and judge, instead of failing deep in a loss (IndexError: Target 7)."""
+    from pipeline.schema import CLASS_NAMES
+    from pipeline.store import StoreError
+
+    label = np.asarray(g["label"][...])
+    extra = label >= len(CLASS_NAMES)
+    if extra.any():
+        names = list(g.attrs.get("extra_class_names") or [])
+        found = sorted({int(c) for c in label[extra]})
+        what = ", ".join(f"{c} ({names[c - len(CLASS_NAMES)] if c - len(CLASS_NAMES) < len(names) else '?'})"
+                         for c in found)
+        raise StoreError(f"{path}: {int(extra.sum())} rows carry label code(s) {what}, beyond the "
+                         f"{len(CLASS_NAMES)} classes the nets learn; rebuild the manifest with manifest.contempt: "
+                         "false (`emogan manifest --no-contempt`: contempt is then listed as excluded, code -1) "
+                         "and re-run crop, flow and normalize")
 
 
 def check_compatible(infos: Sequence[StoreInfo]) -> None:
@@ -264,12 +306,14 @@ class StreamingStoreDataset(IterableDataset):
 
     def read_unit(self, u: _Unit) -> dict[str, np.ndarray]:
         """The selected rows of one chunk, every requested array (one contiguous read per array)."""
+        from pipeline.store import read_rows
+
         g = self._open()[u.source]
         out = {}
         for name in self.arrays:
             a = g[name]
             stop = min(u.stop, a.shape[0])
-            out[name] = np.asarray(a[u.start:stop])[u.rows]
+            out[name] = read_rows(a, u.start, stop, self.paths[u.source])[u.rows]
         return out
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -313,9 +357,16 @@ class StreamingStoreDataset(IterableDataset):
 
 def make_loader(ds: StreamingStoreDataset, pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader over a StreamingStoreDataset: spawned, persistent workers (never fork with zarr/OpenCV)."""
+    import functools
+    import os
+
+    from pipeline.pool import die_with_parent
+
     kw: dict[str, Any] = {}
     if ds.workers > 0:
-        kw = dict(num_workers=ds.workers, multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=4)
+        # Workers die with this process (a worker blocked on a full queue never notices its parent is gone).
+        kw = dict(num_workers=ds.workers, multiprocessing_context="spawn", persistent_workers=True, prefetch_factor=4,
+                  worker_init_fn=functools.partial(die_with_parent, os.getpid()))
     return torch.utils.data.DataLoader(ds, batch_size=None, pin_memory=pin_memory, **kw)
 
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -23,11 +24,13 @@ from torch import nn
 
 from pipeline.errors import EmoganError
 from pipeline.params import as_dict
+from pipeline.store import StoreError
 from training import checkpoint as ck
 from training import flowrep
 from training.config import ROLES, RunConfig, TrainConfig
 from training.data import (DE_ARRAYS, GAN_ARRAYS, MirrorDraws, StoreInfo, StreamingStoreDataset, check_compatible,
-                           check_store, iter_rows, make_loader, mirror_batch, split_folds, store_name, to_device)
+                           check_store, content_sha256, iter_rows, make_loader, mirror_batch, split_folds, store_name,
+                           to_device)
 from training.distributed import Dist, all_true, broadcast_buffers, ddp_checksums, init_distributed, resolve_device
 from training.models.networks import build_nets
 from training.step import LOSS_NAMES, StepContext, autocast_ctx, de_step, gan_step, make_optimizer
@@ -65,6 +68,9 @@ def evaluate_epe(gf: nn.Module, store: str, rows: np.ndarray, representation: st
         s_zero += torch.linalg.vector_norm(truth_px, dim=1).flatten(1).mean(1).sum().item()
         n += len(y)
     gf.train(was)
+    if not all(math.isfinite(v) for v in (s_in, s_zero)):  # the truth or the input: the store, not the model
+        raise StoreError(f"{store}: non-finite flow values among the held-out rows (a corrupt store); "
+                         "rebuild it with `emogan normalize`")
     fr, inp = s_fr / max(n, 1), s_in / max(n, 1)
     return {"epe_frontalized_px": fr, "epe_input_px": inp, "epe_zero_px": s_zero / max(n, 1),
             "epe_reduction": (1.0 - fr / inp) if inp > 0 else 0.0, "rows": n}
@@ -171,7 +177,7 @@ def open_session(c: RunConfig) -> Session:
     nets = {r: m.to(device) for r, m in build_nets(dict(t.nets.items())).items()}
     from training.models.efer import load_efer, perceptual_backbone
 
-    efer, efer_info = load_efer(as_dict(t.efer), fold=c.fold)
+    efer, efer_info = load_efer(as_dict(t.efer), fold=c.fold, trust_pickle=c.trust_pickle)
     efer = efer.to(device)
     if t.alphas[2] and not getattr(efer, "differentiable", True):
         raise EmoganError(f"e_FER {efer_info.get('path')} is an ONNX model: it cannot pass gradients to G_W "
@@ -190,6 +196,7 @@ def open_session(c: RunConfig) -> Session:
         "stores": [{"path": i.path, "rows": i.n, "size": i.size, "representation": i.representation, "clip": i.clip,
                     "schema_version": i.attrs.get("schema_version"), "params": i.attrs.get("params"),
                     "source_manifest_sha256": i.attrs.get("source_manifest_sha256"),
+                    "content_sha256": content_sha256(i.path),
                     "train_rows": int(len(tr)), "test_rows": int(len(te))}
                    for i, tr, te in zip(infos, train_rows, test_rows)],
     }
@@ -227,6 +234,10 @@ def _restore(s: Session) -> tuple[int, int]:
     path = cks[-1][1]
     state = ck.load_checkpoint(path)
     drift = config_drift(state["config"], as_dict(s.c))
+    now = [x["content_sha256"] for x in s.runtime["stores"]]
+    if "stores_content" in state and list(state["stores_content"]) != now:  # same paths, other data
+        drift.append("stores (their content: " + ", ".join(i.path for i, a, b in zip(s.infos, state["stores_content"], now)
+                                                          if a != b) + ")")
     if drift:
         raise EmoganError(f"{path}: cannot resume exactly, the config changed: {', '.join(drift)}")
     for r in ROLES:
@@ -245,6 +256,7 @@ def _state(s: Session, epoch: int, step: int) -> dict[str, Any]:
     """A checkpoint: state_dicts of nets, optimizers and schedulers, the RNG, the config (no pickled objects)."""
     return {
         "format": 1, "config": as_dict(s.c), "epoch": epoch, "global_step": step,
+        "stores_content": [x["content_sha256"] for x in s.runtime["stores"]],
         "nets": {r: m.state_dict() for r, m in s.nets.items()},
         "optims": {r: o.state_dict() for r, o in s.optims.items()},
         "scheds": {r: x.state_dict() for r, x in s.scheds.items()},
@@ -297,6 +309,11 @@ def warm_up_de(s: Session) -> None:
     while len(losses) < warm:
         for batch in make_loader(ds, pin_memory=s.device.type == "cuda"):
             losses.append(float(de_step(s.prepare(batch), s.ctx)))
+            if not all_true(math.isfinite(losses[-1]), s.d, s.device):
+                s.jsonl({"event": "diverged", "phase": "de_warmup", "step": len(losses), "loss_de": losses[-1]})
+                raise TrainingDiverged(f"{s.out}: non-finite D_E loss in the warm-up (step {len(losses)} of {warm}): "
+                                       "NaN or inf in the training rows' flows? check the stores "
+                                       f"({', '.join(i.path for i in s.infos)}); no checkpoint was written")
             if len(losses) >= warm:
                 break
     last = sum(losses[-20:]) / len(losses[-20:])
@@ -403,7 +420,16 @@ def run_training(c: RunConfig,
     """Train eMotion-GAN as RunConfig `c` says (training.config.resolve_run); returns the final metrics.
 
     `on_finish(nets, dist)` runs on every rank with the trained bare nets (e.g. to inspect DDP ranks).
+    One writer per run folder (pipeline/lock.py): rank 0 (the one that writes) holds its lock.
     """
+    from pipeline.lock import writer_lock
+
+    lock = writer_lock(c.out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    with lock:
+        return _run_training(c, on_finish)
+
+
+def _run_training(c: RunConfig, on_finish: Callable[[dict[str, nn.Module], Dist], None] | None) -> dict[str, Any]:
     s = open_session(c)
     start_epoch, step = start(s)
     if s.t.de_warmup_steps and start_epoch == 0:

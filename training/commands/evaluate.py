@@ -53,8 +53,11 @@ def train_flowcnn_command(
 
     prm = _params(params_file)
     p = subsection(prm, "evaluate.flowcnn", FlowCnnParams)
+    from pipeline.lock import writer_lock
+
     out = out or path_param(prm, "models") / f"flowcnn_fold{fold}"
-    m = train_flowcnn([str(s) for s in stores], fold, _folds_files(prm, stores, folds), _k(prm), p, out, device)
+    with writer_lock(out):  # one writer per output folder (pipeline/lock.py)
+        m = train_flowcnn([str(s) for s in stores], fold, _folds_files(prm, stores, folds), _k(prm), p, out, device)
     if metrics is not None:
         metrics.parent.mkdir(parents=True, exist_ok=True)
         metrics.write_text(json.dumps({k: v for k, v in m.items() if k != "history"}, indent=2, sort_keys=True) + "\n")
@@ -115,6 +118,10 @@ def evaluate_command(
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default <paths.metrics>/eval/<variant>/fold_<K>)"),
     device: str = typer.Option("cpu", "--device"),
+    efer_path: Optional[Path] = typer.Option(None, "--efer-path", help="the run's e_FER file, given by you when it is "
+                                             "pickle-based (a run folder's word is not enough); sha256 checked"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow that file's pickle-based format "
+                                      "(TorchScript, torch.export): loading it runs its code"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Evaluate a trained eMotion-GAN on the held-out fold: EPE, SSIM/RMSE, motion and image FER, baselines."""
@@ -144,7 +151,7 @@ def evaluate_command(
     from pipeline.weights import weights_path
 
     m = evaluate_fold(model, [str(s) for s in stores], k, flowcnn, lm, _folds_files(prm, stores, folds), _k(prm),
-                      ep, out, weights_path("fer2013", prm), device)
+                      ep, out, weights_path("fer2013", prm), device, efer_path, trust_pickle)
     a = m.get("all", {}).get("all", {})
     fc = a.get("flowcnn", {}).get("accuracy", {})
     epe = a.get("epe_px", {})

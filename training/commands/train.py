@@ -24,7 +24,10 @@ def train_command(
     config: Optional[str] = typer.Option(None, "--config", help="paper | small (default params train.config)"),
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
     efer: Optional[str] = typer.Option(None, "--efer", help="e_FER: own | fer2013 | file"),
-    efer_path: Optional[Path] = typer.Option(None, "--efer-path", help="own: train-fer folder; file: .pt/.ts/.onnx"),
+    efer_path: Optional[Path] = typer.Option(None, "--efer-path", help="own: train-fer folder; file: .onnx "
+                                             "(.pt/.ts/.pt2 with --trust-pickle)"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow an e_FER file in a pickle-based format "
+                                      "(TorchScript, torch.export): loading one runs its code; only for your own files"),
     efer_classes: Optional[str] = typer.Option(None, "--efer-classes", help="file: its class order, comma-separated"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
@@ -46,7 +49,7 @@ def train_command(
 
     c = resolve_run(params_file, stores=stores, out=out, config=config, fold=fold, folds=folds, live_dir=live_dir,
                     device=device, efer=efer, efer_path=efer_path, efer_classes=efer_classes, ablation=ablation,
-                    resume=resume, epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                    resume=resume, trust_pickle=trust_pickle, epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
                     workers=workers, seed=seed)
     if dry_run:
         typer.echo(json.dumps(as_dict(c), indent=2, sort_keys=True))
@@ -83,9 +86,11 @@ def train_fer_command(
     if dry_run:
         typer.echo(json.dumps(as_dict(c), indent=2, sort_keys=True))
         return
+    from pipeline.lock import writer_lock
     from training.classifier import run_train_fer
 
-    m = run_train_fer(c)
+    with writer_lock(c.out):  # one writer per output folder (pipeline/lock.py)
+        m = run_train_fer(c)
     if metrics is not None:
         metrics.parent.mkdir(parents=True, exist_ok=True)
         metrics.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")

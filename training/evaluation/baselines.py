@@ -222,7 +222,7 @@ def sequence_task(args: tuple[list[str], list[tuple[int, int, int]], dict[str, A
 def plan_sequences(store: str, crops_dir: Path, rows: np.ndarray) -> list[tuple[list[str], list[tuple[int, int, int]]]]:
     """Group store rows by sequence: (cam2 frame paths, [(row, t, t + step)]) per sequence."""
     from pipeline.farneback import list_frames
-    from pipeline.flow import read_crops_csv
+    from pipeline.flow import cam_dir, read_crops_csv
     from training.data import raw_group
 
     g = raw_group(store)
@@ -240,10 +240,8 @@ def plan_sequences(store: str, crops_dir: Path, rows: np.ndarray) -> list[tuple[
         if sid not in where:
             raise EmoganError(f"{crops_dir}: sequence {sid} of {store} is not in crops.csv (stale crops?)")
         r = where[sid]
-        # crops.csv's cam2_dir (relative to the crops folder), else the layout's subject/sequence/cam2.
-        given = (r.get("cam2_dir") or "").strip()
-        cam2 = Path(given) if given else Path(r["subject"]) / r["sequence"] / "cam2"
-        cam2 = cam2 if cam2.is_absolute() else crops_dir / cam2
+        # crops.csv's cam2_dir (inside the crops folder), else the layout's subject/sequence/cam2.
+        cam2 = cam_dir(crops_dir, r, 2)
         frames = [str(x) for x in list_frames(cam2)]
         m = seq == s
         plan.append((frames, [(int(a), int(b), int(b + c)) for a, b, c in zip(rows[m], t[m], step[m])]))

@@ -105,17 +105,48 @@ class Judges:
     info: dict[str, Any]
 
 
-def load_judges(run, fold: int, flowcnn_dir: Path | str, fer2013_weights: Path) -> Judges:
-    """The fold's Flow-CNN, the run's own e_FER (held-out fold checked), and the FER2013 judge when its weights are there."""
+def run_efer_spec(run, run_dir: Path | str, efer_path: Path | None, trust_pickle: bool) -> dict[str, Any]:
+    """The e_FER spec to load for a run: its config.json's, except that a pickle-based file is never loaded on
+    a run folder's word: the user names it (`--efer-path FILE --trust-pickle`), and it must be the file the
+    run was trained with (sha256)."""
+    from pipeline.store import file_sha256
+    from training.models.efer import unpickles
+
+    spec = dict(run.config["train"]["efer"])
+    if efer_path is None:
+        if unpickles(spec):
+            raise EmoganError(f"{Path(run_dir) / 'config.json'}: its e_FER {spec.get('path')} is a pickle-based file "
+                              "(it could run code when loaded); evaluate never loads one named by a run folder: give "
+                              "it yourself with --efer-path FILE --trust-pickle")
+        return spec
+    if spec.get("name") != "file":
+        raise EmoganError(f"--efer-path {efer_path}: the run's e_FER is `{spec.get('name')}`, not `file`: it needs none")
+    want = ((run.config.get("runtime") or {}).get("efer") or {}).get("sha256")
+    spec["path"] = str(efer_path)
+    if unpickles(spec) and trust_pickle is not True:
+        raise EmoganError(f"{efer_path}: a pickle-based e_FER file loads only with --trust-pickle")
+    if not Path(efer_path).is_file():
+        raise EmoganError(f"{efer_path}: e_FER model file not found")
+    if want is not None and file_sha256(efer_path) != want:
+        raise EmoganError(f"{efer_path}: not the e_FER this run was trained with (sha256 differs from its config.json)")
+    return spec
+
+
+def load_judges(run, fold: int, flowcnn_dir: Path | str, fer2013_weights: Path,
+                efer_spec: dict[str, Any] | None = None, trust_pickle: bool = False) -> Judges:
+    """The fold's Flow-CNN, the run's own e_FER (held-out fold checked), and the FER2013 judge when its weights are there.
+
+    `efer_spec`: run_efer_spec's answer (default: the run's spec, pickle-based files refused).
+    """
     from training.models.efer import load_efer
     from training.models.fer2013 import load_fer2013
     from training.evaluation.flowcnn import load_flowcnn
 
-    fc = load_flowcnn(flowcnn_dir, fold=fold)
-    spec = dict(run.config["train"]["efer"])
+    spec = dict(efer_spec if efer_spec is not None else run_efer_spec(run, "run", None, False))
     if spec.get("name") == "fer2013" and not spec.get("path"):
         spec["path"] = str(fer2013_weights)  # runs made before the path was recorded
-    efer, efer_info = load_efer(spec, fold=fold)
+    fc = load_flowcnn(flowcnn_dir, fold=fold)
+    efer, efer_info = load_efer(spec, fold=fold, trust_pickle=trust_pickle and efer_spec is not None)
     info: dict[str, Any] = {"flowcnn": {"path": str(flowcnn_dir),
                                         "test_accuracy_frontal_gt": fc.meta["metrics"]["test_accuracy_frontal_gt"]},
                             "efer": efer_info}
@@ -317,8 +348,23 @@ def load_landmark(path: Path | str) -> dict[str, np.ndarray]:
 
 def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, flowcnn_dir: Path | str,
                   landmark_files: Mapping[str, Path | None], folds_files: Sequence[str | None], k: int,
-                  p: EvaluateParams, out: Path | str, fer2013_weights: Path, device: str = "cpu") -> dict[str, Any]:
-    """Evaluate a trained run on the held-out fold of each store; write rows.csv, breakdown.json, metrics.json, samples.npz."""
+                  p: EvaluateParams, out: Path | str, fer2013_weights: Path, device: str = "cpu",
+                  efer_path: Path | None = None, trust_pickle: bool = False) -> dict[str, Any]:
+    """Evaluate a trained run on the held-out fold of each store; write rows.csv, breakdown.json, metrics.json, samples.npz.
+
+    `efer_path`/`trust_pickle`: the user's own e_FER file for a run trained with a pickle-based one (run_efer_spec).
+    """
+    from pipeline.lock import writer_lock
+
+    with writer_lock(out):  # one writer per output folder (pipeline/lock.py)
+        return _evaluate_fold(run_dir, stores, fold, flowcnn_dir, landmark_files, folds_files, k, p, out,
+                              fer2013_weights, device, efer_path, trust_pickle)
+
+
+def _evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, flowcnn_dir: Path | str,
+                   landmark_files: Mapping[str, Path | None], folds_files: Sequence[str | None], k: int,
+                   p: EvaluateParams, out: Path | str, fer2013_weights: Path, device: str,
+                   efer_path: Path | None, trust_pickle: bool) -> dict[str, Any]:
     import torch
 
     from training.checkpoint import load_run, read_run_record
@@ -331,7 +377,8 @@ def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, 
     if fold != run_fold:
         raise EmoganError(f"{run_dir}: trained with fold {run_fold} held out; evaluating it on fold {fold} would "
                           "score subjects it was trained on")
-    judges = load_judges(run, fold, flowcnn_dir, fer2013_weights)
+    efer_spec = run_efer_spec(run, run_dir, efer_path, trust_pickle)
+    judges = load_judges(run, fold, flowcnn_dir, fer2013_weights, efer_spec, trust_pickle)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts, sample_parts, per_store = [], [], {}

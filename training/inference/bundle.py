@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +179,31 @@ def read_meta(path: Path | str) -> dict[str, Any]:
     for key in ("class_names", "representation", "clip", "size", "nets", "preprocess", "weights_sha256"):
         if key not in meta:
             raise BundleError(f"{side}: lacks {key!r}")
+    _check_ranges(meta, side)
     return meta
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_ranges(meta: dict[str, Any], side: Path) -> None:
+    """The sidecar's numbers are in range (a hand-edited `clip: 0` gave NaN output with exit 0)."""
+    pre = meta["preprocess"] if isinstance(meta["preprocess"], dict) else {}
+    crop = pre.get("crop") if isinstance(pre.get("crop"), dict) else {}
+    checks = [("clip", meta["clip"], _number(meta["clip"]) and meta["clip"] > 0, "a positive number of pixels"),
+              ("size", meta["size"], isinstance(meta["size"], int) and meta["size"] >= 8, "an integer >= 8"),
+              ("preprocess.store_size", pre.get("store_size"),
+               isinstance(pre.get("store_size"), int) and pre.get("store_size") >= 8, "an integer >= 8"),
+              ("preprocess.crop.size", crop.get("size"), isinstance(crop.get("size"), int) and crop.get("size") >= 8,
+               "an integer >= 8"),
+              ("preprocess.crop.margin", crop.get("margin"), _number(crop.get("margin")) and crop.get("margin") >= 0,
+               "a number >= 0"),
+              ("preprocess.crop.pad_value", crop.get("pad_value"),
+               isinstance(crop.get("pad_value"), int) and 0 <= crop.get("pad_value") <= 255, "an integer in 0..255")]
+    for name, value, ok, want in checks:
+        if not ok:
+            raise BundleError(f"{side}: {name} = {value!r} is out of range (expected {want})")
 
 
 def check_compatible(meta: dict[str, Any], where: str, *, representation: str | None = None, clip: float | None = None,

@@ -281,10 +281,20 @@ def write_animation(path: Path, result: MotionResult, inputs_rgb: Sequence[np.nd
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(round(1000 / fps)), loop=0)
 
 
+# Everything write_outputs may write (its `files` list names those of one run).
+OUTPUT_FILES: tuple[str, ...] = ("flow_frontal_px.npy", "flow_input_px.npy", "faces.npy", "flow_frontal.png",
+                                 "face_frontal.png", "neutral.png", "summary.png", "frontalize.gif", "expression.json")
+
+
 def write_outputs(out: Path, result: MotionResult, bundle: Bundle, inputs_rgb: Sequence[np.ndarray],
                   frame_ids: Sequence[Any], p: FrontalizeParams, record: dict[str, Any]) -> dict[str, Any]:
-    """Write the flows (.npy), pictures (.png, .gif for more than one pair) and expression.json into `out`."""
+    """Write the flows (.npy), pictures (.png, .gif for more than one pair) and expression.json into `out`.
+
+    Every output of an earlier run into `out` is removed first: a re-run leaves no stale file (a one-pair
+    input writes no .gif, and an old one would pass for its animation)."""
     out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_FILES:
+        (out / name).unlink(missing_ok=True)
     from pipeline.flowviz import flow_to_rgb
 
     max_px = p.viz_max_px or bundle.clip

@@ -3,8 +3,9 @@
 - `own`: the project's image FER network, trained by `emogan train-fer` on the frontal
   expressive faces of the TRAINING folds only (it plays the paper's pretrained DMUE);
 - `fer2013`: the FER2013 mini-Xception (training/models/fer2013.py);
-- `file`: a user's TorchScript (.pt/.ts), torch.export (.pt2) or ONNX (.onnx) classifier plus
-  its class order.
+- `file`: a user's ONNX (.onnx) classifier plus its class order; TorchScript (.pt/.ts) and
+  torch.export (.pt2) files unpickle when loaded (a crafted one runs code), so they load only with the
+  user's explicit `trust_pickle` (`--trust-pickle` on the command line), never on the word of a run folder.
 Every e_FER maps RGB (N,3,H,W) in [0,1] to (N,7) logits in CLASS_NAMES order. The perceptual
 loss's backbone is chosen here too: ImageNet VGG16 when its weights are in the torch hub cache,
 else e_FER's own features (logged and recorded in config.json).
@@ -34,6 +35,10 @@ ALIASES: dict[str, str] = {
     "neutral": "neutral",
 }
 FER_WEIGHTS = "fer.safetensors"
+# e_FER file formats by suffix. ONNX is protobuf run by onnxruntime: loading it runs no Python code.
+SAFE_FORMATS: dict[str, str] = {".onnx": "ONNX"}
+# These archives hold pickles (torch.export falls back to torch.load(weights_only=False)): opt-in only.
+PICKLE_FORMATS: dict[str, str] = {".pt": "TorchScript", ".ts": "TorchScript", ".pt2": "torch.export"}
 FER_CONFIG = "fer.json"
 
 
@@ -138,11 +143,24 @@ def _load_own(spec: dict[str, Any], fold: int | None) -> tuple[FrozenClassifier,
                    "stores": meta.get("stores"), "test_accuracy": meta.get("metrics", {}).get("test_accuracy")}
 
 
-def _load_file(spec: dict[str, Any]) -> tuple[FrozenClassifier, dict[str, Any]]:
+def unpickles(spec: dict[str, Any]) -> bool:
+    """Whether loading this e_FER spec would unpickle a file (kind `file` in a pickle-based format)."""
+    return spec.get("name") == "file" and Path(str(spec.get("path") or "")).suffix.lower() in PICKLE_FORMATS
+
+
+def _load_file(spec: dict[str, Any], trust_pickle: bool) -> tuple[FrozenClassifier, dict[str, Any]]:
     raw = spec.get("path")
     if not raw:
-        raise EmoganError("e_FER `file` needs --efer-path FILE (TorchScript .pt/.ts, torch.export .pt2 or ONNX .onnx)")
+        raise EmoganError("e_FER `file` needs --efer-path FILE (ONNX .onnx; TorchScript .pt/.ts or torch.export "
+                          ".pt2 with --trust-pickle)")
     p = Path(raw)
+    suffix = p.suffix.lower()
+    if suffix not in SAFE_FORMATS and suffix not in PICKLE_FORMATS:
+        raise EmoganError(f"{p}: unknown e_FER file format {suffix or '(no suffix)'}; expected .onnx "
+                          "(or .pt/.ts/.pt2 with --trust-pickle)")
+    if suffix in PICKLE_FORMATS and trust_pickle is not True:
+        raise EmoganError(f"{p}: a {PICKLE_FORMATS[suffix]} file unpickles when loaded and can run any code; "
+                          "export the classifier to ONNX, or pass --trust-pickle if you made this file yourself")
     if not p.is_file():
         raise EmoganError(f"{p}: e_FER model file not found")
     classes = spec.get("classes")
@@ -150,11 +168,11 @@ def _load_file(spec: dict[str, Any]) -> tuple[FrozenClassifier, dict[str, Any]]:
         raise EmoganError(f"{p}: give the classifier's class order, e.g. --efer-classes "
                           "angry,disgust,fear,happy,sad,surprise,neutral")
     order = class_order(classes, str(p))
-    if p.suffix.lower() == ".onnx":
+    if suffix == ".onnx":
         net: nn.Module = _OnnxNet(p)
         differentiable = False
-    elif p.suffix.lower() == ".pt2":
-        # torch.export's format, the successor of TorchScript in recent torch releases.
+    elif suffix == ".pt2":
+        # torch.export's format, the successor of TorchScript in recent torch releases (trusted above).
         try:
             net = torch.export.load(str(p)).module()
         except Exception as e:  # noqa: BLE001 - torch.export raises several types for bad files
@@ -173,8 +191,12 @@ def _load_file(spec: dict[str, Any]) -> tuple[FrozenClassifier, dict[str, Any]]:
                    "differentiable": differentiable}
 
 
-def load_efer(spec: dict[str, Any], fold: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """e_FER from its config mapping ({"name": own|fer2013|file, "path": ..., ...}) and a record of what was loaded."""
+def load_efer(spec: dict[str, Any], fold: int | None = None,
+              trust_pickle: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """e_FER from its config mapping ({"name": own|fer2013|file, "path": ..., ...}) and a record of what was loaded.
+
+    `trust_pickle` (the user's own --trust-pickle, never a value read from a file) allows pickle-based formats.
+    """
     name = spec.get("name")
     if name == "own":
         return _load_own(spec, fold)
@@ -186,7 +208,7 @@ def load_efer(spec: dict[str, Any], fold: int | None = None) -> tuple[nn.Module,
         p = Path(spec["path"])
         return load_fer2013(p), {"name": "fer2013", "path": str(p), "sha256": file_sha256(p)}
     if name == "file":
-        return _load_file(spec)
+        return _load_file(spec, trust_pickle)
     raise EmoganError(f"unknown e_FER {name!r}; expected own, fer2013 or file")
 
 
