@@ -27,7 +27,8 @@ from training import checkpoint as ck
 from training import flowrep
 from training.config import ROLES, RunConfig, TrainConfig
 from training.data import (DE_ARRAYS, GAN_ARRAYS, MirrorDraws, StoreInfo, StreamingStoreDataset, check_compatible,
-                           check_store, iter_rows, make_loader, mirror_batch, split_folds, store_name, to_device)
+                           check_store, iter_rows, make_loader, mirror_batch, reserved_subjects, split_folds, store_name,
+                           subjects_of, to_device)
 from training.distributed import Dist, all_true, broadcast_buffers, ddp_checksums, init_distributed, resolve_device
 from training.models.networks import build_nets
 from training.step import LOSS_NAMES, StepContext, autocast_ctx, de_step, gan_step, make_optimizer
@@ -190,8 +191,11 @@ def open_session(c: RunConfig) -> Session:
         "stores": [{"path": i.path, "rows": i.n, "size": i.size, "representation": i.representation, "clip": i.clip,
                     "schema_version": i.attrs.get("schema_version"), "params": i.attrs.get("params"),
                     "source_manifest_sha256": i.attrs.get("source_manifest_sha256"),
-                    "train_rows": int(len(tr)), "test_rows": int(len(te))}
-                   for i, tr, te in zip(infos, train_rows, test_rows)],
+                    "train_rows": int(len(tr)), "test_rows": int(len(te)),
+                    # Who the run held out (validation subjects in a tuning split) and who it never read.
+                    "held_out_subjects": subjects_of(i.path, te),
+                    "reserved_subjects": reserved_subjects(i.path, ff, c.folds_k)}
+                   for i, tr, te, ff in zip(infos, train_rows, test_rows, c.folds_files)],
     }
     wrapped: dict[str, nn.Module] = dict(nets)
     if d.world > 1:
