@@ -8,6 +8,11 @@ fold and the reserved test subjects are read by nothing.
     python benchmarks/probe_gf.py STORE --folds F --fold 3 --flowcnn DIR --steps 2000 --out probe.json \
         --gf '{"output": "residual"}' --weighting step
 
+`--input-store` feeds G_F the same rows from a store normalized with a larger clip (a separate input clip:
+`emogan normalize --clip 40 --out ...`); the targets, the judge and the input's reference figures stay on
+STORE's clip. `--apex-fraction` draws that fraction of every batch from the neutral->apex rows (per-strategy
+row sampling).
+
 Prints one JSON object: per strategy (neutral_apex, frame_to_frame, all) x pose group (large, nothing, tx,
 each large pose): rows, Flow-CNN accuracy on the input, G_F's output and the truth, gap closure, and the EPE
 (source pixels) of the input, the output and a zero flow.
@@ -45,23 +50,35 @@ def load_rows(store: str, rows: np.ndarray) -> dict[str, np.ndarray]:
 
 def train_gf(tr: dict[str, np.ndarray], gf_spec: dict[str, Any], steps: int, batch: int, lr: float, rep: str,
              clip: float, weighting: str, hflip: bool, seed: int, lambdas: tuple[float, float] = (1.0, 1.0),
-             char_eps: float = 1e-3, log: Any = None) -> torch.nn.Module:
-    """G_F trained on (flow_input -> flow_target) rows by L_epe + L_char on (u, v)/clip, Adam(0.5, 0.999)."""
+             char_eps: float = 1e-3, log: Any = None, clip_in: float | None = None,
+             apex_fraction: float = 0.0) -> torch.nn.Module:
+    """G_F trained on (G_F input -> flow_target) rows by L_epe + L_char on (u, v)/clip, Adam(0.5, 0.999).
+
+    G_F's input is `tr["gf_input"]` (normalized at `clip_in`) when present, else `flow_input` (at `clip`);
+    `apex_fraction` of each batch is drawn from the neutral->apex rows, the rest from the other rows.
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gf = build_from(gf_spec)
     opt = torch.optim.Adam(gf.parameters(), lr=lr, betas=(0.5, 0.999))
     table = L.step_weight_table(tr["step"], weighting)
     w_all = None if table is None else table[tr["step"]]
-    x_all, y_all = torch.from_numpy(tr["flow_input"]), torch.from_numpy(tr["flow_target"])
+    x_all, y_all = torch.from_numpy(tr.get("gf_input", tr["flow_input"])), torch.from_numpy(tr["flow_target"])
+    clip_in = clip if clip_in is None else clip_in
     n = len(x_all)
+    apex = np.flatnonzero(tr["strategy"] == STRATEGY_NAMES.index("neutral_apex"))
+    other = np.flatnonzero(tr["strategy"] != STRATEGY_NAMES.index("neutral_apex"))
+    n_apex = int(round(apex_fraction * batch))
     for it in range(steps):
-        idx = rng.integers(0, n, batch)
+        if n_apex > 0:
+            idx = np.concatenate([rng.choice(apex, n_apex), rng.choice(other, batch - n_apex)])
+        else:
+            idx = rng.integers(0, n, batch)
         x, y = x_all[idx], y_all[idx]
         if hflip:
             sel = torch.from_numpy(rng.random(batch) < 0.5)
             if sel.any():
-                x[sel] = flowrep.flip_flows(x[sel], rep, clip)
+                x[sel] = flowrep.flip_flows(x[sel], rep, clip_in)
                 y[sel] = flowrep.flip_flows(y[sel], rep, clip)
         w = None if w_all is None else torch.from_numpy(w_all[idx])
         out = gf(x)
@@ -83,7 +100,8 @@ def score(gf: torch.nn.Module | None, te: dict[str, np.ndarray], judge: Any, rep
     for s in range(0, len(te["step"]), batch):
         x = torch.from_numpy(te["flow_input"][s:s + batch])
         y = torch.from_numpy(te["flow_target"][s:s + batch])
-        o = gf(x).float() if gf is not None else torch.zeros_like(y)
+        xg = torch.from_numpy(te["gf_input"][s:s + batch]) if "gf_input" in te else x
+        o = gf(xg).float() if gf is not None else torch.zeros_like(y)
         rec["epe_in"].append(flowrep.epe_px(x, y, rep, clip).numpy())
         rec["epe_out"].append(flowrep.epe_px(o, y, rep, clip).numpy())
         rec["epe_zero"].append(torch.linalg.vector_norm(flowrep.decode(y, rep, clip), dim=1).flatten(1).mean(1).numpy())
@@ -127,6 +145,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--gf", default="{}", help="JSON overrides of the small G_F spec")
     ap.add_argument("--weighting", default="none", choices=["none", "step"])
+    ap.add_argument("--input-store", default=None, help="G_F's inputs from this store (same rows, another clip)")
+    ap.add_argument("--apex-fraction", type=float, default=0.0, help="share of each batch from neutral->apex rows")
     ap.add_argument("--strategies", default="neutral_apex,frame_to_frame", help="training rows' strategies")
     ap.add_argument("--max-step", type=int, default=None, help="training rows with step <= this (apex rows kept)")
     ap.add_argument("--no-hflip", action="store_true")
@@ -141,16 +161,31 @@ def main() -> None:
     tr_rows = fold_rows(info, a.fold, "train", Path(a.folds), a.k)
     te_rows = fold_rows(info, a.fold, "test", Path(a.folds), a.k)
     tr = load_rows(a.store, tr_rows)
+    te = load_rows(a.store, te_rows)
+    clip_in = None
+    if a.input_store is not None:
+        info_in = check_store(a.input_store)
+        if info_in.n != info.n or info_in.representation != rep:
+            raise SystemExit(f"{a.input_store}: {info_in.n} rows ({info_in.representation}), "
+                             f"{a.store} has {info.n} ({rep}): not the same rows")
+        clip_in = info_in.clip
+        for d, rows in ((tr, tr_rows), (te, te_rows)):
+            other = load_rows(a.input_store, rows)
+            for k in ("step", "strategy", "pose", "label"):
+                if not np.array_equal(other[k], d[k]):
+                    raise SystemExit(f"{a.input_store}: column {k} differs from {a.store}'s: not the same rows")
+            d["gf_input"] = other["flow_input"]
     keep = np.isin(tr["strategy"], [STRATEGY_NAMES.index(s) for s in a.strategies.split(",")])
     if a.max_step is not None:
         keep &= (tr["step"] <= a.max_step) | (tr["strategy"] == STRATEGY_NAMES.index("neutral_apex"))
     tr = {k: v[keep] for k, v in tr.items()}
-    te = load_rows(a.store, te_rows)
     judge = load_flowcnn(a.flowcnn, fold=a.fold)
     gf_spec = {**SMALL_GF, **json.loads(a.gf)}
     log = (lambda m: print(f"[{time.time() - t0:.0f}s] {m}", flush=True))
-    log(f"train rows {len(tr['step'])}, validation rows {len(te['step'])}, G_F {gf_spec}, weighting {a.weighting}")
-    gf = train_gf(tr, gf_spec, a.steps, a.batch, a.lr, rep, clip, a.weighting, not a.no_hflip, a.seed, log=log)
+    log(f"train rows {len(tr['step'])}, validation rows {len(te['step'])}, G_F {gf_spec}, weighting {a.weighting}, "
+        f"input clip {clip_in or clip}, apex fraction {a.apex_fraction}")
+    gf = train_gf(tr, gf_spec, a.steps, a.batch, a.lr, rep, clip, a.weighting, not a.no_hflip, a.seed, log=log,
+                  clip_in=clip_in, apex_fraction=a.apex_fraction)
     res = summarize(te, score(gf, te, judge, rep, clip))
     rec = {"args": vars(a), "gf": gf_spec, "train_rows": int(len(tr["step"])), "seconds": time.time() - t0,
            "groups": res}
