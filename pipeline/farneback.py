@@ -28,8 +28,24 @@ class Pair(NamedTuple):
     t2: int
 
 
-def frame_pairs(n_frames: int, strategies: Sequence[str], max_step: int) -> list[Pair]:
-    """The pairs of a sequence of n_frames: neutral_apex (first -> last) and/or frame_to_frame steps."""
+def kept_frames(n_frames: int, frames: int | None) -> list[int]:
+    """Indices of the frames a sequence's pairs are drawn from: all (`frames` None or >= n_frames), else
+    `frames` of them evenly spaced from the first (neutral) to the last (apex), both always kept."""
+    if frames is None or frames >= n_frames:
+        return list(range(n_frames))
+    return sorted({int(round(x)) for x in np.linspace(0, n_frames - 1, max(frames, 2))})
+
+
+def frame_pairs(n_frames: int, strategies: Sequence[str], max_step: int | None,
+                frames: int | None = None) -> list[Pair]:
+    """The pairs of a sequence of n_frames: neutral_apex (first -> last) and/or frame_to_frame pairs.
+
+    frame_to_frame: every pair (t, t2) of kept frames (`kept_frames`), t < t2, with t2 - t <= max_step
+    (None: no limit, the paper's every step 1..n-1), ordered by step then t; t, t2 and step count the
+    sequence's own frames. The first -> last pair is the neutral-apex pair: when both strategies are
+    asked for it is stored once, as neutral_apex (it would otherwise be a second, identical row).
+    """
+    kept = kept_frames(n_frames, frames)
     pairs: list[Pair] = []
     for name in strategies:
         code = STRATEGY_NAMES.index(name)
@@ -37,8 +53,12 @@ def frame_pairs(n_frames: int, strategies: Sequence[str], max_step: int) -> list
             if n_frames >= 2:
                 pairs.append(Pair(code, n_frames - 1, 0, n_frames - 1))
         elif name == "frame_to_frame":
-            for step in range(1, min(max_step, n_frames - 1) + 1):
-                pairs.extend(Pair(code, step, i, i + step) for i in range(n_frames - step))
+            f2f = [Pair(code, kept[j] - kept[i], kept[i], kept[j])
+                   for i in range(len(kept)) for j in range(i + 1, len(kept))
+                   if max_step is None or kept[j] - kept[i] <= max_step]
+            if "neutral_apex" in strategies:
+                f2f = [q for q in f2f if (q.t, q.t2) != (0, n_frames - 1)]
+            pairs.extend(sorted(f2f, key=lambda q: (q.step, q.t)))
         else:
             raise ValueError(f"unknown strategy {name!r}")
     return pairs
@@ -103,11 +123,14 @@ def compute_sequence(frontal: Sequence[Path | str], nonfrontal: Sequence[Path | 
     if len(frontal) != len(nonfrontal):
         raise SequenceError(Path(frontal[0]).parent,
                             f"{len(frontal)} frontal frames but {len(nonfrontal)} non-frontal ones")
-    gray: dict[int, list[np.ndarray]] = {1: [], 2: []}
-    small: dict[int, list[np.ndarray]] = {1: [], 2: []}
+    pairs = frame_pairs(len(frontal), p.strategies, p.max_step, p.frames)
+    used = sorted({q.t for q in pairs} | {q.t2 for q in pairs})  # frames left out by `frames` are not read
+    gray: dict[int, dict[int, np.ndarray]] = {1: {}, 2: {}}
+    small: dict[int, dict[int, np.ndarray]] = {1: {}, 2: {}}
     shape = None
     for cam, paths in ((1, frontal), (2, nonfrontal)):
-        for path in paths:
+        for i in used:
+            path = paths[i]
             bgr = read_frame(path)
             if shape is None:
                 shape = bgr.shape
@@ -118,11 +141,10 @@ def compute_sequence(frontal: Sequence[Path | str], nonfrontal: Sequence[Path | 
             elif bgr.shape != shape:
                 raise SequenceError(path, f"frame is {bgr.shape[1]}x{bgr.shape[0]}, the sequence's first is "
                                           f"{shape[1]}x{shape[0]}")
-            gray[cam].append(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
-            small[cam].append(downsample_rgb(bgr, p.size))
-    pairs = frame_pairs(len(frontal), p.strategies, p.max_step)
+            gray[cam][i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+            small[cam][i] = downsample_rgb(bgr, p.size)
     flows: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-    for pair in pairs:  # a pair listed by two strategies (apex = longest step) is computed once
+    for pair in pairs:
         if (pair.t, pair.t2) not in flows:
             flows[pair.t, pair.t2] = tuple(  # type: ignore[assignment]
                 downsample_flow_px(farneback_px(gray[cam][pair.t], gray[cam][pair.t2], p), p.size)

@@ -84,7 +84,8 @@ class FlowParams:
     poly_sigma: float
     flags: int
     strategies: tuple[str, ...]
-    max_step: int  # frame_to_frame pairs (i, i+step) for step in 1..max_step
+    max_step: int | None  # frame_to_frame pairs (t, t+step) for step in 1..max_step; None: every step 1..n-1
+    frames: int | None  # frames of a sequence the pairs use, evenly spaced first to last; None: all
     size: int  # side of the stored flows and images (model size)
     chunk_mib: float  # least chunk size of the flow store's image/flow arrays
     clevel: int  # blosc lz4 level of the flow store
@@ -98,9 +99,11 @@ class FlowParams:
             raise ValueError(f"strategies {list(self.strategies)}: expected a non-empty subset of {list(STRATEGY_NAMES)}")
         if len(set(self.strategies)) != len(self.strategies):
             raise ValueError(f"strategies {list(self.strategies)} repeat a name")
-        for name, low in (("levels", 1), ("winsize", 3), ("iterations", 1), ("max_step", 1), ("size", 8),
-                          ("workers", 0), ("cv2_threads", 1), ("clevel", 0)):
+        for name, low in (("levels", 1), ("winsize", 3), ("iterations", 1), ("max_step", 1), ("frames", 2),
+                          ("size", 8), ("workers", 0), ("cv2_threads", 1), ("clevel", 0)):
             v = getattr(self, name)
+            if v is None and name in ("max_step", "frames"):
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ValueError(f"{name} = {v!r}: expected an integer >= {low}")
         if not 0 < self.pyr_scale < 1:
@@ -465,7 +468,7 @@ def cli(
     out: Optional[Path] = typer.Option(None, help="flow store (default <paths.flows>/DATASET.zarr)"),
     params_file: Optional[Path] = PARAMS_OPTION,
     workers: Optional[int] = typer.Option(None, help="worker processes (0 or 1: in this process)"),
-    max_step: Optional[int] = typer.Option(None, help="largest frame_to_frame step"),
+    max_step: Optional[int] = typer.Option(None, help="largest frame_to_frame step (params.yaml null: every step)"),
     dask_address: Optional[str] = typer.Option(None, help="scheduler of an existing dask.distributed cluster "
                                                "(its workers must see the same files)"),
     progress: bool = typer.Option(True, help="show a progress bar"),

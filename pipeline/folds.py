@@ -4,6 +4,11 @@ Subjects are sorted (natural order: digit runs compared as numbers, so S2 < S10 
 ids sort as usual) and dealt round-robin: the subject of rank r goes to fold r mod k. Every row
 of a subject is in one fold, so no subject is ever in both the train and the test split.
 Output: `data_manifests/<dataset>_folds.csv` with header `subject,fold`.
+
+Tuning split (`emogan folds --tuning`): design choices are made on validation subjects drawn from
+the training folds, never on a test fold. The folds `folds.reserve` (the final result's test folds)
+get fold -1 in the written file: no run reads them (neither trained on nor held out); the folds
+`folds.validation` are merged into the first of them, which a tuning run holds out with `--fold`.
 """
 from __future__ import annotations
 
@@ -25,13 +30,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FoldsParams:
-    """params.yaml `folds`: the number of folds."""
+    """params.yaml `folds`: the number of folds; the tuning split's reserved and validation folds."""
 
     k: int
+    reserve: tuple[int, ...]     # tuning split: the final test folds, never read by a tuning run (fold -1)
+    validation: tuple[int, ...]  # tuning split: validation folds (of the training folds), merged into the first
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 2:
             raise ValueError(f"k = {self.k!r}: expected an integer >= 2")
+        self.reserve, self.validation = tuple(self.reserve), tuple(self.validation)
+        for name in ("reserve", "validation"):  # their range is checked by tuning_folds (k can be overridden)
+            if not all(isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in getattr(self, name)):
+                raise ValueError(f"{name} = {list(getattr(self, name))}: folds are integers >= 0")
+        if set(self.reserve) & set(self.validation):
+            raise ValueError(f"validation folds {list(self.validation)} overlap the reserved test folds "
+                             f"{list(self.reserve)}")
 
 
 def load_folds_params(params: dict[str, Any], **overrides: Any) -> FoldsParams:
@@ -48,6 +62,23 @@ def assign_folds(subjects: Iterable[str], k: int) -> dict[str, int]:
         raise ValueError(f"k = {k}: need at least 2 folds")
     ordered = sorted(set(subjects), key=natural_key)
     return {s: r % k for r, s in enumerate(ordered)}
+
+
+def tuning_folds(folds: Mapping[str, int], reserve: Iterable[int], validation: Iterable[int],
+                 k: int) -> dict[str, int]:
+    """The tuning split of a fold assignment: subjects of the `reserve` folds get -1 (read by no run), those of
+    the `validation` folds all get the first of them (held out together as `--fold <first>`); the others keep
+    their fold and are the tuning run's training subjects. Validation is never a reserved test fold."""
+    reserve, validation = set(reserve), list(validation)
+    if not validation or reserve & set(validation):
+        raise EmoganError(f"tuning split: validation folds {validation} must be given and not among the "
+                          f"reserved test folds {sorted(reserve)}")
+    if any(f >= k for f in reserve | set(validation)):
+        raise EmoganError(f"tuning split: folds {sorted(reserve | set(validation))} are not all among the k={k} folds")
+    out = {s: -1 if f in reserve else (validation[0] if f in validation else f) for s, f in folds.items()}
+    if validation[0] not in out.values():
+        raise EmoganError(f"tuning split: validation folds {validation} hold no subject")
+    return out
 
 
 def read_subjects(manifest: Path) -> list[str]:
@@ -138,12 +169,22 @@ def cli(
     out: Optional[Path] = typer.Option(None, help="folds CSV (default <paths.manifests>/DATASET_folds.csv)"),
     params_file: Optional[Path] = PARAMS_OPTION,
     k: Optional[int] = typer.Option(None, help="number of folds"),
+    tuning: bool = typer.Option(False, help="write the tuning split instead (folds.reserve -> -1, folds.validation "
+                                "merged into its first fold); default --out <paths.manifests>/DATASET_tuning_folds.csv"),
 ) -> None:
     """Subject-independent k-fold protocol: subjects sorted and dealt round-robin into k folds."""
     params = load_params(params_file)
     p = load_folds_params(params, k=k)
     manifests = path_param(params, "manifests")
     manifest = manifest or manifests / f"{dataset}.csv"
+    if tuning:
+        out = out or manifests / f"{dataset}_tuning_folds.csv"
+        folds = tuning_folds(assign_folds(read_subjects(manifest), p.k), p.reserve, p.validation, p.k)
+        write_folds(folds, out)
+        val = [s for s, f in folds.items() if f == p.validation[0]]
+        typer.echo(f"{out}: tuning split, {sum(f < 0 for f in folds.values())} reserved test subject(s) "
+                   f"(folds {list(p.reserve)}), validation fold {p.validation[0]}: {', '.join(val)}")
+        return
     out = out or manifests / f"{dataset}_folds.csv"
     folds = make_folds(manifest, out, p)
     sizes = np.bincount(list(folds.values()), minlength=p.k)

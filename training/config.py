@@ -90,6 +90,7 @@ class TrainConfig:
     alphas: tuple[float, ...]         # L_1, L_perc, L_eFER in L_GW
     char_eps: float
     flow_loss_space: str              # L_epe/L_char on (u, v)/clip, or on the store's `representation`
+    flow_loss_weighting: str          # none | step: L_epe/L_char rows weighted so that every pair step counts alike
     image_steps: Optional[tuple[int, ...]]  # rows with lo < step <= hi feed the image losses
     gw_flow: str                      # G_W's own update warps G_F's output, or `target`
     dp_conditional: bool              # D_P sees (input flow, frontal flow)
@@ -241,6 +242,8 @@ def validate(cfg: TrainConfig, where: str) -> None:
         bad("gan_weights needs 2 numbers (D_P term, D_E term of L_GAN)")
     if cfg.image_steps is not None and len(cfg.image_steps) != 2:
         bad("image_steps is [lo, hi] (lo < step <= hi) or null")
+    if cfg.flow_loss_weighting not in ("none", "step"):
+        bad("flow_loss_weighting is none or step")
     if cfg.flow_loss_space not in ("cartesian", "representation"):
         bad("flow_loss_space is cartesian or representation")
     if cfg.gw_flow not in ("generated", "target"):

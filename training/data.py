@@ -122,6 +122,7 @@ def fold_rows(info: StoreInfo, fold: int, role: str, folds_file: str | Path | No
 
     Folds come from the folds file written by `emogan folds`, else from its rule (subjects sorted,
     dealt round-robin over k) applied to the store's subject_ids; a fold that does not exist is an error.
+    Subjects of a negative fold (a tuning split's reserved test subjects) are in neither role.
     """
     from pipeline.folds import read_folds, store_folds
 
@@ -131,10 +132,12 @@ def fold_rows(info: StoreInfo, fold: int, role: str, folds_file: str | Path | No
         available, src = sorted(set(read_folds(folds_file).values())), str(folds_file)
     else:
         available, src = list(range(k)), f"the round-robin rule over k={k}"
+    if fold < 0:
+        raise FoldError(f"fold {fold}: negative folds mark reserved test subjects ({src}); hold out a fold >= 0")
     if fold not in available:
         raise FoldError(f"fold {fold} does not exist for store {info.path}: {src} has folds "
                         f"{', '.join(map(str, available))}")
-    rows = np.flatnonzero((row_fold == fold) if role == "test" else (row_fold != fold))
+    rows = np.flatnonzero((row_fold == fold) if role == "test" else ((row_fold != fold) & (row_fold >= 0)))
     if rows.size == 0:
         raise FoldError(f"store {info.path}: fold {fold} leaves no {role} rows ({src})")
     return rows
@@ -172,6 +175,14 @@ def subjects_of(path: str | Path, rows: np.ndarray) -> list[str]:
     ids = list(g.attrs["subject_ids"])
     codes = np.unique(np.asarray(g["subject"][:])[rows])
     return sorted(ids[int(c)] for c in codes)
+
+
+def reserved_subjects(path: str | Path, folds_file: str | Path | None, k: int) -> list[str]:
+    """Subjects of a store whose fold is negative (a tuning split's reserved test subjects), sorted."""
+    from pipeline.folds import store_folds
+
+    row_fold = store_folds(path, Path(folds_file) if folds_file else None, k)
+    return subjects_of(path, np.flatnonzero(row_fold < 0))
 
 
 def store_name(store: str | Path) -> str:

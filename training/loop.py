@@ -29,9 +29,10 @@ from training import checkpoint as ck
 from training import flowrep
 from training.config import ROLES, RunConfig, TrainConfig
 from training.data import (DE_ARRAYS, GAN_ARRAYS, MirrorDraws, StoreInfo, StreamingStoreDataset, check_compatible,
-                           check_store, content_sha256, iter_rows, make_loader, mirror_batch, split_folds, store_name,
-                           to_device)
+                           check_store, content_sha256, iter_rows, raw_group, make_loader, mirror_batch,
+                           reserved_subjects, split_folds, store_name, subjects_of, to_device)
 from training.distributed import Dist, all_true, broadcast_buffers, ddp_checksums, init_distributed, resolve_device
+from training.models import losses as L
 from training.models.networks import build_nets
 from training.step import LOSS_NAMES, StepContext, autocast_ctx, de_step, gan_step, make_optimizer
 
@@ -169,6 +170,9 @@ def open_session(c: RunConfig) -> Session:
     check_compatible(infos)
     train_rows, test_rows = split_folds(infos, c.fold, c.folds_files, c.folds_k)
     rep, clip = infos[0].representation, infos[0].clip
+    if t.nets.gf.get("output", "direct") == "residual" and rep != "cartesian":
+        raise EmoganError(f"{infos[0].path}: nets.gf.output residual adds and subtracts flows, which needs a "
+                          f"cartesian store, not {rep}")
     if t.size is not None and infos[0].size % t.size:
         raise EmoganError(f"train.size {t.size} does not divide the stores' size {infos[0].size}")
 
@@ -196,9 +200,12 @@ def open_session(c: RunConfig) -> Session:
         "stores": [{"path": i.path, "rows": i.n, "size": i.size, "representation": i.representation, "clip": i.clip,
                     "schema_version": i.attrs.get("schema_version"), "params": i.attrs.get("params"),
                     "source_manifest_sha256": i.attrs.get("source_manifest_sha256"),
-                    "content_sha256": content_sha256(i.path),
-                    "train_rows": int(len(tr)), "test_rows": int(len(te))}
-                   for i, tr, te in zip(infos, train_rows, test_rows)],
+                     "content_sha256": content_sha256(i.path),
+                     "train_rows": int(len(tr)), "test_rows": int(len(te)),
+                     # Who the run held out (validation subjects in a tuning split) and who it never read.
+                     "held_out_subjects": subjects_of(i.path, te),
+                     "reserved_subjects": reserved_subjects(i.path, ff, c.folds_k)}
+                    for i, tr, te, ff in zip(infos, train_rows, test_rows, c.folds_files)],
     }
     wrapped: dict[str, nn.Module] = dict(nets)
     if d.world > 1:
@@ -206,7 +213,10 @@ def open_session(c: RunConfig) -> Session:
 
         ids = [device.index] if device.type == "cuda" else None
         wrapped = {r: DDP(m, device_ids=ids) for r, m in nets.items()}
-    ctx = StepContext(nets, wrapped, optims, efer, perc_fn, t, amp, d, device, rep, clip)
+    steps = np.concatenate([np.asarray(raw_group(i.path)["step"][:])[r] for i, r in zip(infos, train_rows)])
+    w = L.step_weight_table(steps, t.flow_loss_weighting)
+    ctx = StepContext(nets, wrapped, optims, efer, perc_fn, t, amp, d, device, rep, clip,
+                      None if w is None else torch.from_numpy(w))
     return Session(c, d, device, out, infos, train_rows, test_rows, nets, optims, scheds, ctx,
                    MirrorDraws(t.seed, d.rank), runtime)
 

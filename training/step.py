@@ -54,6 +54,7 @@ class StepContext:
     device: torch.device
     representation: str             # the stores' flow representation and clip (source pixels)
     clip: float
+    step_weights: torch.Tensor | None = None   # (max_step + 1,) weight of L_epe/L_char rows by pair step
 
 
 def image_rows(step: torch.Tensor, image_steps: tuple[int, ...] | None) -> torch.Tensor:
@@ -185,8 +186,9 @@ def update_gf(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRow
         de_fake = n["de"](fake).float()
     gan = L.gan_loss_gf(dp_fake, de_fake, labels, t.gan_weights)
     fake_l, star_l = loss_space(fake, c), loss_space(y_star, c)
-    l_epe = L.epe(fake_l, star_l)
-    l_char = L.charbonnier(fake_l, star_l, t.char_eps)
+    w_rows = None if c.step_weights is None else c.step_weights.to(fake.device)[batch["step"].clamp(0, len(c.step_weights) - 1)]
+    l_epe = L.epe(fake_l, star_l, w_rows)
+    l_char = L.charbonnier(fake_l, star_l, t.char_eps, w_rows)
     l_gw = None
     if connected and rows is not None:
         idx = rows.idx

@@ -245,7 +245,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
     methods_flow = [m for m in FLOW_METHODS if m != "landmark" or landmark is not None]
     methods_img = [m for m in IMAGE_METHODS if m != "landmark" or landmark is not None]
     for m in EPE_METHODS:
-        if m in methods_flow:
+        if m in methods_flow or m == "zero":
             rec[f"epe_{m}"] = np.full(n_all, np.nan)
     for m in methods_flow:
         rec[f"flowcnn_{m}"] = np.full(n_all, -1, np.int64)
@@ -270,6 +270,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         pos += n
         flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index)
         px = {k: flowrep.decode(v, rep, clip).numpy() for k, v in flows.items()}
+        px["zero"] = np.zeros_like(px["frontal_gt"])  # the reference a frontalizer that erases motion scores
         for m in EPE_METHODS:
             if m in px:
                 rec[f"epe_{m}"][at] = epe_px(px[m], px["frontal_gt"])
@@ -322,6 +323,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
                 rec[k][at[~have]] = np.nan if rec[k].dtype.kind == "f" else -1
         lab, pose = b["label"].numpy(), b["pose"].numpy()
         px = {k: flowrep.decode(v, rep, clip).numpy() for k, v in flows.items()}
+        px["zero"] = np.zeros_like(px["frontal_gt"])  # the reference a frontalizer that erases motion scores
         for i in range(n):
             pn = _pose_name(int(pose[i]), pose_names)
             if lab[i] <= 0 or taken.get(pn, 0) >= p.samples_per_pose:

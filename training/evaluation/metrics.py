@@ -21,7 +21,7 @@ from pipeline.scoring import confusion
 # Flow sources scored by the motion judge, and image sources scored by the image judges.
 FLOW_METHODS: tuple[str, ...] = ("frontal_gt", "nonfrontal", "landmark", "emotiongan")
 IMAGE_METHODS: tuple[str, ...] = ("frontal_gt", "nonfrontal", "landmark", "emotiongan", "gw_gt")
-EPE_METHODS: tuple[str, ...] = ("nonfrontal", "landmark", "emotiongan")
+EPE_METHODS: tuple[str, ...] = ("nonfrontal", "landmark", "emotiongan", "zero")   # zero: a zero flow's EPE
 SIM_METHODS: tuple[str, ...] = ("nonfrontal", "landmark", "emotiongan", "gw_gt")
 JUDGES: dict[str, tuple[str, ...]] = {"flowcnn": FLOW_METHODS, "efer": IMAGE_METHODS, "fer2013": IMAGE_METHODS}
 ROW_KEYS: tuple[str, ...] = ("dataset", "row", "subject", "sequence", "pose", "strategy", "step", "label")
@@ -56,6 +56,14 @@ def ssim_u8(pred: np.ndarray, target: np.ndarray, window: int = 7) -> np.ndarray
 def accuracy(labels: np.ndarray, preds: np.ndarray) -> float | None:
     """Fraction of labeled rows predicted right, in [0, 1]; None when no row is labeled."""
     return accuracy_of(confusion(labels, preds))
+
+
+def gap_closure(acc: float | None, acc_input: float | None, acc_truth: float | None) -> float | None:
+    """(acc - acc_input) / (acc_truth - acc_input): the share of the gap to the frontal truth a method closes;
+    None when undefined (a missing accuracy, or the truth no better than the input)."""
+    if acc is None or acc_input is None or acc_truth is None or acc_truth <= acc_input:
+        return None
+    return (acc - acc_input) / (acc_truth - acc_input)
 
 
 def delta_percent(acc_after: float | None, acc_before: float | None) -> float | None:
@@ -121,12 +129,14 @@ def summarize(records: Mapping[str, np.ndarray], mask: np.ndarray, with_confusio
             acc[m] = accuracy(lab, pred)
             if with_confusion:
                 conf[m] = confusion(lab, pred).tolist()
+        closure = {}
         for m in acc:
             if m not in ("nonfrontal", "frontal_gt"):
                 delta[m] = delta_percent(acc[m], acc.get("nonfrontal"))
                 gain[m] = gain_points(acc[m], acc.get("nonfrontal"))
+                closure[m] = gap_closure(acc[m], acc.get("nonfrontal"), acc.get("frontal_gt"))
         if acc:
-            out[judge] = {"accuracy": acc, "delta_percent": delta, "gain_pts": gain}
+            out[judge] = {"accuracy": acc, "delta_percent": delta, "gain_pts": gain, "gap_closure": closure}
             if with_confusion:
                 out[judge]["confusion"] = conf
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -96,3 +97,21 @@ def total_gf(gan: torch.Tensor, l_epe: torch.Tensor, l_char: torch.Tensor, l_gw:
     if connected and l_gw is not None:
         total = total + lam[3] * l_gw
     return total
+
+
+def step_weight_table(train_steps: np.ndarray, weighting: str) -> np.ndarray | None:
+    """(max_step + 1,) weight of a row in L_epe and L_char by its pair step, from the training rows' steps.
+
+    `step`: every step present weighs as much in total (w = mean count / count of the step), so that the
+    many short-step pairs of a sequence (n-1 one-frame pairs, one neutral-apex pair) cannot outvote its
+    few large-motion pairs; `none`: None (a plain mean).
+    """
+    if weighting == "none":
+        return None
+    if weighting != "step":
+        raise ValueError(f"flow_loss_weighting is none or step, not {weighting!r}")
+    counts = np.bincount(np.asarray(train_steps, np.int64))
+    present = counts > 0
+    w = np.zeros(len(counts), np.float64)
+    w[present] = counts[present].mean() / counts[present]
+    return w.astype(np.float32)

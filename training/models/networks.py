@@ -92,18 +92,65 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
+def clamp_unit_disc(v: torch.Tensor) -> torch.Tensor:
+    """Cartesian flows (N,2,H,W) shortened to magnitude <= 1 in the forward pass, identity in the backward one.
+
+    A residual output (input minus an estimated head motion) can leave the store's range where the head
+    moves much; a plain clamp would give those pixels no gradient on their magnitude (straight-through).
+    """
+    mag = torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    clamped = v / mag.clamp_min(1.0)
+    return v + (clamped - v).detach()
+
+
 class FlowGenerator(nn.Module):
-    """G_F: non-frontal flow (N,2,S,S) -> frontalized flow (N,2,S,S) in [-1,1]."""
+    """G_F: non-frontal flow (N,2,S,S) -> frontalized flow (N,2,S,S) in [-1,1].
+
+    `output`: `direct` (the paper: the decoder draws the frontal flow, tanh), or, for Cartesian stores,
+    `residual`: the input minus an estimated head-induced motion plus an expression correction (the
+    paper's Fig. 1, column 5: head motion and expression motion apart), x - head + expr, clamped to the
+    unit disc (straight-through). `head` is a smooth field predicted from the bottleneck and bilinearly
+    upsampled (a head turn moves the face smoothly: a coarse field cannot remove the expression), from the
+    bottleneck and the input averaged down to the bottleneck's side (its means: a translation), `expr`
+    the decoder's tanh output; both start at zero, so G_F starts as the identity, not as noise.
+    `scale: input_rms` multiplies what the decoder and the head draw by the input's root-mean-square
+    magnitude (per sample): the encoder's InstanceNorm makes its features blind to the input's scale,
+    so without it the output cannot grow with the motion.
+    """
 
     def __init__(self, in_ch: int = 2, out_ch: int = 2, ngf: int = 64, max_ch: int = 1024, n_down: int = 4,
-                 n_res_enc: int = 2, n_res_dec: int = 5, stem_kernel: int = 7):
+                 n_res_enc: int = 2, n_res_dec: int = 5, stem_kernel: int = 7, output: str = "direct",
+                 scale: str = "none"):
         super().__init__()
+        if output not in ("direct", "residual"):
+            raise EmoganError(f"gf output is direct or residual, not {output!r}")
+        if scale not in ("none", "input_rms"):
+            raise EmoganError(f"gf scale is none or input_rms, not {scale!r}")
+        self.output, self.scale = output, scale
         self.encoder = Encoder(in_ch, ngf, max_ch, n_down, n_res_enc, stem_kernel)
         self.decoder = Decoder(self.encoder.channels, out_ch, n_res_dec, stem_kernel)
+        if output == "residual":
+            ch = self.encoder.out_ch
+            # The head sees the bottleneck and the input averaged down to its side: the encoder's InstanceNorm
+            # removes each channel's mean, so from the bottleneck alone a translation is invisible.
+            self.head = nn.Sequential(nn.Conv2d(ch + in_ch, ch, 3, padding=1, padding_mode="reflect"), nn.ReLU(inplace=True),
+                                      nn.Conv2d(ch, out_ch, 3, padding=1, padding_mode="reflect"))
+            for last in (self.head[-1], [m for m in self.decoder.modules() if isinstance(m, nn.Conv2d)][-1]):
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
 
     def forward(self, flow: torch.Tensor) -> torch.Tensor:
         """(N,2,S,S) -> (N,2,S,S); S must be divisible by 2^n_down."""
-        return self.decoder(self.encoder(flow))
+        z = self.encoder(flow)
+        r = ((flow.float().square().sum(1, keepdim=True).mean((2, 3), keepdim=True) + 1e-8).sqrt().to(flow.dtype)
+             if self.scale == "input_rms" else 1.0)
+        if self.output == "direct":
+            out = self.decoder(z)
+            return out if self.scale == "none" else clamp_unit_disc(r * out)
+        coarse = F.adaptive_avg_pool2d(flow, z.shape[-2:]) / (r if self.scale == "input_rms" else 1.0)
+        head = F.interpolate(self.head(torch.cat([z, coarse.to(z.dtype)], 1)), size=flow.shape[-2:], mode="bilinear",
+                             align_corners=False)
+        return clamp_unit_disc(flow - r * head + r * self.decoder(z))
 
 
 class PatchDiscriminator(nn.Module):

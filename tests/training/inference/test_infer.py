@@ -216,8 +216,8 @@ def test_frontalize_sees_the_flows_the_pipeline_stored(model, tmp_path):
     ok("frontalize", src, "--bundle", model["bundle"], "--out", out, "--params", model["params"])
     g = open_store(model["store"])
     ids = list(g.attrs["sequence_ids"])
-    sel = np.flatnonzero((g["sequence"][...] == ids.index(f"S002/{src.name}")) & (g["frame_t"][...] == 0)
-                         & (g["strategy"][...] == 1))
+    # Pairs from frame 0: frame_to_frame steps, and the first -> last pair, stored once as neutral_apex.
+    sel = np.flatnonzero((g["sequence"][...] == ids.index(f"S002/{src.name}")) & (g["frame_t"][...] == 0))
     sel = sel[np.argsort(g["step"][...][sel])]
     stored = torch.from_numpy(g["flow_input"].get_orthogonal_selection((sel,)).astype(np.float32))
     b = load_bundle(model["bundle"])
