@@ -24,7 +24,7 @@ from training import flowrep
 from training import losses as L
 from training.checkpoint import list_checkpoints, load_checkpoint
 from training.config import TrainConfig
-from training.efer import FrozenClassifier, load_efer, perceptual_backbone
+from training.efer import FrozenClassifier, load_efer
 from training.fixture import make_arrays, write_fixture_store
 from training.loop import Dist, StepContext, TrainingDiverged, autocast_ctx, build_nets, gan_step, make_optimizer
 from training.registry import build
@@ -158,7 +158,7 @@ def test_a_run_folder_holds_config_log_metrics_checkpoints_and_weights(env):
     assert "held-out fold 0 EPE" in r.output
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["config_name"] == "small" and cfg["fold"] == 0 and cfg["train"]["nets"] == TINY_NETS
-    assert cfg["runtime"]["efer"]["name"] == "own" and cfg["runtime"]["perceptual"]["backbone"] in ("vgg16", "efer")
+    assert cfg["runtime"]["efer"]["name"] == "own" and cfg["runtime"]["perceptual"]["backbone"] in ("vgg16", "fer2013")
     if cfg["runtime"]["perceptual"]["backbone"] == "efer":
         assert "no ImageNet VGG16 weights" in cfg["runtime"]["perceptual"]["fallback_reason"]
     assert [e for e, _ in list_checkpoints(run)] == [1, 2]
@@ -350,21 +350,6 @@ def test_external_efer_files_are_reordered_to_the_projects_classes(env, tmp_path
 def test_fer2013_efer_scores_the_projects_classes():
     m, info = load_efer({"name": "fer2013"})
     assert m(torch.rand(2, 3, 48, 48)).shape == (2, 7) and len(info["sha256"]) == 64
-
-
-def test_perceptual_backbone_is_vgg16_when_cached_else_efer_logged(monkeypatch, tmp_path):
-    from training.networks import Vgg16Features
-
-    efer = FrozenClassifier(build("fer_cnn", size=16, channels=[4, 8]))
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    fn, mod, rec = perceptual_backbone("auto", efer)
-    assert rec["backbone"] == "efer" and mod is None and len(fn(torch.rand(1, 3, 16, 16))) == 2
-    with pytest.raises(EmoganError, match="VGG16 weights not found"):
-        perceptual_backbone("vgg16", efer)
-    (tmp_path / "checkpoints").mkdir()
-    torch.save(Vgg16Features().state_dict(), tmp_path / "checkpoints" / "vgg16-397923af.pth")
-    fn, mod, rec = perceptual_backbone("auto", efer)
-    assert rec["backbone"] == "vgg16" and len(fn(torch.rand(1, 3, 16, 16))) == 4
 
 
 @pytest.mark.parametrize("rep", ["polar", "cartesian"])

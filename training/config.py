@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 ROLES: tuple[str, ...] = ("gf", "dp", "de", "gw")  # G_F, D_P, D_E, G_W: what the GAN step builds
 EFER_KINDS: tuple[str, ...] = ("own", "fer2013", "file")
+PERCEPTUAL_KINDS: tuple[str, ...] = ("auto", "vgg16", "fer2013", "efer")   # training/efer.py perceptual_backbone
+# Which flow G_W's own update warps: G_F's detached output, the ground truth, or the ground truth until e_c.
+GW_FLOWS: tuple[str, ...] = ("target_then_generated", "generated", "target")
 
 
 def _paper_nets() -> dict[str, dict[str, Any]]:
@@ -51,7 +54,8 @@ class TrainConfig:
     char_eps: float = 1e-3
     flow_loss_space: str = "cartesian"             # L_epe/L_char on (u, v)/clip, or on the store's `representation`
     image_steps: tuple[int, ...] | None = (3, 5)   # rows with lo < step <= hi feed the image losses
-    gw_flow: str = "generated"                     # G_W's own update warps G_F's output, or `target`
+    gw_flow: str = "target_then_generated"         # G_W's own update: on the ground-truth flow until e_c, then on
+                                                   # G_F's output (the authors' code); `generated` | `target` always
     dp_conditional: bool = True                    # D_P sees (input flow, frontal flow)
     de_warmup_steps: int = 0                       # D_E alone on real frontal flows before the GAN steps (paper: 0)
     hflip: bool = False                            # mirror half of each batch (flows u-negated, faces) (paper: off)
@@ -59,7 +63,7 @@ class TrainConfig:
     nets: dict[str, Any] = field(default_factory=_paper_nets)
     optim: dict[str, Any] = field(default_factory=_paper_optim)
     lr_gamma: float = 0.9                          # every learning rate x lr_gamma after each epoch
-    perceptual: str = "auto"                       # vgg16 | efer | auto (vgg16 when its weights are cached)
+    perceptual: str = "auto"                       # vgg16 | fer2013 | efer | auto (vgg16 when cached, else fer2013)
     efer: dict[str, Any] = field(default_factory=lambda: {"name": "own"})
     amp: str = "auto"                              # bf16 autocast: auto (CUDA only) | on | off
     fused_optim: bool = True                       # fused Adam (7x faster than the default on CPU)
@@ -157,12 +161,12 @@ def validate(cfg: TrainConfig, where: str) -> None:
         bad("image_steps is [lo, hi] (lo < step <= hi) or null")
     if cfg.flow_loss_space not in ("cartesian", "representation"):
         bad("flow_loss_space is cartesian or representation")
-    if cfg.gw_flow not in ("generated", "target"):
-        bad("gw_flow is generated or target")
+    if cfg.gw_flow not in GW_FLOWS:
+        bad(f"gw_flow is one of {', '.join(GW_FLOWS)}")
     if cfg.amp not in ("auto", "on", "off"):
         bad("amp is auto, on or off")
-    if cfg.perceptual not in ("auto", "vgg16", "efer"):
-        bad("perceptual is auto, vgg16 or efer")
+    if cfg.perceptual not in PERCEPTUAL_KINDS:
+        bad(f"perceptual is one of {', '.join(PERCEPTUAL_KINDS)}")
     if cfg.efer.get("name") not in EFER_KINDS:
         bad(f"efer.name is one of {', '.join(EFER_KINDS)}")
     want_in = 4 if cfg.dp_conditional else 2

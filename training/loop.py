@@ -181,6 +181,35 @@ def de_step(batch: dict[str, torch.Tensor], c: "StepContext") -> torch.Tensor:
     return loss.detach()
 
 
+def gw_update_flow(t: dict[str, Any], epoch: int) -> str:
+    """Which flow G_W's own update warps this epoch: `target` (ground truth) or `generated` (G_F's, detached).
+
+    `target_then_generated` (the authors' code): the ground truth until the connection epoch e_c, so that G_W
+    learns to warp real motion before G_F's output is worth warping, then G_F's output.
+    """
+    mode = t["gw_flow"]
+    if mode == "target_then_generated":
+        return "target" if epoch < t["e_c"] else "generated"
+    return mode
+
+
+def check_image_rows(infos: list[Any], rows: list[np.ndarray], image_steps: list[int] | None, where: str) -> int:
+    """Number of training rows that feed G_W (image_steps lo < step <= hi); none is an error naming the steps there."""
+    from training.data import raw_group
+
+    n, steps = 0, set()
+    for info, r in zip(infos, rows):
+        st = np.asarray(raw_group(info.path)["step"][:])[r]
+        n += int(image_rows(torch.from_numpy(st.astype(np.int64)), image_steps).sum())
+        steps |= set(np.unique(st).tolist())
+    if n == 0:
+        lo, hi = image_steps
+        raise EmoganError(f"{where}: image_steps {list(image_steps)} ({lo} < step <= {hi}) selects none of the "
+                          f"training rows of {', '.join(i.path for i in infos)}, whose steps are "
+                          f"{sorted(steps)}: G_W would never train. Choose a range these stores hold, or null (all)")
+    return n
+
+
 def image_rows(step: torch.Tensor, image_steps: list[int] | None) -> torch.Tensor:
     """(N,) bool: rows whose step lo < step <= hi feed the image losses (all rows when None)."""
     if image_steps is None:
@@ -288,11 +317,12 @@ def gan_step(batch: dict[str, torch.Tensor], epoch: int, c: StepContext) -> dict
     o["dp"].step()
     o["de"].step()
 
-    # G_W on its image rows: warps G_F's (detached) output, or the ground truth flow.
+    # G_W on its image rows: warps G_F's (detached) output, or the ground truth flow (gw_update_flow).
     idx, weight = _image_selection(image_rows(batch["step"], t["image_steps"]), c)
     connected = epoch >= t["e_c"]
+    out["gw_rows"] = torch.tensor(float(idx.numel()) * weight if idx is not None else 0.0)
     if idx is not None:
-        flow_w = (fake.detach() if t["gw_flow"] == "generated" else y_star).index_select(0, idx)
+        flow_w = (y_star if gw_update_flow(t, epoch) == "target" else fake.detach()).index_select(0, idx)
         with c.amp():
             x_gen = w["gw"](flow_w, x_t.index_select(0, idx))
         gw = _gw_losses(x_gen, x_star.index_select(0, idx), labels.index_select(0, idx), c)
@@ -496,6 +526,13 @@ def run_training(c: dict[str, Any],
     if t["size"] is not None and infos[0].size % t["size"]:
         raise EmoganError(f"train.size {t['size']} does not divide the stores' size {infos[0].size}")
 
+    n_image_rows = check_image_rows(infos, train_rows, t["image_steps"], f"train.{c.get('config_name', '')}")
+    # A warping G_W measures flows in the stores' units: their representation, clip and source crop side go into
+    # its build spec (and so into config.json, checkpoints and bundles).
+    from training.gw_warp import complete_spec
+
+    t["nets"] = {**t["nets"], "gw": complete_spec(t["nets"]["gw"], infos)}
+
     # Nets (same seed on every rank; DDP broadcasts rank 0's anyway), frozen judges.
     _set_seed(t["seed"])
     nets = {r: m.to(device) for r, m in build_nets(t).items()}
@@ -517,7 +554,7 @@ def run_training(c: dict[str, Any],
     runtime = {
         "world_size": d.world, "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
         "amp_bf16": autocast_ctx(t, device) is not contextlib.nullcontext,
-        "efer": efer_info, "perceptual": perc_info,
+        "efer": efer_info, "perceptual": perc_info, "image_rows": n_image_rows,
         "stores": [{"path": i.path, "rows": i.n, "size": i.size, "representation": i.representation, "clip": i.clip,
                     "schema_version": i.attrs.get("schema_version"), "params": i.attrs.get("params"),
                     "source_manifest_sha256": i.attrs.get("source_manifest_sha256"),
@@ -543,7 +580,8 @@ def run_training(c: dict[str, Any],
         if resume:
             _truncate_log(log_path, start_epoch)
         _jsonl(log_path, {"event": "resume" if resume else "start", "epoch": start_epoch, "step": global_step,
-                          "time": time.time(), "world_size": d.world, "device": str(device)})
+                          "time": time.time(), "world_size": d.world, "device": str(device),
+                          "perceptual": perc_info["backbone"], "gw": t["nets"]["gw"]["name"]})
 
     wrapped: dict[str, nn.Module] = dict(nets)
     if d.world > 1:
@@ -608,9 +646,11 @@ def run_training(c: dict[str, Any],
         if t.get("steps_per_epoch"):
             n_batches = min(n_batches, int(t["steps_per_epoch"]))
         sums = {k: 0.0 for k in LOSS_NAMES}
+        gw_rows = 0.0
         t0 = time.time()
         for i, batch in zip(range(n_batches), loader):
             losses = gan_step(prepare(batch), epoch, ctx)
+            gw_rows += float(losses["gw_rows"])
             vec = torch.stack([losses[k].float() for k in LOSS_NAMES]).cpu()
             ok = bool(torch.isfinite(vec).all())
             if not _all_true(ok, d, device):
@@ -630,6 +670,10 @@ def run_training(c: dict[str, Any],
             global_step += 1
             if d.main and (i % max(1, t["log_every"]) == 0 or i == n_batches - 1):
                 _jsonl(log_path, {"event": "step", "epoch": epoch, "step": global_step, **vals})
+        if _all_true(gw_rows == 0, d, device):
+            raise EmoganError(f"{out}: epoch {epoch + 1} fed G_W no image rows (image_steps {t['image_steps']} over "
+                              f"{n_batches} batches): its loss would be silently absent. Widen image_steps or raise "
+                              "steps_per_epoch")
         for s in scheds.values():
             s.step()
         dt = time.time() - t0
@@ -644,6 +688,7 @@ def run_training(c: dict[str, Any],
             checks = _ddp_checksums(nets, d)
         if d.main:
             rec = {"event": "epoch", "epoch": epoch, "step": global_step, "batches": n_batches,
+                   "gw_rows": int(gw_rows), "gw_flow": gw_update_flow(t, epoch),
                    "samples_per_s": n_batches * t["batch_size"] * d.world / max(dt, 1e-9),
                    "loss": means, "test": ev}
             if checks is not None:

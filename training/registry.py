@@ -20,7 +20,8 @@ def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 def _ensure_loaded() -> None:
-    # Importing the module runs its @register decorators.
+    # Importing the modules runs their @register decorators.
+    import training.gw_warp  # noqa: F401
     import training.networks  # noqa: F401
 
 
@@ -30,12 +31,17 @@ def names() -> tuple[str, ...]:
     return tuple(sorted(_BUILDERS))
 
 
-def build(name: str, **cfg: Any) -> Any:
-    """Build network `name` from keyword config; unknown names or keys are clear errors."""
+def builder(name: str) -> Callable[..., Any]:
+    """The class (or factory) registered as `name`; unknown names are clear errors."""
     _ensure_loaded()
     if name not in _BUILDERS:
         raise EmoganError(f"unknown network {name!r}; registered: {', '.join(sorted(_BUILDERS))}")
-    fn = _BUILDERS[name]
+    return _BUILDERS[name]
+
+
+def build(name: str, **cfg: Any) -> Any:
+    """Build network `name` from keyword config; unknown names or keys are clear errors."""
+    fn = builder(name)
     accepted = inspect.signature(fn).parameters
     unknown = sorted(set(cfg) - set(accepted))
     if unknown:
