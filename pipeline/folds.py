@@ -85,6 +85,19 @@ def write_folds(folds: Mapping[str, int], out: Path) -> None:
     tmp.replace(out)
 
 
+def tuning_folds(folds: Mapping[str, int], reserve: Iterable[int], validation: Iterable[int]) -> dict[str, int]:
+    """A tuning split of a fold assignment: subjects of the `reserve` folds (the final test folds) get fold -1
+    (never read by a tuning run), those of the `validation` folds all get the first of them (held out
+    together as `--fold <first>`); the other folds keep theirs and are the tuning training folds."""
+    reserve, validation = set(reserve), list(validation)
+    if not validation or reserve & set(validation):
+        raise EmoganError(f"tuning folds: validation folds {validation} must be given and not reserved ({sorted(reserve)})")
+    out = {}
+    for s, f in folds.items():
+        out[s] = -1 if f in reserve else (validation[0] if f in validation else f)
+    return out
+
+
 def read_folds(path: Path | str) -> dict[str, int]:
     """A `subject,fold` CSV as a dict; EmoganError naming the file otherwise."""
     path = Path(path)
@@ -144,6 +157,10 @@ def cli(
     out: Optional[Path] = typer.Option(None, help="folds CSV (default <paths.manifests>/DATASET_folds.csv)"),
     params_file: Optional[Path] = typer.Option(None, "--params", help="params file (default ./params.yaml)"),
     k: Optional[int] = typer.Option(None, help="number of folds"),
+    reserve: Optional[str] = typer.Option(None, help="tuning split: comma-separated folds reserved for the final "
+                                          "test (fold -1 in the output: never trained on nor validated on)"),
+    validation: Optional[str] = typer.Option(None, help="tuning split: comma-separated validation folds, merged "
+                                             "into the first (hold it out with --fold)"),
 ) -> None:
     """Subject-independent k-fold protocol: subjects sorted and dealt round-robin into k folds."""
     params = load_params(params_file)
@@ -151,6 +168,16 @@ def cli(
     manifests = path_param(params, "manifests", "data_manifests")
     manifest = manifest or manifests / f"{dataset}.csv"
     out = out or manifests / f"{dataset}_folds.csv"
+    if (reserve is None) != (validation is None):
+        raise EmoganError("give --reserve and --validation together (a tuning split), or neither")
+    if reserve is not None:
+        ints = lambda x: [int(v) for v in x.split(",") if v.strip()]  # noqa: E731
+        folds = tuning_folds(assign_folds(read_subjects(manifest), p.k), ints(reserve), ints(validation))
+        write_folds(folds, out)
+        typer.echo(f"{out}: tuning split, {sum(f < 0 for f in folds.values())} reserved subject(s), "
+                   f"validation fold {ints(validation)[0]}: "
+                   f"{', '.join(s for s, f in folds.items() if f == ints(validation)[0])}")
+        return
     folds = make_folds(manifest, out, p)
     sizes = np.bincount(list(folds.values()), minlength=p.k)
     typer.echo(f"{out}: {len(folds)} subjects in {p.k} folds of {sizes.min()}-{sizes.max()} subjects")

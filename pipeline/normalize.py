@@ -34,6 +34,10 @@ class NormalizeParams:
     """params.yaml `normalize`: clip (pixels of the source crop, or "q3" = stats' Q3), representation, size."""
 
     clip: Union[float, str] = 10.0
+    # Clip of the model's input flows (pixels); null: `clip`. Head motion makes the input far larger than
+    # the frontal flow (neutral-apex of a turning head: median 16.6 px), and clipping it at the frontal
+    # flow's Q3 erases the expression riding on it (docs/research/large_motion.md).
+    clip_input: Optional[float] = None
     representation: str = "polar"
     size: int = 128            # model side; <= flow.size (a smaller one is area-averaged down)
     chunk_mib: float = 1.0     # least chunk size of the store's flow/image arrays
@@ -50,6 +54,8 @@ class NormalizeParams:
                 self.clip = "q3"
         if not isinstance(self.clip, str) and (isinstance(self.clip, bool) or not float(self.clip) > 0):
             raise ValueError(f"clip = {self.clip!r}: expected a positive number or 'q3'")
+        if self.clip_input is not None and (isinstance(self.clip_input, bool) or not float(self.clip_input) > 0):
+            raise ValueError(f"clip_input = {self.clip_input!r}: expected a positive number or null")
         if self.representation not in st.REPRESENTATIONS:
             raise ValueError(f"representation = {self.representation!r}: expected one of {list(st.REPRESENTATIONS)}")
         if not isinstance(self.size, int) or self.size < 8:
@@ -168,9 +174,10 @@ def normalize_store(flows: Path | str, out: Path | str, p: NormalizeParams, *,
         raise EmoganError(f"{flows}: flows are {fa['size']}x{fa['size']}, normalize.size {p.size} is larger; "
                           "raise flow.size and re-run `emogan flow`")
     clip, clip_source = resolve_clip(p.clip, stats_path)
-    recorded = {"flow": fa["params"]["flow"], "normalize": {**as_dict(p), "clip": clip}}
+    clip_input = clip if p.clip_input is None else float(p.clip_input)
+    recorded = {"flow": fa["params"]["flow"], "normalize": {**as_dict(p), "clip": clip, "clip_input": clip_input}}
     attrs = {
-        "representation": p.representation, "clip": clip, "clip_source": clip_source,
+        "representation": p.representation, "clip": clip, "clip_source": clip_source, "clip_input": clip_input,
         "clip_units": f"pixels of the source crop ({fa['source_size']}x{fa['source_size']})",
         "affine_map": AFFINE_MAP, "flow_convention": fa["flow_convention"],
         "source_size": fa["source_size"], "dataset": fa["dataset"],
@@ -191,10 +198,11 @@ def normalize_store(flows: Path | str, out: Path | str, p: NormalizeParams, *,
         for a in range(0, n, step):  # aligned with the source chunks: each is read once
             b = min(n, a + step)
             rows = {k: v[a:b] for k, v in codes.items()}
-            for name, src_name in (("flow_input", "flow_input_px"), ("flow_target", "flow_target_px")):
+            for name, src_name, c in (("flow_input", "flow_input_px", clip_input),
+                                      ("flow_target", "flow_target_px", clip)):
                 # Resize (if any) in Cartesian pixels first, then convert: angles are never averaged.
                 f = area_resize(src[src_name][a:b].astype(np.float32), p.size)
-                rows[name] = normalize_flow(f, p.representation, clip).astype(np.float16)
+                rows[name] = normalize_flow(f, p.representation, c).astype(np.float16)
             for name in ("neutral", "target_image", "input_image"):
                 rows[name] = area_resize(src[name][a:b], p.size)
             writer.append(rows)
@@ -211,12 +219,15 @@ def cli(
     params_file: Optional[Path] = typer.Option(None, "--params", help="params file (default ./params.yaml)"),
     clip: Optional[str] = typer.Option(None, help="clip in source pixels, or q3"),
     representation: Optional[str] = typer.Option(None, help="polar or cartesian"),
+    clip_input: Optional[float] = typer.Option(None, "--clip-input", help="clip of the input flows, source pixels "
+                                               "(default normalize.clip_input, else clip)"),
 ) -> None:
     """Clip and normalize the flows to [-1, 1] and write the training store (Zarr v3)."""
     params = load_params(params_file)
-    p = load_normalize_params(params, clip=clip, representation=representation)
+    p = load_normalize_params(params, clip=clip, representation=representation, clip_input=clip_input)
     flows = flows or path_param(params, "flows", "data/flows") / f"{dataset}.zarr"
     out = out or path_param(params, "stores", "data/stores") / f"{dataset}.zarr"
     stats = stats or path_param(params, "metrics", "metrics") / f"stats_{dataset}.json"
     attrs = normalize_store(flows, out, p, stats_path=stats)
-    typer.echo(f"{out}: {attrs['representation']} flows clipped at {attrs['clip']:g} px ({attrs['clip_source']})")
+    typer.echo(f"{out}: {attrs['representation']} flows clipped at {attrs['clip']:g} px ({attrs['clip_source']}), "
+               f"input flows at {attrs['clip_input']:g} px")

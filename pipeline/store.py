@@ -275,6 +275,9 @@ def check_store(store: "zarr.Group | Path | str") -> dict[str, Any]:
     clip = attrs["clip"]
     if not isinstance(clip, (int, float)) or isinstance(clip, bool) or not clip > 0:
         raise StoreError(f"{where}: clip {clip!r} is not a positive number (pixels of the source crop)")
+    ci = attrs.get("clip_input", clip)   # optional: stores without it clip input and frontal flows alike
+    if not isinstance(ci, (int, float)) or isinstance(ci, bool) or not ci > 0:
+        raise StoreError(f"{where}: clip_input {ci!r} is not a positive number (pixels of the source crop)")
     size = attrs["size"]
     if not isinstance(size, int) or size < 1:
         raise StoreError(f"{where}: size {size!r} is not a positive integer")

@@ -70,6 +70,11 @@ class Bundle:
         return float(self.meta["clip"])
 
     @property
+    def clip_input(self) -> float:
+        """Clip of G_F's input flows, pixels of the source crop (bundles without it: `clip`)."""
+        return float(self.meta.get("clip_input", self.meta["clip"]))
+
+    @property
     def size(self) -> int:
         """The model's side: flows and faces are resized to it."""
         return int(self.meta["size"])
@@ -148,6 +153,7 @@ def export_bundle(run_dir: Path | str, out: Path | str, *, epoch: int | None = N
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION,
         "weights_file": out.name, "weights_sha256": _sha256(out),
         "class_names": list(CLASS_NAMES), "representation": run.representation, "clip": run.clip, "size": run.size,
+        "clip_input": run.input_clip,
         "roles": list(ROLES), "nets": {r: config["train"]["nets"][r] for r in ROLES},
         "preprocess": _store_preprocess(stores[0], config.get("params_file")),
         "average_face": None if average_face is None else {
@@ -187,7 +193,7 @@ def read_meta(path: Path | str) -> dict[str, Any]:
 
 
 def check_compatible(meta: dict[str, Any], where: str, *, representation: str | None = None, clip: float | None = None,
-                     class_names: Sequence[str] | None = None) -> None:
+                     class_names: Sequence[str] | None = None, clip_input: float | None = None) -> None:
     """Refuse a bundle made for another flow representation, clip or class set than the data's (`where`)."""
     if representation is not None and meta["representation"] != representation:
         raise BundleError(f"bundle made for {meta['representation']} flows, but {where} holds {representation} flows: "
@@ -195,6 +201,10 @@ def check_compatible(meta: dict[str, Any], where: str, *, representation: str | 
                           f"representation {meta['representation']}")
     if clip is not None and not np.isclose(float(meta["clip"]), float(clip)):
         raise BundleError(f"bundle made for flows clipped at {meta['clip']:g} px, but {where} is clipped at {clip:g} px")
+    mine = float(meta.get("clip_input", meta["clip"]))   # bundles without it clip input and output alike
+    if clip_input is not None and not np.isclose(mine, float(clip_input)):
+        raise BundleError(f"bundle made for input flows clipped at {mine:g} px, but {where}'s input flows are "
+                          f"clipped at {clip_input:g} px")
     if class_names is not None and list(meta["class_names"]) != list(class_names):
         raise BundleError(f"bundle predicts the classes {list(meta['class_names'])}, but {where} uses "
                           f"{list(class_names)}: the class sets (and their order) must be the same")
@@ -243,5 +253,5 @@ def load_bundle(path: Path | str, device: str = "cpu", **expect: Any) -> Bundle:
         avg = AverageFace(tensors[AVERAGE_FACE_KEY].numpy(), None if kp is None else np.asarray(kp, np.float32),
                           int(info.get("n_faces", 0)), int(info.get("n_skipped", 0)), str(info.get("source", "")))
     run = TrainedRun(meta.get("config", {}), nets, meta["representation"], float(meta["clip"]), int(meta["size"]),
-                     torch.device(device))
+                     torch.device(device), float(meta.get("clip_input", meta["clip"])))
     return Bundle(path, meta, run, avg)

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 ROLES: tuple[str, ...] = ("gf", "dp", "de", "gw")  # G_F, D_P, D_E, G_W: what the GAN step builds
 EFER_KINDS: tuple[str, ...] = ("own", "fer2013", "file")
+CONFIGS: tuple[str, ...] = ("paper", "small", "medium")   # the named sub-configs of params.yaml `train:`
 
 
 def _paper_nets() -> dict[str, dict[str, Any]]:
@@ -50,6 +51,8 @@ class TrainConfig:
     alphas: tuple[float, ...] = (2.0, 7.0, 1.0)         # L_1, L_perc, L_eFER in L_GW
     char_eps: float = 1e-3
     flow_loss_space: str = "cartesian"             # L_epe/L_char on (u, v)/clip, or on the store's `representation`
+    flow_loss_weighting: str = "none"              # none | step: L_epe/L_char rows weighted so every pair step counts alike
+    flow_loss_weight_cap: float | None = None      # largest step weight (null: none)
     image_steps: tuple[int, ...] | None = (3, 5)   # rows with lo < step <= hi feed the image losses
     gw_flow: str = "generated"                     # G_W's own update warps G_F's output, or `target`
     dp_conditional: bool = True                    # D_P sees (input flow, frontal flow)
@@ -81,6 +84,7 @@ class TrainSection:
     folds_k: int = 10
     paper: dict[str, Any] = field(default_factory=dict)
     small: dict[str, Any] = field(default_factory=dict)
+    medium: dict[str, Any] = field(default_factory=dict)   # a few CPU hours, or minutes on a GPU (issue #12)
     # Table IV: `emogan train --ablation NAME` zeroes these terms of L_GF in the chosen config.
     ablations: dict[str, list[str]] = field(default_factory=lambda: {
         "full": [], "no_rec": ["epe", "char"], "no_de": ["gan_de"], "no_gw": ["gw"]})
@@ -131,8 +135,8 @@ class TrainFerConfig:
 def train_config(params: dict[str, Any], name: str, **overrides: Any) -> TrainConfig:
     """The named training config (`paper`, `small`) from params.yaml, CLI overrides applied, validated."""
     section(params, "train", TrainSection)  # refuses unknown keys under `train:`
-    if name not in ("paper", "small"):
-        raise ParamsError(f"unknown config {name!r}; params.yaml `train:` has paper, small")
+    if name not in CONFIGS:
+        raise ParamsError(f"unknown config {name!r}; params.yaml `train:` has {', '.join(CONFIGS)}")
     cfg = subsection(params, f"train.{name}", TrainConfig, **overrides)
     validate(cfg, where=f"train.{name}")
     return cfg
@@ -157,6 +161,10 @@ def validate(cfg: TrainConfig, where: str) -> None:
         bad("image_steps is [lo, hi] (lo < step <= hi) or null")
     if cfg.flow_loss_space not in ("cartesian", "representation"):
         bad("flow_loss_space is cartesian or representation")
+    if cfg.flow_loss_weighting not in ("none", "step"):
+        bad("flow_loss_weighting is none or step")
+    if cfg.nets["gf"].get("output", "direct") not in ("direct", "residual"):
+        bad("nets.gf.output is direct or residual")
     if cfg.gw_flow not in ("generated", "target"):
         bad("gw_flow is generated or target")
     if cfg.amp not in ("auto", "on", "off"):

@@ -38,8 +38,14 @@ class StoreInfo:
     size: int            # S, the flows' and images' side
     chunk_rows: int      # rows per chunk of flow_input (the unit of reading)
     representation: str  # "polar" or "cartesian"
-    clip: float          # flow clip, source pixels
+    clip: float          # flow clip, source pixels (the frontal flows and G_F's output)
     attrs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    clip_input: float | None = None   # clip of flow_input (G_F's input), source pixels; None: `clip`
+
+    @property
+    def input_clip(self) -> float:
+        """The clip flow_input is encoded with."""
+        return self.clip if self.clip_input is None else self.clip_input
 
 
 def raw_group(path: str | Path) -> Any:
@@ -57,14 +63,14 @@ def check_store(path: str | Path) -> StoreInfo:
     attrs = dict(g.attrs)
     return StoreInfo(path=str(path), n=store_rows(g), size=int(attrs["size"]),
                      chunk_rows=int(g["flow_input"].chunks[0]), representation=str(attrs["representation"]),
-                     clip=float(attrs["clip"]), attrs=attrs)
+                     clip=float(attrs["clip"]), attrs=attrs, clip_input=float(attrs.get("clip_input", attrs["clip"])))
 
 
 def check_compatible(infos: Sequence[StoreInfo]) -> None:
     """Stores merged into one training set must share size, representation and clip."""
     first = infos[0]
     for info in infos[1:]:
-        for key in ("size", "representation", "clip"):
+        for key in ("size", "representation", "clip", "input_clip"):
             if getattr(info, key) != getattr(first, key):
                 raise StoreError(f"{info.path}: {key} {getattr(info, key)!r} differs from "
                                        f"{first.path}'s {getattr(first, key)!r}; stores trained together must agree")
@@ -74,6 +80,8 @@ def check_compatible(infos: Sequence[StoreInfo]) -> None:
 
 def fold_rows(info: StoreInfo, fold: int, role: str, folds_file: Path | None, k: int) -> np.ndarray:
     """Row indices (sorted) of a store for `role` 'train' (subjects outside `fold`) or 'test' (inside it).
+
+    Subjects of a negative fold (a tuning folds file's reserved test subjects) are in neither.
 
     Folds come from the folds file written by `emogan folds`, else from its rule (subjects sorted,
     dealt round-robin over k) applied to the store's subject_ids; a fold that does not exist is an error.
@@ -85,10 +93,14 @@ def fold_rows(info: StoreInfo, fold: int, role: str, folds_file: Path | None, k:
         available, src = sorted(set(read_folds(folds_file).values())), str(folds_file)
     else:
         available, src = list(range(k)), f"the round-robin rule over k={k}"
+    if fold < 0:
+        raise FoldError(f"fold {fold}: negative folds mark reserved subjects ({src}); hold out a fold >= 0")
     if fold not in available:
         raise FoldError(f"fold {fold} does not exist for store {info.path}: {src} has folds "
                         f"{', '.join(map(str, available))}")
-    rows = np.flatnonzero((row_fold == fold) if role == "test" else (row_fold != fold))
+    # A negative fold reserves its subjects: neither trained on nor held out (a tuning folds file
+    # gives the final test folds' subjects -1, so that no tuning run sees them).
+    rows = np.flatnonzero((row_fold == fold) if role == "test" else ((row_fold != fold) & (row_fold >= 0)))
     if rows.size == 0:
         raise FoldError(f"store {info.path}: fold {fold} leaves no {role} rows ({src})")
     return rows

@@ -351,8 +351,12 @@ def _flows_of(run, b, size: int, rep: str, clip: float, landmark, lm_index) -> t
 
     from training.loop import resize_flow
 
+    from training import flowrep
+
     y = b["flow_input"].float()
-    inp = resize_flow(y, size, rep, clip)
+    # The input is judged and scored as the frontal flows are encoded (re-clipped when the store's
+    # clip_input differs); G_F reads it as stored.
+    inp = resize_flow(flowrep.reclip(y, rep, run.input_clip, clip), size, rep, clip)
     flows = {"frontal_gt": resize_flow(b["flow_target"].float(), size, rep, clip), "nonfrontal": inp,
              "emotiongan": resize_flow(run.frontalize(y).cpu(), size, rep, clip)}
     have = None
@@ -381,9 +385,10 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
     g = raw_group(store)
     attrs = dict(g.attrs)
     rep, clip = str(attrs["representation"]), float(attrs["clip"])
-    if rep != run.representation or clip != run.clip:
-        raise EmoganError(f"{store}: representation/clip {rep}/{clip} differ from the model's "
-                          f"{run.representation}/{run.clip}")
+    clip_in = float(attrs.get("clip_input", clip))
+    if rep != run.representation or clip != run.clip or clip_in != run.input_clip:
+        raise EmoganError(f"{store}: representation/clip/clip_input {rep}/{clip}/{clip_in} differ from the model's "
+                          f"{run.representation}/{run.clip}/{run.input_clip}")
     fc = judges.flowcnn
     if (fc.representation, fc.clip) != (rep, clip):
         raise EmoganError(f"{store}: representation/clip {rep}/{clip} differ from the Flow-CNN's "

@@ -48,6 +48,14 @@ def decode(flow_norm: torch.Tensor, representation: str, clip: float) -> torch.T
     return x * clip
 
 
+def reclip(flow_norm: torch.Tensor, representation: str, clip_from: float, clip_to: float) -> torch.Tensor:
+    """Normalized flows (N,2,H,W) encoded with clip `clip_from` -> the same flows encoded with `clip_to`
+    (a store's input flows, `clip_input`, as its frontal flows are: for scores and judges)."""
+    if clip_from == clip_to:
+        return flow_norm
+    return encode(decode(flow_norm, representation, clip_from), representation, clip_to)
+
+
 def epe_px(pred_norm: torch.Tensor, target_norm: torch.Tensor, representation: str, clip: float) -> torch.Tensor:
     """Per-sample end-point error in source pixels, (N,): mean over pixels of |decode(pred) - decode(target)|."""
     d = decode(pred_norm, representation, clip) - decode(target_norm, representation, clip)

@@ -309,6 +309,7 @@ def run_networks(bundle: Bundle, flows_norm: np.ndarray, neutral_u8: np.ndarray,
     import torch
     import torch.nn.functional as F
 
+    from training import flowrep
     from training.loop import resize_flow
 
     run = bundle.run
@@ -318,11 +319,12 @@ def run_networks(bundle: Bundle, flows_norm: np.ndarray, neutral_u8: np.ndarray,
     with torch.no_grad():
         for a in range(0, len(flows_norm), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(flows_norm[a:a + batch_size], dtype=np.float32)).to(run.device)
-            x = resize_flow(x, s, run.representation, run.clip)
-            fr = run.frontalize(x) if frontalize else x
+            # Input flows are encoded with the input clip; without G_F they are shown as frontal flows are.
+            x = resize_flow(x, s, run.representation, run.input_clip)
+            fr = run.frontalize(x) if frontalize else flowrep.reclip(x, run.representation, run.input_clip, run.clip)
             probs.append(F.softmax(run.nets["de"](fr).float(), dim=1).cpu())
             faces.append(run.warp(fr, neutral.expand(len(x), -1, -1, -1).to(run.device)).cpu())
-            ins.append(run.to_pixels(x).cpu())
+            ins.append(flowrep.decode(x, run.representation, run.input_clip).cpu())
             frs.append(run.to_pixels(fr).cpu())
     fr_px = torch.cat(frs).numpy()
     if apex == "last":
@@ -494,7 +496,7 @@ def frontalize_recording(bundle: Bundle, frames: Iterable[tuple[str, np.ndarray]
     """Crop, flow, normalize (name, RGB frame) pairs as the pipeline does, then the networks."""
     crop, flow, store_size = preprocess_params(bundle)
     box, names, crops = crop_recording(frames, crop)
-    flows = normalize_flows(recording_flows_px(crops, flow, store_size), bundle.representation, bundle.clip)
+    flows = normalize_flows(recording_flows_px(crops, flow, store_size), bundle.representation, bundle.clip_input)
     res = run_networks(bundle, flows, neutral_u8, batch_size=p.batch_size, apex=p.apex)
     return res, Recording(names, box, crops)
 
@@ -513,6 +515,7 @@ def store_sequence(store: Path | str, sequence: str,
     attrs = dict(g.attrs)
     if meta is not None:
         check_compatible(meta, f"store {store}", representation=attrs["representation"], clip=float(attrs["clip"]),
+                         clip_input=float(attrs.get("clip_input", attrs["clip"])),
                          class_names=attrs.get("class_names", CLASS_NAMES))
     ids = list(attrs.get("sequence_ids") or [])
     if sequence not in ids:

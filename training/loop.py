@@ -131,8 +131,11 @@ def resize_flow(flow: torch.Tensor, size: int, representation: str, clip: float)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device, size: int | None = None,
-              representation: str = "polar", clip: float = 10.0) -> dict[str, torch.Tensor]:
-    """Batch from the loader to the device: flows float32, images float in [-1,1], codes int64; resized to `size`."""
+              representation: str = "polar", clip: float = 10.0,
+              clip_input: float | None = None) -> dict[str, torch.Tensor]:
+    """Batch from the loader to the device: flows float32, images float in [-1,1], codes int64; resized to `size`.
+
+    `flow_input` is encoded with `clip_input` (the store's, None: `clip`), the other flows with `clip`."""
     out = {}
     for k, v in batch.items():
         v = v.to(device, non_blocking=True)
@@ -143,7 +146,8 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device, size: int | 
         elif v.is_floating_point():
             v = v.float()
             if size is not None and v.ndim == 4:
-                v = resize_flow(v, size, representation, clip)
+                c = clip_input if (k == "flow_input" and clip_input is not None) else clip
+                v = resize_flow(v, size, representation, c)
         out[k] = v
     return out
 
@@ -204,6 +208,7 @@ class StepContext:
     device: torch.device
     representation: str = "polar"   # the stores' flow representation and clip (source pixels)
     clip: float = 10.0
+    step_weights: torch.Tensor | None = None   # (max_step + 1,) weight of L_epe/L_char rows by pair step
 
 
 def loss_space(flow: torch.Tensor, c: StepContext) -> torch.Tensor:
@@ -216,6 +221,23 @@ def loss_space(flow: torch.Tensor, c: StepContext) -> torch.Tensor:
     if c.t["flow_loss_space"] == "representation":
         return flow
     return flowrep.decode(flow, c.representation, c.clip) / c.clip
+
+
+def flow_row_weights(step: torch.Tensor, c: StepContext) -> torch.Tensor | None:
+    """(N,) weights of the batch's rows in L_epe and L_char (`flow_loss_weighting`); None: a plain mean."""
+    if c.step_weights is None:
+        return None
+    table = c.step_weights.to(step.device)
+    return table[step.clamp(0, len(table) - 1)]
+
+
+def step_weights_for(infos: list[Any], rows: list[np.ndarray], t: dict[str, Any]) -> torch.Tensor | None:
+    """The step-weight table of `flow_loss_weighting` from the training rows' pair steps (None for `none`)."""
+    from training.data import raw_group
+
+    steps = np.concatenate([np.asarray(raw_group(i.path)["step"][:])[r] for i, r in zip(infos, rows)])
+    w = L.step_weight_table(steps, t.get("flow_loss_weighting", "none"), t.get("flow_loss_weight_cap"))
+    return None if w is None else torch.from_numpy(w)
 
 
 def _gw_losses(x_gen: torch.Tensor, x_star: torch.Tensor, labels: torch.Tensor, c: StepContext) -> dict[str, torch.Tensor]:
@@ -310,8 +332,9 @@ def gan_step(batch: dict[str, torch.Tensor], epoch: int, c: StepContext) -> dict
         de_fake = n["de"](fake).float()
     gan = L.gan_loss_gf(dp_fake, de_fake, labels, t.get("gan_weights", (1.0, 1.0)))
     fake_l, star_l = loss_space(fake, c), loss_space(y_star, c)
-    l_epe = L.epe(fake_l, star_l)
-    l_char = L.charbonnier(fake_l, star_l, t["char_eps"])
+    w_rows = flow_row_weights(batch["step"], c)
+    l_epe = L.epe(fake_l, star_l, w_rows)
+    l_char = L.charbonnier(fake_l, star_l, t["char_eps"], w_rows)
     l_gw = None
     if connected and idx is not None:
         with c.amp():
@@ -330,7 +353,8 @@ def gan_step(batch: dict[str, torch.Tensor], epoch: int, c: StepContext) -> dict
 
 @torch.no_grad()
 def evaluate_epe(gf: nn.Module, store: str, rows: np.ndarray, representation: str, clip: float, batch_size: int,
-                 device: torch.device, amp: Callable[[], Any], size: int | None = None) -> dict[str, float]:
+                 device: torch.device, amp: Callable[[], Any], size: int | None = None,
+                 clip_input: float | None = None) -> dict[str, float]:
     """EPE in source pixels on a store's rows: frontalized G_F(input) and the raw input, each vs the frontal truth.
 
     Also the EPE of a zero flow (the truth's mean magnitude): a frontalizer that only erases motion
@@ -342,12 +366,14 @@ def evaluate_epe(gf: nn.Module, store: str, rows: np.ndarray, representation: st
     s_fr = s_in = s_zero = 0.0
     n = 0
     for b in iter_rows(store, rows, ("flow_input", "flow_target"), batch_size):
-        b = to_device(b, device, size, representation, clip)
+        b = to_device(b, device, size, representation, clip, clip_input)
         y, y_star = b["flow_input"], b["flow_target"]
         with amp():
             fr = gf(y)
         s_fr += flowrep.epe_px(fr.float(), y_star, representation, clip).sum().item()
-        s_in += flowrep.epe_px(y, y_star, representation, clip).sum().item()
+        # The input scored as the frontal flows are encoded (clipped at `clip`), as `emogan evaluate` does.
+        y_c = flowrep.reclip(y, representation, clip_input or clip, clip)
+        s_in += flowrep.epe_px(y_c, y_star, representation, clip).sum().item()
         truth_px = flowrep.decode(y_star, representation, clip)
         s_zero += torch.linalg.vector_norm(truth_px, dim=1).flatten(1).mean(1).sum().item()
         n += len(y)
@@ -372,7 +398,7 @@ def evaluate_stores(gf: nn.Module, infos: list[Any], rows: list[np.ndarray], t: 
         r = spread_subset(r, max_rows)
         name = Path(info.path.rstrip("/")).name.removesuffix(".zarr")
         out[name] = evaluate_epe(gf, info.path, r, info.representation, info.clip, t["eval_batch_size"], device, amp,
-                                 t["size"])
+                                 t["size"], info.input_clip)
     return out
 
 
@@ -495,6 +521,14 @@ def run_training(c: dict[str, Any],
     rep, clip = infos[0].representation, infos[0].clip
     if t["size"] is not None and infos[0].size % t["size"]:
         raise EmoganError(f"train.size {t['size']} does not divide the stores' size {infos[0].size}")
+    clip_in = infos[0].input_clip
+    if t["nets"]["gf"].get("output", "direct") == "residual":
+        if rep != "cartesian":
+            raise EmoganError(f"{infos[0].path}: nets.gf.output residual subtracts flows, which needs a cartesian "
+                              f"store, not {rep}")
+        # The input is encoded with clip_input, the output with clip: G_F rescales its identity path.
+        # Set here, so config.json (and every model loaded from it) holds it.
+        t["nets"]["gf"]["in_scale"] = clip_in / clip
 
     # Nets (same seed on every rank; DDP broadcasts rank 0's anyway), frozen judges.
     _set_seed(t["seed"])
@@ -519,6 +553,7 @@ def run_training(c: dict[str, Any],
         "amp_bf16": autocast_ctx(t, device) is not contextlib.nullcontext,
         "efer": efer_info, "perceptual": perc_info,
         "stores": [{"path": i.path, "rows": i.n, "size": i.size, "representation": i.representation, "clip": i.clip,
+                    "clip_input": i.input_clip,
                     "schema_version": i.attrs.get("schema_version"), "params": i.attrs.get("params"),
                     "source_manifest_sha256": i.attrs.get("source_manifest_sha256"),
                     "train_rows": int(len(tr)), "test_rows": int(len(te))}
@@ -557,7 +592,8 @@ def run_training(c: dict[str, Any],
                                rank=d.rank, world=d.world)
     loader = make_loader(ds, pin_memory=device.type == "cuda")
     amp = autocast_ctx(t, device)
-    ctx = StepContext(nets, wrapped, optims, efer, perc_fn, t, amp, d, device, rep, clip)
+    ctx = StepContext(nets, wrapped, optims, efer, perc_fn, t, amp, d, device, rep, clip,
+                      step_weights_for(infos, train_rows, t))
     live = None
     if d.main:
         from dvclive import Live
@@ -571,7 +607,8 @@ def run_training(c: dict[str, Any],
 
     def prepare(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Loader batch -> device batch, a random half mirrored when `hflip`."""
-        b = to_device(batch, device, t["size"], rep, clip)
+        b = to_device(batch, device, t["size"], rep, clip, clip_in)
+        # Mirroring decodes and re-encodes each flow with one clip: exact for any clip (|flow| is kept).
         return mirror_batch(b, rep, clip, flip_gen) if t.get("hflip") else b
 
     def seed_flips(epoch: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -96,3 +97,24 @@ def total_gf(gan: torch.Tensor, l_epe: torch.Tensor, l_char: torch.Tensor, l_gw:
     if connected and l_gw is not None:
         total = total + lam[3] * l_gw
     return total
+
+
+def step_weight_table(train_steps: np.ndarray, weighting: str, cap: float | None = None) -> np.ndarray | None:
+    """(max_step + 1,) weight per pair step for L_epe and L_char, from the training rows' steps; None: plain mean.
+
+    `step`: every step present weighs as much in total (w = mean count / count of the step), so that the
+    many one-frame pairs of a sequence (9 of 45 at 10 frames) cannot outvote its few large-motion pairs;
+    `cap` bounds a rare step's weight (a long sequence's single neutral-apex step). `none`: None.
+    """
+    if weighting == "none":
+        return None
+    if weighting != "step":
+        raise ValueError(f"flow_loss_weighting is none or step, not {weighting!r}")
+    steps = np.asarray(train_steps, np.int64)
+    counts = np.bincount(steps)
+    present = counts > 0
+    w = np.zeros(len(counts), np.float64)
+    w[present] = counts[present].mean() / counts[present]
+    if cap is not None:
+        w = np.minimum(w, float(cap))
+    return w.astype(np.float32)

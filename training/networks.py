@@ -92,19 +92,81 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
+def clamp_unit_disc(v: torch.Tensor) -> torch.Tensor:
+    """Cartesian flows (N,2,H,W) shortened to magnitude <= 1 in the forward pass, identity in the backward one.
+
+    A residual output (input minus an estimated head motion) starts far outside the store's range on
+    turning heads (50 px of motion against a 10 px clip); a plain clamp would give those pixels no
+    gradient on their magnitude, so the estimate could never learn to shrink them (straight-through).
+    """
+    mag = torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    clamped = v / mag.clamp_min(1.0)
+    return v + (clamped - v).detach()
+
+
 @register("gf")
 class FlowGenerator(nn.Module):
-    """G_F: non-frontal flow (N,2,S,S) -> frontalized flow (N,2,S,S) in [-1,1]."""
+    """G_F: non-frontal flow (N,2,S,S) -> frontalized flow (N,2,S,S) in [-1,1].
+
+    `output`: `direct` (the paper: the decoder draws the frontal flow), or, for Cartesian stores,
+    `residual`: the input minus an estimated head-induced motion (the paper's Fig. 1, column 5),
+    `in_scale * x - head + expr`, clamped to the unit disc (straight-through). `head_side` is the
+    side of the head-motion field, predicted from the bottleneck and bilinearly upsampled: a head turn
+    moves the face smoothly, so a coarse field cannot remove the expression (null: the bottleneck's
+    side). `expr`: the decoder's tanh output (a free correction for the expression's foreshortening
+    and the grids' offset) when `correction` is true, else nothing. `in_scale` is the input's clip over
+    the output's (1 when the store has one clip for both).
+
+    `scale: input_rms` multiplies what the decoder and the head draw by the input's root-mean-square
+    magnitude (per sample, output units). The encoder's first InstanceNorm makes its features blind to
+    the input's scale (IN(W*(a x)) = IN(W*x)), so without it G_F cannot know how large a motion is and
+    its output cannot grow with it; with it G_F(a x) = a G_F(x), as the physics of flows has it.
+    """
 
     def __init__(self, in_ch: int = 2, out_ch: int = 2, ngf: int = 64, max_ch: int = 1024, n_down: int = 4,
-                 n_res_enc: int = 2, n_res_dec: int = 5, stem_kernel: int = 7):
+                 n_res_enc: int = 2, n_res_dec: int = 5, stem_kernel: int = 7, output: str = "direct",
+                 head_side: int | None = None, correction: bool = True, in_scale: float = 1.0, scale: str = "none"):
         super().__init__()
+        if output not in ("direct", "residual"):
+            raise EmoganError(f"gf output is direct or residual, not {output!r}")
+        if scale not in ("none", "input_rms"):
+            raise EmoganError(f"gf scale is none or input_rms, not {scale!r}")
+        self.output, self.correction, self.in_scale, self.scale = output, bool(correction), float(in_scale), scale
+        self.head_side = head_side
         self.encoder = Encoder(in_ch, ngf, max_ch, n_down, n_res_enc, stem_kernel)
-        self.decoder = Decoder(self.encoder.channels, out_ch, n_res_dec, stem_kernel)
+        self.decoder = (Decoder(self.encoder.channels, out_ch, n_res_dec, stem_kernel)
+                        if output == "direct" or self.correction else None)
+        if output == "residual":
+            ch = self.encoder.out_ch
+            self.head = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1, padding_mode="reflect"), nn.ReLU(inplace=True),
+                                      nn.Conv2d(ch, out_ch, 3, padding=1, padding_mode="reflect"))
+            # Zero head and zero correction at the start: G_F begins as the identity, not as noise.
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
+            if self.decoder is not None:
+                last = [m for m in self.decoder.modules() if isinstance(m, nn.Conv2d)][-1]
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
+
+    def head_motion(self, z: torch.Tensor, side: int) -> torch.Tensor:
+        """Bottleneck (N,C,s,s) -> head-induced motion (N,2,side,side), output units, smooth."""
+        h = self.head(z)
+        if self.head_side is not None and h.shape[-1] != self.head_side:
+            h = F.adaptive_avg_pool2d(h, self.head_side)
+        return F.interpolate(h, size=(side, side), mode="bilinear", align_corners=False)
 
     def forward(self, flow: torch.Tensor) -> torch.Tensor:
         """(N,2,S,S) -> (N,2,S,S); S must be divisible by 2^n_down."""
-        return self.decoder(self.encoder(flow))
+        z = self.encoder(flow)
+        x = self.in_scale * flow
+        r = (x.square().sum(1, keepdim=True).mean((2, 3), keepdim=True) + 1e-8).sqrt() if self.scale == "input_rms" else 1.0
+        if self.output == "direct":
+            out = self.decoder(z)
+            return out if self.scale == "none" else clamp_unit_disc(r * out)
+        out = x - r * self.head_motion(z, flow.shape[-1])
+        if self.decoder is not None:
+            out = out + r * self.decoder(z)
+        return clamp_unit_disc(out)
 
 
 @register("dp")

@@ -28,6 +28,12 @@ class TrainedRun:
     clip: float
     size: int            # the model's side (flows and faces are resized to it)
     device: torch.device
+    clip_input: float | None = None   # clip of G_F's input flows (the stores' clip_input); None: `clip`
+
+    @property
+    def input_clip(self) -> float:
+        """The clip G_F's input flows are encoded with."""
+        return self.clip if self.clip_input is None else self.clip_input
 
     @property
     def gf(self) -> nn.Module:
@@ -39,16 +45,17 @@ class TrainedRun:
         """G_W: flow (N,2,size,size), neutral (N,3,size,size) in [-1,1] -> face in [-1,1]."""
         return self.nets["gw"]
 
-    def _flow_in(self, flow: torch.Tensor) -> torch.Tensor:
+    def _flow_in(self, flow: torch.Tensor, clip: float | None = None) -> torch.Tensor:
         from training.loop import resize_flow
 
         f = torch.as_tensor(flow).to(self.device).float()
-        return resize_flow(f, self.size, self.representation, self.clip)
+        return resize_flow(f, self.size, self.representation, self.clip if clip is None else clip)
 
     @torch.no_grad()
     def frontalize(self, flow: torch.Tensor) -> torch.Tensor:
-        """Non-frontal flows (N,2,S,S), store representation (any S multiple of size) -> frontalized (N,2,size,size)."""
-        return self.gf(self._flow_in(flow)).float()
+        """Non-frontal flows (N,2,S,S), store representation with the input clip (any S multiple of size)
+        -> frontalized (N,2,size,size), encoded with `clip`."""
+        return self.gf(self._flow_in(flow, self.input_clip)).float()
 
     @torch.no_grad()
     def warp(self, flow: torch.Tensor, neutral_u8: torch.Tensor) -> torch.Tensor:
@@ -93,4 +100,5 @@ def load_run(run_dir: Path | str, device: str | torch.device = "cpu", epoch: int
         n.to(dev).eval()
     store = config["runtime"]["stores"][0]
     size = config["train"].get("size") or store["size"]
-    return TrainedRun(config, nets, store["representation"], float(store["clip"]), int(size), dev)
+    return TrainedRun(config, nets, store["representation"], float(store["clip"]), int(size), dev,
+                      float(store.get("clip_input", store["clip"])))
