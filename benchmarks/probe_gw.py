@@ -5,7 +5,8 @@ Validation protocol (docs/research/gw.md): folds 0, 1, 2 are the final test fold
 validation subjects (folds 3 and 4) in fold 3, the held-out fold of every probe; the training rows are folds 5-9.
 
 Usage (PYTHONPATH=$PWD, the project's venv):
-  probe_gw.py subset SRC_STORE... --out DIR                 tuning stores + DIR/<name>_folds.csv
+  probe_gw.py subset SRC_STORE... --folds F... --out DIR    tuning stores + DIR/<name>_folds.csv
+  probe_gw.py assemble CROPS --parts P --folds F --data-params Y --out DIR   the same from the flow stage's parts
   probe_gw.py train-gw STORE... --out DIR [--set KEY=VALUE]  G_W alone on the ground-truth flows (small config)
   probe_gw.py eval STORE... --gw DIR [--gf RUN] --out FILE   SSIM, FER2013 (and the run's e_FER) per pose
   probe_gw.py grid STORE... --gw DIR [--gf RUN] --out PNG    neutral | warp only | G_W(GT) | G_W(G_F) | truth
@@ -75,6 +76,36 @@ def subset(src: Path, out_dir: Path, folds_file: Path, batch: int = 256) -> Path
     print(f"{out}: {len(rows)} of {len(subj)} rows, subjects {keep_ids} (validation: "
           f"{[s for s in keep_ids if folds[s] in VAL_FOLDS]})")
     return out
+
+
+def assemble(crops_dir: Path, parts_dir: Path, folds_file: Path, data_params: Path, out_dir: Path) -> Path:
+    """A tuning store from the flow stage's committed per-sequence parts (while the stage still runs): the subjects
+    outside TEST_FOLDS whose every sequence is done, assembled and normalized by the pipeline's own functions."""
+    from pipeline import flow as fl
+    from pipeline.folds import read_folds
+    from pipeline.normalize import load_normalize_params, normalize_store
+    from pipeline.params import load_params
+
+    params = load_params(data_params)
+    folds = read_folds(folds_file)
+    rows = fl.read_crops_csv(crops_dir)
+    per_subject: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        per_subject.setdefault(r["subject"], []).append(i)
+    keep = [i for s, idx in per_subject.items() if folds[s] not in TEST_FOLDS
+            and all((parts_dir / f"{i:06d}.npz").is_file() for i in idx) for i in idx]
+    if not keep:
+        raise EmoganError(f"{parts_dir}: no subject outside the test folds is complete yet")
+    name = crops_dir.name
+    flows = out_dir / "flows" / f"{name}.zarr"
+    flows.parent.mkdir(parents=True, exist_ok=True)
+    fl._assemble(crops_dir, flows, parts_dir, rows, sorted(keep), fl.load_flow_params(params), "partial", [], name)
+    normalize_store(flows, out_dir / f"{name}.zarr", load_normalize_params(params))
+    subjects = sorted({rows[i]["subject"] for i in keep})
+    lines = ["subject,fold"] + [f"{s},{HELD if f in VAL_FOLDS else f}" for s, f in sorted(folds.items())]
+    (out_dir / f"{name}_folds.csv").write_text("\n".join(lines) + "\n")
+    print(f"{out_dir / (name + '.zarr')}: {len(keep)} sequences of {subjects}")
+    return out_dir / f"{name}.zarr"
 
 
 # --- shared -------------------------------------------------------------------------------------
@@ -335,6 +366,12 @@ def main() -> None:
     a.add_argument("src", nargs="+", type=Path)
     a.add_argument("--folds", nargs="+", type=Path, required=True, help="the source stores' folds files")
     a.add_argument("--out", type=Path, required=True)
+    a = sub.add_parser("assemble")
+    a.add_argument("crops", type=Path)
+    a.add_argument("--parts", type=Path, required=True)
+    a.add_argument("--folds", type=Path, required=True)
+    a.add_argument("--data-params", type=Path, required=True, help="the params.yaml that made the parts")
+    a.add_argument("--out", type=Path, required=True)
     a = sub.add_parser("train-gw")
     a.add_argument("stores", nargs="+")
     a.add_argument("--out", type=Path, required=True)
@@ -353,6 +390,8 @@ def main() -> None:
         x.out.mkdir(parents=True, exist_ok=True)
         for s, f in zip(x.src, x.folds):
             subset(s, x.out, f)
+    elif x.cmd == "assemble":
+        assemble(x.crops, x.parts, x.folds, x.data_params, x.out)
     elif x.cmd == "train-gw":
         train_gw(x.stores, x.out, x.steps, x.set, x.efer_path)
     elif x.cmd == "eval":
