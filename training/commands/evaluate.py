@@ -41,7 +41,7 @@ def _k(params) -> int:
 def train_flowcnn_command(
     stores: List[Path] = typer.Argument(..., help="training stores (merged, as for the GAN)"),
     fold: int = typer.Option(..., "--fold", help="held-out fold: its subjects are never trained on"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default <paths.models>/flowcnn_fold<K>)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default <paths.models>/flowcnn_fold<K>)"),
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="also write the metrics JSON here (DVC metrics)"),
     device: str = typer.Option("cpu", "--device"),
@@ -69,7 +69,7 @@ def train_flowcnn_command(
 def baseline_landmark_command(
     store: Path = typer.Argument(..., help="training store whose rows get a landmark-frontalized flow"),
     crops: Path = typer.Option(..., "--crops", help="crops folder of that dataset (crops.csv, cam2 frames)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output .npz (default <paths.baselines>/<dataset>_landmark.npz)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output .npz (default <paths.baselines>/<dataset>_landmark.npz)"),
     fold: Optional[List[int]] = typer.Option(None, "--fold", help="held-out fold(s) to compute (default evaluate.folds)"),
     folds_file: Optional[Path] = typer.Option(None, "--folds", help="folds file (default <paths.manifests>/<dataset>_folds.csv)"),
     params_file: Optional[Path] = PARAMS_OPTION,
@@ -116,7 +116,7 @@ def evaluate_command(
     landmark: Optional[List[Path]] = typer.Option(None, "--landmark", help="landmark-baseline .npz per store "
                                                   "(default <paths.baselines>/<dataset>_landmark.npz when present)"),
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default <paths.metrics>/eval/<variant>/fold_<K>)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default <paths.metrics>/eval/<variant>/fold_<K>)"),
     device: str = typer.Option("cpu", "--device"),
     efer_path: Optional[Path] = typer.Option(None, "--efer-path", help="the run's e_FER file, given by you when it is "
                                              "pickle-based (a run folder's word is not enough); sha256 checked"),
@@ -164,7 +164,7 @@ def evaluate_command(
 
 def report_command(
     eval_dir: Path = typer.Argument(..., help="folder of `emogan evaluate` outputs: <variant>/fold_<k>/"),
-    out: Optional[Path] = typer.Option(None, "--out", help="report file (default <paths.reports>/REPORT.md)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="report file (default <paths.reports>/REPORT.md)"),
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="CV metrics JSON (default <paths.metrics>/cv.json)"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
@@ -190,7 +190,7 @@ def report_command(
 
 def synth_check_command(
     root: Path = typer.Argument(..., help="A folder written by `emogan synth` (emotiongan layout)."),
-    out: Optional[Path] = typer.Option(None, help="Write the result as JSON here (and a PNG next to it)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result as JSON here (and a PNG next to it)."),
     folds: int = typer.Option(3, help="Subject-wise cross-validation folds."),
     fer: bool = typer.Option(True, help="Also score cam1 apex faces with the pretrained FER2013 model."),
     params_file: Optional[Path] = PARAMS_OPTION,

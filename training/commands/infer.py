@@ -47,7 +47,7 @@ def _report(out: Path, doc: dict) -> None:
 def frontalize_command(
     inputs: List[Path] = typer.Argument(..., help=INPUT_HELP),
     bundle: Path = typer.Option(..., "--bundle", help=BUNDLE_HELP),
-    out: Path = typer.Option(..., "--out", help="output folder"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     neutral: Optional[Path] = typer.Option(None, "--neutral", help="the subject's neutral frontal face picture "
                                            "(default: the bundle's average neutral face)"),
     as_crop: bool = typer.Option(False, "--as-crop", help="the neutral picture is already a framed face: no detection"),
@@ -81,7 +81,7 @@ def transfer_command(
     target: str = typer.Option(..., "--target", help="neutral face picture to animate (another person, a drawing), "
                                "or `average` for the bundle's average face"),
     bundle: Path = typer.Option(..., "--bundle", help=BUNDLE_HELP),
-    out: Path = typer.Option(..., "--out", help="output folder"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     store: Optional[Path] = typer.Option(None, "--store", help="take the source motion from a training store instead"),
     sequence: Optional[str] = typer.Option(None, "--sequence", help="with --store: the sequence id (SUBJECT/SEQUENCE)"),
     as_crop: bool = typer.Option(False, "--as-crop", help="the target picture is already a framed face: no detection"),
@@ -125,7 +125,7 @@ def transfer_command(
 
 def average_face_command(
     stores: List[Path] = typer.Argument(..., help="training store(s) (Zarr, from `emogan normalize`)"),
-    out: Path = typer.Option(..., "--out", help="PNG to write (its keypoints go to the .json beside it)"),
+    out: Path = typer.Option(..., "--out", "-o", help="PNG to write (its keypoints go to the .json beside it)"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """The mean aligned neutral face of the stores' sequences (each registered on the mean eyes/nose/mouth)."""
@@ -145,7 +145,7 @@ def average_face_command(
 
 def export_command(
     run_dir: Path = typer.Argument(..., help="run folder of `emogan train` (config.json, weights/ or checkpoints/)"),
-    out: Path = typer.Option(..., "--out", help="bundle to write, NAME.safetensors (plus NAME.json)"),
+    out: Path = typer.Option(..., "--out", "-o", help="bundle to write, NAME.safetensors (plus NAME.json)"),
     epoch: Optional[int] = typer.Option(None, "--epoch", help="a checkpoint's epoch instead of the exported weights"),
     average_face: Optional[Path] = typer.Option(None, "--average-face", help="PNG from `emogan average-face` "
                                                 "(default: computed from the run's training rows)"),

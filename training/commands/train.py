@@ -19,7 +19,7 @@ FOLDS_HELP = ("folds file (subject,fold) per store, in store order; default <pat
 
 def train_command(
     stores: List[Path] = typer.Argument(..., help=STORES_HELP),
-    out: Path = typer.Option(..., "--out", help="run folder (e.g. models/RUN)"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder (e.g. models/RUN)"),
     fold: Optional[int] = typer.Option(None, "--fold", help="held-out test fold (default params train.fold)"),
     config: Optional[str] = typer.Option(None, "--config", help="paper | small (default params train.config)"),
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
@@ -65,7 +65,7 @@ def train_command(
 
 def train_fer_command(
     stores: List[Path] = typer.Argument(..., help=STORES_HELP),
-    out: Path = typer.Option(..., "--out", help="output folder (fer.safetensors, fer.json)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (fer.safetensors, fer.json)"),
     fold: Optional[int] = typer.Option(None, "--fold", help="held-out test fold: its subjects are never trained on"),
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
