@@ -14,7 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import typer
@@ -218,7 +218,8 @@ def cli(
                                          "(default <paths.metrics>/stats_DATASET.json)"),
     params_file: Optional[Path] = PARAMS_OPTION,
     clip: Optional[str] = typer.Option(None, help="clip in source pixels, or q3"),
-    representation: Optional[str] = typer.Option(None, help="polar or cartesian"),
+    representation: Optional[Literal["polar", "cartesian"]] = typer.Option(
+        None, help="polar (the paper) or cartesian (default params normalize.representation)"),
 ) -> None:
     """Clip and normalize the flows to [-1, 1] and write the training store (Zarr v3)."""
     params = load_params(params_file)

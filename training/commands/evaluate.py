@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from pipeline.params import PARAMS_OPTION
+from training.commands.choices import Device
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def train_flowcnn_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default <paths.models>/flowcnn_fold<K>)"),
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="also write the metrics JSON here (DVC metrics)"),
-    device: str = typer.Option("cpu", "--device"),
+    device: Device = typer.Option("cpu", "--device"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Train the motion-domain judge (Flow-CNN) on the frontal ground-truth flows of the training folds."""
@@ -117,7 +118,7 @@ def evaluate_command(
                                                   "(default <paths.baselines>/<dataset>_landmark.npz when present)"),
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default <paths.metrics>/eval/<variant>/fold_<K>)"),
-    device: str = typer.Option("cpu", "--device"),
+    device: Device = typer.Option("cpu", "--device"),
     efer_path: Optional[Path] = typer.Option(None, "--efer-path", help="the run's e_FER file, given by you when it is "
                                              "pickle-based (a run folder's word is not enough); sha256 checked"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow that file's pickle-based format "

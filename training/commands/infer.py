@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from pipeline.params import PARAMS_OPTION
+from training.commands.choices import Device
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def frontalize_command(
     align: Optional[bool] = typer.Option(None, "--align/--no-align", help="register the neutral face on the average "
                                          "face's keypoints (default frontalize.align_neutral)"),
     stride: Optional[int] = typer.Option(None, "--stride", help="keep every n-th frame (default frontalize.stride)"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda (default frontalize.device)"),
+    device: Optional[Device] = typer.Option(None, "--device", help="default frontalize.device"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Frontalize the facial motion of a recording: frontal flow (.npy, .png), expressive frontal face, expression (JSON)."""
@@ -88,7 +89,7 @@ def transfer_command(
     align: Optional[bool] = typer.Option(None, "--align/--no-align", help="register the target on the average face's "
                                          "keypoints (default frontalize.align_target)"),
     stride: Optional[int] = typer.Option(None, "--stride", help="keep every n-th frame of the source"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda (default frontalize.device)"),
+    device: Optional[Device] = typer.Option(None, "--device", help="default frontalize.device"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Transfer the (frontalized) facial motion of a source sequence onto a target neutral face."""
