@@ -166,12 +166,17 @@ def evaluate_command(
 def report_command(
     eval_dir: Path = typer.Argument(..., help="folder of `emogan evaluate` outputs: <variant>/fold_<k>/"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="report file (default <paths.reports>/REPORT.md)"),
-    metrics: Optional[Path] = typer.Option(None, "--metrics", help="CV metrics JSON (default <paths.metrics>/cv.json)"),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="full CV breakdown JSON (default <paths.metrics>/cv.json)"),
+    headline: Optional[Path] = typer.Option(None, "--headline", help="headline metrics JSON, at most 40 numbers, what "
+                                            "`dvc metrics show` lists (default <paths.metrics>/headline.json)"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
-    """Write REPORT.md (Tables I, II, IV, Fig. 1 and 5 analogues, acceptance check) and the CV metrics."""
+    """Write REPORT.md (Tables I, II, IV, Fig. 1 and 5 analogues, acceptance check), the CV breakdown and the
+    headline metrics (large poses, per strategy, mean and std over folds)."""
     from pipeline.params import path_param, section
     from training.config import TrainSection
+    from training.evaluation.headline import headline as headline_of
+    from training.evaluation.headline import write_headline
     from training.evaluation.report import build_report, report_params
 
     prm = _params(params_file)
@@ -185,8 +190,10 @@ def report_command(
         record["train"] = {"config": t.config, t.config: getattr(t, t.config), "ablations": t.ablations,
                            "folds_k": t.folds_k}
     r = build_report(eval_dir, out, metrics, rp, record)
+    headline = write_headline(headline_of(r["full"], rp.acceptance_dataset, len(r["folds"]), r["acceptance_passed"]),
+                              headline or path_param(prm, "metrics") / "headline.json")
     typer.echo(f"{r['report']}: {len(r['figures'])} figures; acceptance check "
-               f"{'passed' if r['acceptance_passed'] else 'NOT passed'}")
+               f"{'passed' if r['acceptance_passed'] else 'NOT passed'}; headline metrics {headline}")
 
 
 def synth_check_command(
