@@ -42,7 +42,7 @@ def _group(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="print the version and exit"),
 ) -> None:
-    """Options that come before the command: `emogan -q flow synth`."""
+    """Options that come before the command: `emogan -q flow data/crops/synth`."""
     if quiet and verbose:
         raise typer.BadParameter("--quiet and --verbose exclude each other")
     console.configure(-1 if quiet else 1 if verbose else 0)

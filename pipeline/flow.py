@@ -463,9 +463,9 @@ def open_flows(path: Path | str) -> "Any":
 # ---------------------------------------------------------------- command
 
 def cli(
-    dataset: str = typer.Argument(..., help="dataset name: reads <paths.crops>/DATASET, writes <paths.flows>/DATASET.zarr"),
-    crops: Optional[Path] = typer.Option(None, help="crop directory (default <paths.crops>/DATASET)"),
-    out: Optional[Path] = typer.Option(None, help="flow store (default <paths.flows>/DATASET.zarr)"),
+    crops: Path = typer.Argument(..., help="crop folder (from `emogan crop`/`augment`); its name is the dataset's"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="flow store (default <paths.flows>/<crops name>.zarr)"),
+    dataset: Optional[str] = typer.Option(None, help="dataset name recorded in the store (default: the crop folder's name)"),
     params_file: Optional[Path] = PARAMS_OPTION,
     workers: Optional[int] = typer.Option(None, help="worker processes (0 or 1: in this process)"),
     max_step: Optional[int] = typer.Option(None, help="largest frame_to_frame step (params.yaml null: every step)"),
@@ -476,7 +476,7 @@ def cli(
     """Farneback flow of both cameras for every sequence (resumable; parallel over sequences)."""
     params = load_params(params_file)
     p = load_flow_params(params, workers=workers, max_step=max_step)
-    crops = crops or path_param(params, "crops") / dataset
+    dataset = dataset or crops.name
     out = out or path_param(params, "flows") / f"{dataset}.zarr"
     report = compute_flows(crops, out, p, dataset=dataset, dask_address=dask_address, progress=progress)
     typer.echo(f"{out}: {report.n_rows} flow pairs from {report.n_sequences} sequences"

@@ -23,7 +23,7 @@ import typer
 
 from pipeline.adapters.common import natural_key
 from pipeline.errors import EmoganError
-from pipeline.params import PARAMS_OPTION, ParamsError, load_params, path_param, section
+from pipeline.params import PARAMS_OPTION, ParamsError, load_params, section
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +164,8 @@ def store_folds(store: Any, folds: Mapping[str, int] | Path | str | None = None,
 
 
 def cli(
-    dataset: str = typer.Argument(..., help="dataset name: reads <paths.manifests>/DATASET.csv"),
-    manifest: Optional[Path] = typer.Option(None, help="manifest CSV (default <paths.manifests>/DATASET.csv)"),
-    out: Optional[Path] = typer.Option(None, help="folds CSV (default <paths.manifests>/DATASET_folds.csv)"),
+    manifest: Path = typer.Argument(..., help="manifest CSV (from `emogan manifest`); its stem is the dataset name (DATASET)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="folds CSV (default DATASET_folds.csv beside the manifest)"),
     params_file: Optional[Path] = PARAMS_OPTION,
     k: Optional[int] = typer.Option(None, help="number of folds"),
     tuning: bool = typer.Option(False, help="write the tuning split instead (folds.reserve -> -1, folds.validation "
@@ -175,8 +174,7 @@ def cli(
     """Subject-independent k-fold protocol: subjects sorted and dealt round-robin into k folds."""
     params = load_params(params_file)
     p = load_folds_params(params, k=k)
-    manifests = path_param(params, "manifests")
-    manifest = manifest or manifests / f"{dataset}.csv"
+    manifests, dataset = manifest.parent, manifest.stem
     if tuning:
         out = out or manifests / f"{dataset}_tuning_folds.csv"
         folds = tuning_folds(assign_folds(read_subjects(manifest), p.k), p.reserve, p.validation, p.k)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import enum
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 import typer
 
@@ -27,7 +28,11 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "dataset", "subject", "sequence", "label", "label_code", "pose", "root",
     "frontal", "nonfrontal", "video", "n_frames",
 )
-FORMATS = ("emotiongan", "ckplus", "oulu", "videos")
+Format = Literal["emotiongan", "ckplus", "oulu", "videos"]   # `emogan manifest --format` (an adapter each)
+FORMATS: tuple[str, ...] = get_args(Format)
+# Oulu-CASIA SPECTRUM/LIGHTING folders (pipeline/adapters/oulu.py), an Enum: typer takes lists of Enums
+OuluSubset = enum.Enum("OuluSubset", {f"{s}_{li}": f"{s}/{li}" for s in ("VL", "NI") for li in ("Strong", "Weak", "Dark")},
+                       type=str)
 
 
 def build_manifest(source: Path, fmt: str, dataset: str, params: ManifestParams,
@@ -111,12 +116,12 @@ def check_row_paths(row: dict[str, Any], root: Path, where: object) -> None:
 
 def manifest_command(
     source: Path = typer.Argument(..., help="dataset folder"),
-    fmt: str = typer.Option(..., "--format", "-f", help=f"layout: {', '.join(FORMATS)}"),
+    fmt: Format = typer.Option(..., "--format", "-f", help="on-disk layout (README: Use your own dataset)"),
     out: Path = typer.Option(None, "--out", "-o", help="manifest CSV (default: <paths.manifests>/<dataset>.csv)"),
     dataset: str = typer.Option(None, help="dataset name (default: the --out file name, else SOURCE's name)"),
     labels: str = typer.Option(None, help="labels file for emotiongan/videos, relative to SOURCE; '' for none"),
     contempt: bool = typer.Option(None, "--contempt/--no-contempt", help="ckplus: keep contempt as code 7"),
-    subset: list[str] = typer.Option(None, help="oulu: SPECTRUM/LIGHTING, repeatable (default VL/Strong)"),
+    subset: list[OuluSubset] = typer.Option(None, help="oulu: SPECTRUM/LIGHTING, repeatable (default VL/Strong)"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """List a dataset's sequences (one CSV row each) from its on-disk layout."""
@@ -124,7 +129,7 @@ def manifest_command(
 
     params = load_params(params_file)
     p = section(params, "manifest", ManifestParams, labels=labels, contempt=contempt,
-                oulu_subsets=tuple(subset) if subset else None)
+                oulu_subsets=tuple(s.value for s in subset) if subset else None)
     name = dataset or (out.stem if out is not None else source.resolve().name)
     out = out if out is not None else path_param(params, "manifests") / f"{name}.csv"
     # root is stored relative to the manifest's folder so that the file is valid in any clone.

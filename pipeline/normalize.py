@@ -14,7 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import typer
@@ -212,19 +212,19 @@ def _normalize_store(flows: Path | str, out: Path | str, p: NormalizeParams,
 
 
 def cli(
-    dataset: str = typer.Argument(..., help="dataset name: reads <paths.flows>/DATASET.zarr, writes <paths.stores>/DATASET.zarr"),
-    flows: Optional[Path] = typer.Option(None, help="flow store (default <paths.flows>/DATASET.zarr)"),
-    out: Optional[Path] = typer.Option(None, help="training store (default <paths.stores>/DATASET.zarr)"),
+    flows: Path = typer.Argument(..., help="flow store (from `emogan flow`); its stem is the dataset name (DATASET)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="training store (default <paths.stores>/DATASET.zarr)"),
     stats: Optional[Path] = typer.Option(None, help="stats metrics, read when clip is q3 "
                                          "(default <paths.metrics>/stats_DATASET.json)"),
     params_file: Optional[Path] = PARAMS_OPTION,
     clip: Optional[str] = typer.Option(None, help="clip in source pixels, or q3"),
-    representation: Optional[str] = typer.Option(None, help="polar or cartesian"),
+    representation: Optional[Literal["polar", "cartesian"]] = typer.Option(
+        None, help="polar (the paper) or cartesian (default params normalize.representation)"),
 ) -> None:
     """Clip and normalize the flows to [-1, 1] and write the training store (Zarr v3)."""
     params = load_params(params_file)
     p = load_normalize_params(params, clip=clip, representation=representation)
-    flows = flows or path_param(params, "flows") / f"{dataset}.zarr"
+    dataset = flows.stem
     out = out or path_param(params, "stores") / f"{dataset}.zarr"
     stats = stats or path_param(params, "metrics") / f"stats_{dataset}.json"
     attrs = normalize_store(flows, out, p, stats_path=stats)

@@ -223,9 +223,8 @@ def compute_stats(flows: Path | str, metrics: Path | str, p: StatsParams, *, plo
 
 
 def cli(
-    dataset: str = typer.Argument(..., help="dataset name: reads <paths.flows>/DATASET.zarr"),
-    flows: Optional[Path] = typer.Option(None, help="flow store (default <paths.flows>/DATASET.zarr)"),
-    out: Optional[Path] = typer.Option(None, help="metrics JSON (default <paths.metrics>/stats_DATASET.json)"),
+    flows: Path = typer.Argument(..., help="flow store (from `emogan flow`); its stem is the dataset name (DATASET)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="metrics JSON (default <paths.metrics>/stats_DATASET.json)"),
     plot: Optional[Path] = typer.Option(None, help="histogram PNG (default <paths.metrics>/stats_DATASET.png)"),
     plot_data: Optional[Path] = typer.Option(None, help="histogram CSV for `dvc plots` "
                                              "(default <paths.metrics>/stats_DATASET_hist.csv)"),
@@ -235,7 +234,7 @@ def cli(
     params = load_params(params_file)
     p = load_stats_params(params)
     metrics_dir = path_param(params, "metrics")
-    flows = flows or path_param(params, "flows") / f"{dataset}.zarr"
+    dataset = flows.stem
     out = out or metrics_dir / f"stats_{dataset}.json"
     plot = plot or metrics_dir / f"stats_{dataset}.png"
     plot_data = plot_data or metrics_dir / f"stats_{dataset}_hist.csv"

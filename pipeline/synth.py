@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import cv2
 import numpy as np
@@ -446,7 +446,7 @@ def _csv_list(value: Optional[str]) -> Optional[tuple[str, ...]]:
 
 
 def command(
-    out: Path = typer.Option(..., "--out", help="Output folder (emotiongan layout: cam1/, cam2/, labels.csv, ...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (emotiongan layout: cam1/, cam2/, labels.csv, ...)."),
     subjects: Optional[int] = typer.Option(None, help="Number of synthetic people."),
     frames: Optional[int] = typer.Option(None, help="Frames per sequence, neutral to apex."),
     size: Optional[int] = typer.Option(None, help="Image side in pixels."),
@@ -454,7 +454,8 @@ def command(
     expressions: Optional[str] = typer.Option(None, help=f"Comma-separated expressions, from: {','.join(CLASS_NAMES)}."),
     workers: Optional[int] = typer.Option(None, help="Worker processes."),
     seed: Optional[int] = typer.Option(None, help="Random seed: same seed, same files."),
-    layout: Optional[str] = typer.Option(None, help="emotiongan (paired cam1/cam2) or ckplus (frontal-only CK+ tree)."),
+    layout: Optional[Literal["emotiongan", "ckplus"]] = typer.Option(
+        None, help="emotiongan (paired cam1/cam2) or ckplus (frontal-only CK+ tree)."),
     section_name: str = typer.Option("synth", "--section", help="params.yaml section to read (synth, synth_ckplus)."),
     params_file: Optional[Path] = PARAMS_OPTION,
     overwrite: bool = typer.Option(False, help="Replace a non-empty output folder."),

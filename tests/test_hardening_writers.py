@@ -56,7 +56,7 @@ def _slow_flow_script(crops: Path, out: Path, params: Path, max_step: int) -> st
         fl.run_sequence_task = slow
         from emogan.cli import main
         import sys
-        sys.argv = ["emogan", "flow", "tiny", "--crops", {str(crops)!r}, "--out", {str(out)!r}, "--params",
+        sys.argv = ["emogan", "flow", {str(crops)!r}, "--out", {str(out)!r}, "--params",
                     {str(params)!r}, "--workers", "0", "--max-step", "{max_step}", "--no-progress"]
         main()
     """)

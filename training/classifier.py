@@ -21,7 +21,9 @@ from typing import Any, Callable, Iterable, Optional, Protocol, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
+from pipeline.console import progress_enabled
 from pipeline.errors import EmoganError
 from pipeline.params import as_dict
 from pipeline.schema import CLASS_NAMES, STRATEGY_NAMES
@@ -74,7 +76,10 @@ def fit_classifier(model: torch.nn.Module, spec: ClassifierSpec, infos: Sequence
             n_batches = min(n_batches, spec.steps_per_epoch)
         model.train()
         tot, n, t0 = 0.0, 0, time.time()
+        bar = tqdm(total=n_batches, desc=f"{where.rsplit(': ', 1)[-1]} epoch {epoch + 1}/{spec.epochs}", unit="step", leave=False,
+                   disable=not progress_enabled())
         for _, batch in zip(range(n_batches), loader):
+            bar.update(1)
             x, y = prepare(batch, mirror.draw if spec.hflip else None)
             loss = F.cross_entropy(model(x.to(device)), y.to(device))
             if not torch.isfinite(loss):
@@ -84,6 +89,7 @@ def fit_classifier(model: torch.nn.Module, spec: ClassifierSpec, infos: Sequence
             opt.step()
             tot += float(loss.item())
             n += 1
+        bar.close()
         sched.step()
         rec = {"epoch": epoch, "loss": tot / max(n, 1), "batches": n, "seconds": time.time() - t0}
         if after_epoch is not None:

@@ -21,7 +21,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
+from pipeline.console import progress_enabled
 from pipeline.errors import EmoganError
 from pipeline.params import as_dict
 from pipeline.store import StoreError
@@ -355,7 +357,10 @@ def train_epoch(s: Session, ds: StreamingStoreDataset, loader: Any, epoch: int, 
     if s.t.steps_per_epoch:
         n_batches = min(n_batches, int(s.t.steps_per_epoch))
     sums = {k: 0.0 for k in LOSS_NAMES}
+    bar = tqdm(total=n_batches, desc=f"train epoch {epoch + 1}/{s.t.epochs}", unit="step", leave=False,
+               disable=not progress_enabled() or s.d.rank != 0)   # `emogan -q`: none; rank 0 only
     for i, batch in zip(range(n_batches), loader):
+        bar.update(1)
         losses = gan_step(s.prepare(batch), epoch, s.ctx)
         vec = torch.stack([losses[k].float() for k in LOSS_NAMES]).cpu()
         _check_finite(s, vec, epoch, step)
@@ -365,6 +370,7 @@ def train_epoch(s: Session, ds: StreamingStoreDataset, loader: Any, epoch: int, 
         step += 1
         if i % max(1, s.t.log_every) == 0 or i == n_batches - 1:
             s.jsonl({"event": "step", "epoch": epoch, "step": step, **vals})
+    bar.close()
     for x in s.scheds.values():
         x.step()
     return step, {k: v / max(n_batches, 1) for k, v in sums.items()}, n_batches

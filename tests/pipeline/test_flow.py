@@ -101,7 +101,7 @@ def test_bad_input_is_reported_and_the_rest_is_processed(tmp_path):
     (crops / "S004" / "004" / "cam1" / "img_003.png").unlink()
     params = tmp_path / "params.yaml"
     write_params(params, flow={"size": 32, "workers": 2})
-    result = CliRunner().invoke(app, ["flow", "tiny", "--crops", str(crops), "--out", str(tmp_path / "f.zarr"),
+    result = CliRunner().invoke(app, ["flow", str(crops), "-o", str(tmp_path / "f.zarr"),
                                       "--params", str(params), "--workers", "0", "--max-step", "2", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "skipped S002/002" in result.output and str(corrupt) in result.output

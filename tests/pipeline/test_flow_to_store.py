@@ -37,7 +37,7 @@ def test_cli_chain_builds_a_valid_store(tmp_path):
     run = CliRunner().invoke
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
                       scheduler_kwargs={"dashboard": False}, silence_logs=logging.WARNING) as cluster:
-        r = run(app, ["flow", "tiny", "--params", str(params), "--dask-address", cluster.scheduler_address,
+        r = run(app, ["flow", str(crops), "--params", str(params), "--dask-address", cluster.scheduler_address,
                       "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "flow pairs from 4 sequences" in r.output
@@ -45,7 +45,8 @@ def test_cli_chain_builds_a_valid_store(tmp_path):
     fl.compute_flows(crops, tmp_path / "local.zarr", params_of(fl.FlowParams, "flow", size=32, max_step=2, workers=0), progress=False)
     assert st.tree_sha256(tmp_path / "flows" / "tiny.zarr") == st.tree_sha256(tmp_path / "local.zarr")
 
-    for cmd in (["stats", "tiny"], ["normalize", "tiny"], ["folds", "tiny"]):
+    for cmd in (["stats", str(tmp_path / "flows" / "tiny.zarr")], ["normalize", str(tmp_path / "flows" / "tiny.zarr")],
+                ["folds", str(manifests / "tiny.csv")]):
         r = run(app, cmd + ["--params", str(params)])
         assert r.exit_code == 0, (cmd, r.output)
     q3 = json.loads((tmp_path / "metrics" / "stats_tiny.json").read_text())["suggested_clip"]
@@ -71,7 +72,7 @@ def test_cli_user_error_exits_2_with_the_file_named(tmp_path, capsys, monkeypatc
 
     from emogan import cli
 
-    monkeypatch.setattr(sys, "argv", ["emogan", "normalize", "nope", "--flows", str(tmp_path / "absent.zarr"),
+    monkeypatch.setattr(sys, "argv", ["emogan", "normalize", str(tmp_path / "absent.zarr"),
                                       "--out", str(tmp_path / "s.zarr")])
     with pytest.raises(SystemExit) as e:
         cli.main()

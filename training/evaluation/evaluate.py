@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
+from pipeline.console import progress_enabled
 from pipeline.errors import EmoganError
 from pipeline.schema import CLASS_NAMES, POSE_NAMES, STRATEGY_NAMES
 from training.config import RunRecord
@@ -263,8 +265,11 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
     # Pass 1, every row: flows (EPE, Flow-CNN) and the row's codes. Only flows and 1-D codes are read.
     flow_arrays = ("flow_input", "flow_target", "label", "subject", "sequence", "pose", "strategy", "step")
     pos = 0
+    bar = tqdm(total=len(order) + len(img_rows), desc=f"evaluate {name}", unit="row", leave=False,
+               disable=not progress_enabled())   # pass 1 (every row's flows), then pass 2 (image rows)
     for b in iter_rows(store, order, flow_arrays, p.batch_size):
         n = len(b["label"])
+        bar.update(n)
         at = np.arange(pos, pos + n)
         b["_rows"] = order[pos:pos + n]
         pos += n
@@ -294,6 +299,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
     pos = 0
     for b in iter_rows(store, img_rows, img_arrays, p.batch_size) if len(img_rows) else []:
         n = len(b["label"])
+        bar.update(n)
         b["_rows"] = img_rows[pos:pos + n]
         pos += n
         at = np.searchsorted(order, b["_rows"])
@@ -337,6 +343,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
             smp.update({f"flowcnn_{m}": int(rec[f"flowcnn_{m}"][at[i]]) for m in flows})
             for k, v in smp.items():
                 samples.setdefault(k, []).append(v)
+    bar.close()
     for k in ("dataset", "subject", "pose", "strategy"):
         rec[k] = rec[k].astype(str)
     return rec, {k: np.asarray(v) for k, v in samples.items()}

@@ -476,4 +476,5 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
         mo = Path(metrics_out)
         mo.parent.mkdir(parents=True, exist_ok=True)
         mo.write_text(json.dumps(cv, indent=1, sort_keys=True) + "\n")
-    return {"report": str(out_md), "figures": {k: str(v) for k, v in figs.items()}, "acceptance_passed": passed}
+    return {"report": str(out_md), "figures": {k: str(v) for k, v in figs.items()}, "acceptance_passed": passed,
+            "full": full, "folds": folds_run}   # the full model's aggregate: the headline metrics' source

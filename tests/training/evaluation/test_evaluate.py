@@ -310,6 +310,10 @@ def test_report_renders_from_a_tiny_run(tiny):
         assert f"figures/{fig}" in md
     cv = json.loads((d / "metrics/cv.json").read_text())
     assert cv["folds"] == [0, 1] and set(cv["variants"]) == {"full", "no_rec"}
+    from training.evaluation.headline import count_numbers
+
+    headline = json.loads((d / "metrics/headline.json").read_text())   # what `dvc metrics show` lists
+    assert headline["folds"] == 2 and "pooled" in headline and 10 <= count_numbers(headline) <= 40
     # Table I's numbers are the fold mean of the per-fold metrics.
     per_fold = [json.loads((d / f"metrics/eval/full/fold_{k}/metrics.json").read_text())["all"]["all"]["epe_px"]
                 ["nonfrontal"] for k in (0, 1)]
