@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import PARAMS_FILE, ROOT
-from test_layers import graph, project_modules
+from test_layers import graph, import_names, project_modules
 
 # params.yaml keys that change how a stage runs, never what it writes (each says so in params.yaml).
 EXECUTION_ONLY = ("synth.workers", "synth_ckplus.workers", "crop.workers", "flow.workers", "flow.cv2_threads",
@@ -48,16 +48,8 @@ def _imports_of_function(fn) -> set[str]:
     mods = project_modules()
     tree = ast.parse(Path(inspect.getsourcefile(fn)).read_text())
     fdef = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == fn.__name__)
-    found = set()
-    for node in [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))] + list(ast.walk(fdef)):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        else:
-            continue
-        found |= {n for n in names if n in mods}
-    return found
+    nodes = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))] + list(ast.walk(fdef))
+    return import_names(nodes, mods)
 
 
 def modules_run_by(command: str) -> set[Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Collection, Iterable
 
 from conftest import ROOT
 
@@ -19,20 +20,23 @@ def project_modules() -> dict[str, Path]:
     return {module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
 
 
-def imports_of(path: Path, modules: set[str]) -> set[str]:
-    """Project modules a file imports anywhere in it (module level, functions, `from X import Y` as X.Y)."""
+def import_names(nodes: Iterable[ast.AST], modules: Collection[str]) -> set[str]:
+    """Project modules named by the Import/ImportFrom among `nodes` (`from X import Y` counts as X and X.Y)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in nodes:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         else:
             continue
-        for n in names:
-            if n in modules:
-                found.add(n)
+        found |= {n for n in names if n in modules}
     return found
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """Project modules a file imports anywhere in it (module level, functions, `from X import Y` as X.Y)."""
+    return import_names(ast.walk(ast.parse(path.read_text())), modules)
 
 
 def graph() -> dict[str, set[str]]:

@@ -217,6 +217,17 @@ def acceptance(agg: Mapping[str, Any], rp: ReportParams) -> tuple[str, bool]:
 
 # --- figures ---------------------------------------------------------------------------------
 
+def _save(fig: Any, out: Path) -> Path:
+    """Lay out, write (PNG, 110 dpi) and close a figure of the report."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def _tile(img_chw_u8: np.ndarray, px: int) -> np.ndarray:
     import cv2
 
@@ -275,11 +286,7 @@ def figure_grid(samples: Mapping[str, np.ndarray], picks: Sequence[int], columns
             ax.imshow(wheel_legend(px))
             ax.set_title("colour wheel", fontsize=7)
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 _HEADERS = {
@@ -315,11 +322,7 @@ def confusion_figure(mats: Mapping[str, np.ndarray], out: Path, title: str) -> P
         ax.set_xlabel("predicted", fontsize=6)
         ax.set_ylabel("true", fontsize=6)
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def pose_bars(agg: Mapping[str, Any], dataset: str, strategy: str, judge: str, methods: Sequence[str], out: Path,
@@ -343,11 +346,7 @@ def pose_bars(agg: Mapping[str, Any], dataset: str, strategy: str, judge: str, m
     # Below the axes: inside, the legend hides the bars of the last pose.
     ax.legend(fontsize=7, ncol=len(methods), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 # --- the report ------------------------------------------------------------------------------
