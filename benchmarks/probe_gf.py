@@ -9,8 +9,8 @@ fold and the reserved test subjects are read by nothing.
         --gf '{"output": "residual"}' --weighting step
 
 `--input-store` feeds G_F the same rows from a store normalized with a larger clip (a separate input clip:
-`emogan normalize --clip 40 --out ...`); the targets, the judge and the input's reference figures stay on
-STORE's clip. `--apex-fraction` draws that fraction of every batch from the neutral->apex rows (per-strategy
+`emogan normalize --clip 40 --out ...`), in STORE's units ((u, v)/clip, so magnitudes reach clip_in/clip);
+the targets, the judge and the input's reference figures stay on STORE's clip. `--apex-fraction` draws that fraction of every batch from the neutral->apex rows (per-strategy
 row sampling).
 
 Prints one JSON object: per strategy (neutral_apex, frame_to_frame, all) x pose group (large, nothing, tx,
@@ -80,7 +80,8 @@ def train_gf(tr: dict[str, np.ndarray], gf_spec: dict[str, Any], steps: int, bat
         if hflip:
             sel = torch.from_numpy(rng.random(batch) < 0.5)
             if sel.any():
-                x[sel] = flowrep.flip_flows(x[sel], rep, clip_in)
+                x[sel] = (flowrep.flip_flows(x[sel], rep, clip) if clip_in == clip else
+                          x[sel].flip(-1) * x.new_tensor([-1.0, 1.0]).view(1, 2, 1, 1))  # Cartesian, unclipped
                 y[sel] = flowrep.flip_flows(y[sel], rep, clip)
         w = None if w_all is None else torch.from_numpy(w_all[idx])
         out = gf(x)
@@ -178,13 +179,16 @@ def main() -> None:
         if info_in.n != info.n or info_in.representation != rep:
             raise SystemExit(f"{a.input_store}: {info_in.n} rows ({info_in.representation}), "
                              f"{a.store} has {info.n} ({rep}): not the same rows")
+        if rep != "cartesian":
+            raise SystemExit(f"--input-store needs Cartesian stores, not {rep}")
         clip_in = info_in.clip
         for d, rows in ((tr, tr_rows), (te, te_rows)):
             other = load_rows(a.input_store, rows)
             for k in ("step", "strategy", "pose", "label"):
                 if not np.array_equal(other[k], d[k]):
                     raise SystemExit(f"{a.input_store}: column {k} differs from {a.store}'s: not the same rows")
-            d["gf_input"] = other["flow_input"]
+            # in the target's units ((u, v)/clip), clipped at clip_in instead of clip: magnitudes up to clip_in/clip
+            d["gf_input"] = other["flow_input"] * np.float32(clip_in / clip)
     keep = np.isin(tr["strategy"], [STRATEGY_NAMES.index(s) for s in a.strategies.split(",")])
     if a.max_step is not None:
         keep &= (tr["step"] <= a.max_step) | (tr["strategy"] == STRATEGY_NAMES.index("neutral_apex"))
