@@ -9,8 +9,8 @@ fold and the reserved test subjects are read by nothing.
         --gf '{"output": "residual"}' --weighting step
 
 `--input-store` feeds G_F the same rows from a store normalized with a larger clip (a separate input clip:
-`emogan normalize --clip 40 --out ...`); the targets, the judge and the input's reference figures stay on
-STORE's clip. `--apex-fraction` draws that fraction of every batch from the neutral->apex rows (per-strategy
+`emogan normalize --clip 40 --out ...`), in STORE's units ((u, v)/clip, so magnitudes reach clip_in/clip);
+the targets, the judge and the input's reference figures stay on STORE's clip. `--apex-fraction` draws that fraction of every batch from the neutral->apex rows (per-strategy
 row sampling).
 
 Prints one JSON object: per strategy (neutral_apex, frame_to_frame, all) x pose group (large, nothing, tx,
@@ -51,11 +51,13 @@ def load_rows(store: str, rows: np.ndarray) -> dict[str, np.ndarray]:
 def train_gf(tr: dict[str, np.ndarray], gf_spec: dict[str, Any], steps: int, batch: int, lr: float, rep: str,
              clip: float, weighting: str, hflip: bool, seed: int, lambdas: tuple[float, float] = (1.0, 1.0),
              char_eps: float = 1e-3, log: Any = None, clip_in: float | None = None,
-             apex_fraction: float = 0.0) -> torch.nn.Module:
+             apex_fraction: float = 0.0, pixel_weight: float = 0.0) -> torch.nn.Module:
     """G_F trained on (G_F input -> flow_target) rows by L_epe + L_char on (u, v)/clip, Adam(0.5, 0.999).
 
     G_F's input is `tr["gf_input"]` (normalized at `clip_in`) when present, else `flow_input` (at `clip`);
     `apex_fraction` of each batch is drawn from the neutral->apex rows, the rest from the other rows.
+    `pixel_weight` K > 0 weighs each pixel of L_epe and L_char by 1 + K |target| / clip (magnitude-weighted
+    losses, normalized to mean 1 over the batch), so that the still background cannot outvote the moving face.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -78,12 +80,20 @@ def train_gf(tr: dict[str, np.ndarray], gf_spec: dict[str, Any], steps: int, bat
         if hflip:
             sel = torch.from_numpy(rng.random(batch) < 0.5)
             if sel.any():
-                x[sel] = flowrep.flip_flows(x[sel], rep, clip_in)
+                x[sel] = (flowrep.flip_flows(x[sel], rep, clip) if clip_in == clip else
+                          x[sel].flip(-1) * x.new_tensor([-1.0, 1.0]).view(1, 2, 1, 1))  # Cartesian, unclipped
                 y[sel] = flowrep.flip_flows(y[sel], rep, clip)
         w = None if w_all is None else torch.from_numpy(w_all[idx])
         out = gf(x)
         a, b = flowrep.decode(out, rep, clip) / clip, flowrep.decode(y, rep, clip) / clip
-        loss = lambdas[0] * L.epe(a, b, w) + lambdas[1] * L.charbonnier(a, b, char_eps, w)
+        if pixel_weight > 0:
+            wp = 1.0 + pixel_weight * torch.linalg.vector_norm(b, dim=1, keepdim=True)
+            wp = wp / wp.mean()
+            l_epe = L._masked_mean((torch.linalg.vector_norm(b - a, dim=1, keepdim=True) * wp).flatten(1).mean(1), w)
+            l_char = L._masked_mean((torch.sqrt((b - a) ** 2 + char_eps ** 2) * wp).flatten(1).mean(1), w)
+            loss = lambdas[0] * l_epe + lambdas[1] * l_char
+        else:
+            loss = lambdas[0] * L.epe(a, b, w) + lambdas[1] * L.charbonnier(a, b, char_eps, w)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -147,6 +157,7 @@ def main() -> None:
     ap.add_argument("--weighting", default="none", choices=["none", "step"])
     ap.add_argument("--input-store", default=None, help="G_F's inputs from this store (same rows, another clip)")
     ap.add_argument("--apex-fraction", type=float, default=0.0, help="share of each batch from neutral->apex rows")
+    ap.add_argument("--pixel-weight", type=float, default=0.0, help="K: pixel weight 1 + K |target|/clip")
     ap.add_argument("--strategies", default="neutral_apex,frame_to_frame", help="training rows' strategies")
     ap.add_argument("--max-step", type=int, default=None, help="training rows with step <= this (apex rows kept)")
     ap.add_argument("--no-hflip", action="store_true")
@@ -168,13 +179,16 @@ def main() -> None:
         if info_in.n != info.n or info_in.representation != rep:
             raise SystemExit(f"{a.input_store}: {info_in.n} rows ({info_in.representation}), "
                              f"{a.store} has {info.n} ({rep}): not the same rows")
+        if rep != "cartesian":
+            raise SystemExit(f"--input-store needs Cartesian stores, not {rep}")
         clip_in = info_in.clip
         for d, rows in ((tr, tr_rows), (te, te_rows)):
             other = load_rows(a.input_store, rows)
             for k in ("step", "strategy", "pose", "label"):
                 if not np.array_equal(other[k], d[k]):
                     raise SystemExit(f"{a.input_store}: column {k} differs from {a.store}'s: not the same rows")
-            d["gf_input"] = other["flow_input"]
+            # in the target's units ((u, v)/clip), clipped at clip_in instead of clip: magnitudes up to clip_in/clip
+            d["gf_input"] = other["flow_input"] * np.float32(clip_in / clip)
     keep = np.isin(tr["strategy"], [STRATEGY_NAMES.index(s) for s in a.strategies.split(",")])
     if a.max_step is not None:
         keep &= (tr["step"] <= a.max_step) | (tr["strategy"] == STRATEGY_NAMES.index("neutral_apex"))
@@ -183,9 +197,9 @@ def main() -> None:
     gf_spec = {**SMALL_GF, **json.loads(a.gf)}
     log = (lambda m: print(f"[{time.time() - t0:.0f}s] {m}", flush=True))
     log(f"train rows {len(tr['step'])}, validation rows {len(te['step'])}, G_F {gf_spec}, weighting {a.weighting}, "
-        f"input clip {clip_in or clip}, apex fraction {a.apex_fraction}")
+        f"input clip {clip_in or clip}, apex fraction {a.apex_fraction}, pixel weight {a.pixel_weight}")
     gf = train_gf(tr, gf_spec, a.steps, a.batch, a.lr, rep, clip, a.weighting, not a.no_hflip, a.seed, log=log,
-                  clip_in=clip_in, apex_fraction=a.apex_fraction)
+                  clip_in=clip_in, apex_fraction=a.apex_fraction, pixel_weight=a.pixel_weight)
     res = summarize(te, score(gf, te, judge, rep, clip))
     rec = {"args": vars(a), "gf": gf_spec, "train_rows": int(len(tr["step"])), "seconds": time.time() - t0,
            "groups": res}
