@@ -3,12 +3,10 @@ into a store with exit 0, stats crashed with an unrelated traceback, D_E's warm-
 held-out rows gave exit 0 and "0.0% lower"."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 import zarr
 from typer.testing import CliRunner
 
@@ -19,7 +17,7 @@ from pipeline.errors import EmoganError
 from pipeline.normalize import NormalizeParams, normalize_store
 from pipeline.stats import StatsParams, compute_stats
 from training.fixture import write_fixture_store
-from conftest import ROOT, params_of
+from conftest import dump_params, params_of, tiny_trainer_params
 
 P = params_of(fl.FlowParams, "flow", size=32, workers=0, max_step=1)
 
@@ -66,17 +64,10 @@ def test_flow_skips_a_sequence_whose_flow_is_not_finite(tmp_path, monkeypatch):
 
 
 def _params(tmp_path: Path, **small) -> Path:
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["train"]["small"].update({"size": None, "nets": {
-        "gf": {"name": "gf", "ngf": 8, "max_ch": 16, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
-        "dp": {"name": "dp", "in_ch": 4, "ndf": 8, "n_layers": 2, "max_ch": 16},
-        "de": {"name": "de", "channels": [8, 8, 8], "pool": 4, "hidden": 8, "dropout": 0.0},
-        "gw": {"name": "gw", "ngf": 8, "max_ch": 16, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1}},
-        "epochs": 1, "batch_size": 4, "steps_per_epoch": 2, "workers": 0, "image_steps": None, **small})
-    p["train_fer"].update({"net": {"name": "fer_cnn", "size": 32, "channels": [4, 8], "dropout": 0.0},
-                           "epochs": 1, "steps_per_epoch": 1, "batch_size": 8})
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
-    return tmp_path / "params.yaml"
+    """Tiny trainer params (conftest's tiny nets), one short epoch, plus `small` overrides."""
+    return dump_params(tiny_trainer_params(
+        {"size": None, "epochs": 1, "batch_size": 4, "steps_per_epoch": 2, "workers": 0, "image_steps": None, **small},
+        {"epochs": 1, "steps_per_epoch": 1, "batch_size": 8}), tmp_path / "params.yaml")
 
 
 def _poison(store: Path, subject_codes: set[int]) -> None:

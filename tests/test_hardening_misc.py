@@ -11,7 +11,7 @@ import pytest
 
 from flowdata import make_crops
 from pipeline import flow as fl
-from conftest import params_of
+from conftest import dump_params, params_of, tiny_trainer_params
 
 
 def _sidecar(tmp_path: Path, **changes) -> Path:
@@ -69,7 +69,7 @@ def test_a_rerun_of_frontalize_leaves_no_stale_gif(tmp_path):
 
     from pipeline.schema import CLASS_NAMES
     from training.inference.frontalize import FrontalizeParams, MotionResult, write_outputs
-    from conftest import params_of
+    from conftest import dump_params, params_of, tiny_trainer_params
 
     def result(t: int) -> MotionResult:
         rng = np.random.default_rng(t)
@@ -91,28 +91,17 @@ def test_a_rerun_of_frontalize_leaves_no_stale_gif(tmp_path):
 
 def test_resume_refuses_a_store_whose_content_changed_at_the_same_path(tmp_path):
     """The resume drift check compared store paths only: a rebuilt store went on from the old checkpoint."""
-    import copy
+    import shutil
 
-    import yaml
     from typer.testing import CliRunner
 
     from emogan.cli import app
     from pipeline.errors import EmoganError
     from training.fixture import write_fixture_store
-    from conftest import ROOT
-    import shutil
 
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["train"]["small"].update({"size": None, "nets": {
-        "gf": {"name": "gf", "ngf": 8, "max_ch": 16, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1},
-        "dp": {"name": "dp", "in_ch": 4, "ndf": 8, "n_layers": 2, "max_ch": 16},
-        "de": {"name": "de", "channels": [8, 8, 8], "pool": 4, "hidden": 8, "dropout": 0.0},
-        "gw": {"name": "gw", "ngf": 8, "max_ch": 16, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1}},
-        "epochs": 1, "batch_size": 4, "steps_per_epoch": 1, "workers": 0, "image_steps": None, "de_warmup_steps": 0})
-    p["train_fer"].update({"net": {"name": "fer_cnn", "size": 32, "channels": [4, 8], "dropout": 0.0},
-                           "epochs": 1, "steps_per_epoch": 1, "batch_size": 8})
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(p))
+    params = dump_params(tiny_trainer_params(
+        {"size": None, "epochs": 1, "batch_size": 4, "steps_per_epoch": 1, "workers": 0, "image_steps": None,
+         "de_warmup_steps": 0}, {"epochs": 1, "steps_per_epoch": 1, "batch_size": 8}), tmp_path / "params.yaml")
     store = write_fixture_store(tmp_path / "s.zarr", n_subjects=4, rows_per_subject=8, size=32, chunk_mib=0.01)
 
     def run(*args):
