@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.console import native_stderr_quiet
+
 log = logging.getLogger(__name__)
 
 N_MESH = 468
@@ -142,8 +144,8 @@ def face_mesh_landmarks(image_rgb: np.ndarray) -> np.ndarray | None:
     import mediapipe as mp
 
     h, w = image_rgb.shape[:2]
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                         refine_landmarks=False, min_detection_confidence=0.3) as fm:
+    with native_stderr_quiet(), mp.solutions.face_mesh.FaceMesh(  # its TF Lite/absl lines off the console
+            static_image_mode=True, max_num_faces=1, refine_landmarks=False, min_detection_confidence=0.3) as fm:
         res = fm.process(np.ascontiguousarray(image_rgb))
     if not res.multi_face_landmarks:
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import run_emogan, write_params
+from conftest import PARAMS_FILE, run_emogan, write_params
 from face_images import astronaut, grace_hopper, moving, write_rgb
 
 NATIVE_NOISE = ("TensorFlow Lite", "absl::InitializeLog", "inference_feedback_manager")
@@ -57,3 +57,15 @@ def test_native_noise_only_with_verbose_and_quiet_keeps_warnings_and_the_result(
 def test_quiet_and_verbose_exclude_each_other():
     r = run_emogan("-q", "-v", "folds", "--help")
     assert r.returncode == 2 and "exclude each other" in r.stderr
+
+
+def test_synth_keeps_facemesh_noise_off_the_console_unless_verbose(tmp_path):
+    """synth fits FaceMesh on its photographs: mediapipe's lines only with --verbose."""
+    args = ("synth", "--subjects", "1", "--frames", "2", "--size", "128", "--poses", "nothing",
+            "--expressions", "happiness", "--params", str(PARAMS_FILE))
+    default = run_emogan(*args, "--out", str(tmp_path / "a"))
+    assert default.returncode == 0, default.stderr
+    assert not [n for n in NATIVE_NOISE if n in default.stderr], default.stderr
+    verbose = run_emogan("-v", *args, "--out", str(tmp_path / "b"))
+    assert verbose.returncode == 0
+    assert any(n in verbose.stderr for n in NATIVE_NOISE), "FaceMesh printed nothing: the test proves nothing"
