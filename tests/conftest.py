@@ -78,6 +78,20 @@ def dump_params(params: dict[str, Any], dest: Path) -> Path:
     return Path(dest)
 
 
+def write_tiny_cv_params(d: Path, flowcnn: dict[str, Any], **evaluate: Any) -> Path:
+    """params.yaml in folder `d` for a tiny cross-validation run: tiny nets, one short epoch, k = 3 folds, the
+    Flow-CNN judge's `flowcnn` settings and `evaluate` keys on top, every output path under `d`."""
+    p = tiny_trainer_params({"size": None, "epochs": 1, "batch_size": 4, "e_c": 0, "steps_per_epoch": 2, "workers": 0,
+                             "image_steps": None, "keep_checkpoints": 0},
+                            {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8})
+    p["train"]["folds_k"] = 3
+    p["evaluate"]["flowcnn"].update(flowcnn)
+    p["evaluate"].update(evaluate)
+    for key in ("models", "metrics", "reports", "manifests", "baselines"):
+        p["paths"][key] = str(d / key)
+    return dump_params(p, d / "params.yaml")
+
+
 def run_emogan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m emogan ARGS` in a subprocess, this checkout first on its path (whatever venv runs it)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}

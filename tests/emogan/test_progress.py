@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from conftest import dump_params, tiny_trainer_params
+from conftest import write_tiny_cv_params
 from emogan.cli import app
 
 
@@ -13,14 +13,7 @@ def tiny(tmp_path_factory):
     from training.fixture import write_fixture_store
 
     d = tmp_path_factory.mktemp("progress")
-    p = tiny_trainer_params({"size": None, "epochs": 1, "batch_size": 4, "e_c": 0, "steps_per_epoch": 2, "workers": 0,
-                             "image_steps": None, "keep_checkpoints": 0},
-                            {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8})
-    p["train"]["folds_k"] = 3
-    p["evaluate"]["flowcnn"].update({"epochs": 1, "steps_per_epoch": 2, "batch_size": 16, "size": 32})
-    for key in ("models", "metrics", "reports", "manifests", "baselines"):
-        p["paths"][key] = str(d / key)
-    params = dump_params(p, d / "params.yaml")
+    params = write_tiny_cv_params(d, {"epochs": 1, "steps_per_epoch": 2, "batch_size": 16, "size": 32})
     store = write_fixture_store(d / "synth.zarr", n_subjects=6, rows_per_subject=8, size=32, chunk_mib=0.02)
     return d, store, params
 

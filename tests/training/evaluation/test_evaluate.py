@@ -20,7 +20,7 @@ from training.evaluation import evaluate as ev
 from training.evaluation import metrics as mt
 from training.evaluation.baselines import (RIGID_LANDMARKS, border_points, frontal_template, frontalize_landmarks, umeyama,
                                 warp_to_mesh, triangulate)
-from conftest import ROOT, TINY_NETS, dump_params, params_of, tiny_trainer_params
+from conftest import ROOT, TINY_NETS, params_of, write_tiny_cv_params
 
 torch.set_num_threads(1)
 
@@ -210,16 +210,8 @@ def tiny(tmp_path_factory):
     from training.fixture import write_fixture_store
 
     d = tmp_path_factory.mktemp("cv")
-    p = tiny_trainer_params({"size": None, "epochs": 1, "batch_size": 4, "e_c": 0, "steps_per_epoch": 2, "workers": 0,
-                             "image_steps": None, "keep_checkpoints": 0},
-                            {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8})
-    p["train"]["folds_k"] = 3
-    p["evaluate"]["flowcnn"].update({"net": copy.deepcopy(TINY_NETS["de"]), "size": 32, "epochs": 1,
-                                     "steps_per_epoch": 3, "batch_size": 16})
-    p["evaluate"]["samples_per_pose"] = 1
-    for key in ("models", "metrics", "reports", "manifests", "baselines"):
-        p["paths"][key] = str(d / key)
-    params = dump_params(p, d / "params.yaml")
+    params = write_tiny_cv_params(d, {"net": copy.deepcopy(TINY_NETS["de"]), "size": 32, "epochs": 1,
+                                      "steps_per_epoch": 3, "batch_size": 16}, samples_per_pose=1)
     store = write_fixture_store(d / "synth.zarr", n_subjects=6, rows_per_subject=12, size=32, chunk_mib=0.02)
     # A stand-in landmark baseline that frontalizes perfectly (its flow is the ground truth): evaluate's
     # plumbing must then score it exactly like the frontal ground truth.
