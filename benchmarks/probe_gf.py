@@ -5,7 +5,7 @@ project's own G_F (training/models/networks.py), losses and step weights, and th
 (`emogan train-flowcnn`). Use it on a tuning split (`emogan folds --tuning`): `--fold` is then the validation
 fold and the reserved test subjects are read by nothing.
 
-    python benchmarks/probe_gf.py STORE --folds F --fold 3 --flowcnn DIR --steps 2000 --out probe.json \
+    python benchmarks/probe_gf.py STORE --folds-file F --fold 3 --flowcnn DIR --steps 2000 --out probe.json \
         --gf '{"output": "residual"}' --weighting step
 
 `--input-store` feeds G_F the same rows from a store normalized with a larger clip (a separate input clip:
@@ -146,7 +146,7 @@ def summarize(te: dict[str, np.ndarray], r: dict[str, np.ndarray]) -> dict[str, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("store")
-    ap.add_argument("--folds", required=True, help="folds CSV (a tuning split)")
+    ap.add_argument("--folds-file", required=True, help="folds CSV (a tuning split)")
     ap.add_argument("--fold", type=int, required=True, help="held-out (validation) fold")
     ap.add_argument("--flowcnn", required=True, help="the fold's Flow-CNN (emogan train-flowcnn --fold)")
     ap.add_argument("--k", type=int, default=10)
@@ -169,8 +169,8 @@ def main() -> None:
     t0 = time.time()
     info = check_store(a.store)
     rep, clip = info.representation, info.clip
-    tr_rows = fold_rows(info, a.fold, "train", Path(a.folds), a.k)
-    te_rows = fold_rows(info, a.fold, "test", Path(a.folds), a.k)
+    tr_rows = fold_rows(info, a.fold, "train", Path(a.folds_file), a.k)
+    te_rows = fold_rows(info, a.fold, "test", Path(a.folds_file), a.k)
     tr = load_rows(a.store, tr_rows)
     te = load_rows(a.store, te_rows)
     clip_in = None

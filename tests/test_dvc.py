@@ -109,3 +109,31 @@ def test_the_check_sees_a_missing_module():
     ran = modules_run_by(synth[1][1])
     assert Path("pipeline/face_model.py") in ran and Path("pipeline/pool.py") in ran
     assert not _covered(Path("pipeline/face_model.py"), [d for d in synth[2] if d != "pipeline/face_model.py"])
+
+
+def test_dvc_push_has_a_default_remote_inside_the_clone_and_git_ignores_it(tmp_path):
+    """`dvc repro` ends with DVC's "Use `dvc push`" hint: the clone's .dvc/config names a default remote (a
+    git-ignored folder of the clone, README "Results and DVC"), and a push to it really stores a tracked file."""
+    import shutil
+    import subprocess
+    import sys
+
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        name = repo.config["core"]["remote"]
+        url = Path(repo.config["remote"][name]["url"])
+    assert url.resolve().parent == ROOT.resolve(), f"the default remote {url} is not a folder of the clone"
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"{url.name}/x"], cwd=ROOT)
+    assert ignored.returncode == 0, f"{url.name}/ is not git-ignored"
+
+    # The same config in a scratch repo: `dvc push` writes the tracked file's content into <repo>/<url.name>.
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / ".dvc").mkdir()
+    shutil.copy(ROOT / ".dvc" / "config", tmp_path / ".dvc" / "config")
+    (tmp_path / "a.txt").write_text("motion\n")
+    for args in (["add", "-q", "a.txt"], ["push", "-q"]):
+        r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    stored = [p for p in (tmp_path / url.name).rglob("*") if p.is_file()]
+    assert len(stored) == 1 and stored[0].read_text() == "motion\n"

@@ -320,7 +320,7 @@ def resolve_folds(params: dict[str, Any], stores: Sequence[str | Path], folds: S
     """One folds file per store: as given (same count as stores), else the default beside the manifests."""
     if folds:
         if len(folds) != len(stores):
-            raise EmoganError(f"--folds given {len(folds)} time(s) for {len(stores)} store(s): give one per store")
+            raise EmoganError(f"--folds-file given {len(folds)} time(s) for {len(stores)} store(s): give one per store")
         return [str(f) for f in folds]
     out = [default_folds_file(params, s) for s in stores]
     return [str(f) if f is not None else None for f in out]

@@ -76,8 +76,15 @@ def parameters(callback) -> list[dict[str, Any]]:
 def violations(app: typer.Typer) -> list[str]:
     """Every breach of the CLI conventions by the commands of `app` (empty: one tool)."""
     bad = []
+    meaning: dict[str, tuple[Any, str]] = {}  # long flag -> (value type, first command using it)
     for cmd, callback in walk(app):
         params = parameters(callback)
+        for p in (p for p in params if p["kind"] == "option"):
+            for flag in (f for f in p["flags"] if f.startswith("--")):
+                tp = _unwrap(p["type"])[0]
+                seen = meaning.setdefault(flag, (tp, cmd))
+                if seen[0] != tp:
+                    bad.append(f"{cmd}: {flag} takes {tp}, but {seen[1]}'s {flag} takes {seen[0]}: one flag, one meaning")
         for p in params:
             if p["kind"] == "argument" and cmd not in POSITIONAL_EXCEPTIONS and _unwrap(p["type"])[0] is not Path:
                 bad.append(f"{cmd}: positional {p['name'].upper()} is {p['type']}, not an input path")
@@ -93,6 +100,9 @@ def violations(app: typer.Typer) -> list[str]:
             missing = [c for c in p["choices"] or [] if c not in help_.output]
             if missing:
                 bad.append(f"{cmd} --help does not list {missing} of {p['name']}")
+    # `--fold 3` (a fold number) beside `--folds F.csv` (a file): a flag and its plural, two kinds of value
+    bad += [f"{meaning[f + 's'][1]}: {f}s beside {meaning[f][1]}'s {f}: a flag and its plural mean different things"
+            for f in sorted(meaning) if f + "s" in meaning and meaning[f + "s"][0] != meaning[f][0]]
     return bad
 
 
@@ -126,7 +136,8 @@ def test_every_command_follows_the_one_convention():
 
 
 def test_the_walk_sees_each_kind_of_breach():
-    """The check above can fail: a command with a name as positional, no -o, a free-string --device."""
+    """The check above can fail: a command with a name as positional, no -o, a free-string --device, a flag
+    whose type differs between commands, a flag and its plural."""
     bad = typer.Typer()
 
     @bad.command("flow")
@@ -134,13 +145,25 @@ def test_the_walk_sees_each_kind_of_breach():
              device: str = typer.Option("cpu", "--device")) -> None:
         """A command as the CLI had them before one convention."""
 
+    @bad.command("train")
+    def train(store: Path = typer.Argument(...), out: Path = typer.Option(..., "--out", "-o"),
+              fold: int = typer.Option(0, "--fold"), folds: Path = typer.Option(None, "--folds")) -> None:
+        """--fold is a fold number and --folds a file: two meanings one letter apart."""
+
+    @bad.command("evaluate")
+    def evaluate(store: Path = typer.Argument(...), out: Path = typer.Option(..., "--out", "-o"),
+                 fold: str = typer.Option("0", "--fold")) -> None:
+        """--fold as a string here, an int in train."""
+
     @bad.command("ok")
     def ok(store: Path = typer.Argument(...), out: Path = typer.Option(..., "--out", "-o"),
            representation: Literal["polar", "cartesian"] = typer.Option("polar", "--representation")) -> None:
         """A command that follows it."""
 
     found = violations(bad)
-    assert len(found) == 3, found
+    assert len(found) == 5, found
+    assert any("one flag, one meaning" in v and v.startswith("evaluate") for v in found)
+    assert any("--folds beside train's --fold" in v for v in found)
     assert any("positional DATASET" in v for v in found) and any("no -o/--out" in v for v in found)
     assert any("--device is a free" in v for v in found)
     assert not [v for v in found if v.startswith("ok")]

@@ -72,7 +72,7 @@ def test_a_tuning_run_never_reads_the_reserved_subjects_and_records_them(tmp_pat
     with pytest.raises(FoldError, match="reserved"):
         fold_rows(info, -1, "test", ff, 10)
     # the e_FER and the GAN of a tuning run: trained without the reserved subjects, which the run records
-    common = ["--fold", "3", "--folds", str(ff), "--params", str(params)]
+    common = ["--fold", "3", "--folds-file", str(ff), "--params", str(params)]
     r = CliRunner().invoke(app, ["train-fer", str(store), "--out", str(tmp_path / "fer"), *common])
     assert r.exit_code == 0, r.output + repr(r.exception)
     r = CliRunner().invoke(app, ["train", str(store), "--out", str(tmp_path / "run"), "--efer-path",

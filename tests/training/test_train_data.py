@@ -84,7 +84,7 @@ def test_a_missing_fold_is_a_clear_error(store, tmp_path):
     write_folds({f"S{i:03d}": i % 2 for i in range(6)}, f)
     with pytest.raises(FoldError, match=r"fold 2 does not exist .*fx_folds.csv has folds 0, 1"):
         fold_rows(info, 2, "test", f, 10)
-    r = CliRunner().invoke(app, ["train", str(store), "--fold", "2", "--folds", str(f), "--out",
+    r = CliRunner().invoke(app, ["train", str(store), "--fold", "2", "--folds-file", str(f), "--out",
                                  str(tmp_path / "run"), "--dry-run", "--params", str(ROOT / "params.yaml")])
     assert r.exit_code != 0 and "fold 2 does not exist" in str(r.exception)
 

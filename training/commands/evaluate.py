@@ -43,7 +43,7 @@ def train_flowcnn_command(
     stores: List[Path] = typer.Argument(..., help="training stores (merged, as for the GAN)"),
     fold: int = typer.Option(..., "--fold", help="held-out fold: its subjects are never trained on"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default <paths.models>/flowcnn_fold<K>)"),
-    folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
+    folds: Optional[List[Path]] = typer.Option(None, "--folds-file", help=FOLDS_HELP),
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="also write the metrics JSON here (DVC metrics)"),
     device: Device = typer.Option("cpu", "--device"),
     params_file: Optional[Path] = PARAMS_OPTION,
@@ -72,7 +72,7 @@ def baseline_landmark_command(
     crops: Path = typer.Option(..., "--crops", help="crops folder of that dataset (crops.csv, cam2 frames)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output .npz (default <paths.baselines>/<dataset>_landmark.npz)"),
     fold: Optional[List[int]] = typer.Option(None, "--fold", help="held-out fold(s) to compute (default evaluate.folds)"),
-    folds_file: Optional[Path] = typer.Option(None, "--folds", help="folds file (default <paths.manifests>/<dataset>_folds.csv)"),
+    folds_file: Optional[Path] = typer.Option(None, "--folds-file", help="folds file (default <paths.manifests>/<dataset>_folds.csv)"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Landmark-based frontalization baseline: FaceMesh head pose removed by a mesh warp, then Farneback flow."""
@@ -116,7 +116,7 @@ def evaluate_command(
     flowcnn: Optional[Path] = typer.Option(None, "--flowcnn", help="Flow-CNN folder (default <paths.models>/flowcnn_fold<K>)"),
     landmark: Optional[List[Path]] = typer.Option(None, "--landmark", help="landmark-baseline .npz per store "
                                                   "(default <paths.baselines>/<dataset>_landmark.npz when present)"),
-    folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
+    folds: Optional[List[Path]] = typer.Option(None, "--folds-file", help=FOLDS_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default <paths.metrics>/eval/<variant>/fold_<K>)"),
     device: Device = typer.Option("cpu", "--device"),
     efer_path: Optional[Path] = typer.Option(None, "--efer-path", help="the run's e_FER file, given by you when it is "
@@ -199,7 +199,7 @@ def report_command(
 def synth_check_command(
     root: Path = typer.Argument(..., help="A folder written by `emogan synth` (emotiongan layout)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result as JSON here (and a PNG next to it)."),
-    folds: int = typer.Option(3, help="Subject-wise cross-validation folds."),
+    cv_folds: int = typer.Option(3, "--cv-folds", help="Subject-wise cross-validation folds of the premise check."),
     fer: bool = typer.Option(True, help="Also score cam1 apex faces with the pretrained FER2013 model."),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
@@ -207,7 +207,7 @@ def synth_check_command(
     from pipeline.weights import weights_path
     from training.evaluation.synth_check import check_synth
 
-    res = check_synth(root, folds, weights_path("fer2013", _params(params_file)) if fer else None, out)
+    res = check_synth(root, cv_folds, weights_path("fer2013", _params(params_file)) if fer else None, out)
     line = (f"cam1 accuracy {res['cam1_accuracy']:.3f}; cam2 (yaw/pitch/roll/diagonal) "
             f"{res['cam2_rotating_accuracy']:.3f}; cam1-trained on cam2 {res['cam1_to_cam2_rotating_accuracy']:.3f}")
     if fer:

@@ -23,7 +23,7 @@ def train_command(
     out: Path = typer.Option(..., "--out", "-o", help="run folder (e.g. models/RUN)"),
     fold: Optional[int] = typer.Option(None, "--fold", help="held-out test fold (default params train.fold)"),
     config: Optional[Config] = typer.Option(None, "--config", help="params.yaml train sub-config (default train.config)"),
-    folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
+    folds: Optional[List[Path]] = typer.Option(None, "--folds-file", help=FOLDS_HELP),
     efer: Optional[Efer] = typer.Option(None, "--efer", help="e_FER: the project's own, the FER2013 mini-Xception, or a file"),
     efer_path: Optional[Path] = typer.Option(None, "--efer-path", help="own: train-fer folder; file: .onnx "
                                              "(.pt/.ts/.pt2 with --trust-pickle)"),
@@ -68,7 +68,7 @@ def train_fer_command(
     stores: List[Path] = typer.Argument(..., help=STORES_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="output folder (fer.safetensors, fer.json)"),
     fold: Optional[int] = typer.Option(None, "--fold", help="held-out test fold: its subjects are never trained on"),
-    folds: Optional[List[Path]] = typer.Option(None, "--folds", help=FOLDS_HELP),
+    folds: Optional[List[Path]] = typer.Option(None, "--folds-file", help=FOLDS_HELP),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch"),

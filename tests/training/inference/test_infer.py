@@ -76,7 +76,7 @@ def model(tmp_path_factory):
                              "keep_checkpoints": 1, "lr_gamma": 1.0, "lambdas": [1.0, 7.0, 3.0, 1.0]},
                             {"epochs": 1, "steps_per_epoch": 3, "batch_size": 8})
     params = dump_params(p, d / "params.yaml")
-    common = ["--fold", "0", "--folds", d / "folds.csv", "--params", params]
+    common = ["--fold", "0", "--folds-file", d / "folds.csv", "--params", params]
     ok("train-fer", d / "store.zarr", "--out", d / "fer", *common)
     ok("train", d / "store.zarr", "--out", d / "run", "--efer-path", d / "fer", *common)
     ok("export", d / "run", "--out", d / "model.safetensors", "--params", params)
