@@ -1,4 +1,4 @@
-"""Progress bars (tqdm) on the long trainer commands, none under `emogan -q` (pipeline.console.progress_enabled)."""
+"""Progress bars (tqdm) on the long trainer commands and the report, none under `emogan -q` (pipeline.console.progress_enabled)."""
 from __future__ import annotations
 
 import pytest
@@ -40,3 +40,7 @@ def test_trainer_commands_draw_a_bar_and_quiet_hides_it(tiny):
     assert "evaluate synth" in out and "row" in out
     out = _run(tiny, "-q", "evaluate", run, store, "-o", d / "eval_quiet")
     assert "evaluate synth" not in out
+    out = _run(tiny, "report", d / "metrics/eval")
+    assert "report:" in out and "/6 [" in out and "part/s" in out and (d / "reports/REPORT.md").is_file()
+    out = _run(tiny, "-q", "report", d / "metrics/eval", "-o", d / "quiet/REPORT.md")
+    assert "part/s" not in out and (d / "quiet/REPORT.md").is_file()

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from pipeline.console import progress_enabled
 from pipeline.errors import EmoganError
 from pipeline.schema import CLASS_NAMES, POSE_NAMES
 
@@ -376,6 +377,8 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
     full, full_folds = aggs["full"], variants["full"]
     fig_dir = out_md.parent / "figures"
     figs: dict[str, Path] = {}
+    from tqdm import tqdm   # one tick per figure (matplotlib), then the report itself
+    bar = tqdm(total=6, desc="report", unit="part", leave=False, disable=not progress_enabled())
     samples_path = eval_dir / "full" / f"fold_{min(full_folds)}" / "samples.npz"
     if samples_path.is_file():
         with np.load(samples_path) as z:
@@ -393,6 +396,7 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
                     ("image", "image_emotiongan"), ("image", "image_gw_gt"), ("image", "image_frontal_gt")],
                     rp.figure_px, fig_dir / "fig5_fvs_comparison.png",
                     "Like the paper's Fig. 5: frontal view synthesis by landmark warping and by eMotion-GAN")
+    bar.update(2)
     big = f"{rp.acceptance_dataset}/large/all"
     mats = {}
     for m in ("nonfrontal", "landmark", "emotiongan", "frontal_gt"):
@@ -402,6 +406,7 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
     if mats:
         figs["confusion_flowcnn"] = confusion_figure(mats, fig_dir / "confusion_flowcnn_large_poses.png",
                                                      f"Flow-CNN on {rp.acceptance_dataset}, large poses, all folds")
+    bar.update()
     mats_img = {}
     for judge in ("efer", "fer2013"):
         for m in ("nonfrontal", "emotiongan", "frontal_gt"):
@@ -411,10 +416,12 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
     if mats_img:
         figs["confusion_image"] = confusion_figure(mats_img, fig_dir / "confusion_image_large_poses.png",
                                                    f"Image judges on {rp.acceptance_dataset}, large poses, all folds")
+    bar.update()
     figs["pose_bars"] = pose_bars(full, rp.acceptance_dataset, rp.strategy, "flowcnn",
                                   ["frontal_gt", "nonfrontal", "landmark", "emotiongan"],
                                   fig_dir / "flowcnn_accuracy_by_pose.png",
                                   f"Motion-domain FER (Flow-CNN) by pose, {rp.acceptance_dataset}, mean ± std over folds")
+    bar.update()
     acc_table, passed = acceptance(full, rp)
 
     meta0 = next(iter(full_folds.values()))["meta"]
@@ -475,5 +482,7 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
         mo = Path(metrics_out)
         mo.parent.mkdir(parents=True, exist_ok=True)
         mo.write_text(json.dumps(cv, indent=1, sort_keys=True) + "\n")
+    bar.update()
+    bar.close()
     return {"report": str(out_md), "figures": {k: str(v) for k, v in figs.items()}, "acceptance_passed": passed,
             "full": full, "folds": folds_run}   # the full model's aggregate: the headline metrics' source
