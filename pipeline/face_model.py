@@ -1,11 +1,19 @@
-"""A textured 3D face model built from real photographs that installed packages ship.
+"""A textured 3D face model built from real public-domain photographs that packages ship.
 
-The 468 mediapipe FaceMesh landmarks of each photograph give texture coordinates and a
-3D shape. One photograph with a closed mouth (Grace Hopper) fixes the canonical
-symmetric geometry; every photograph is warped into one shared texture atlas laid out
-on that geometry, so textures can be blended, mirrored and recoloured pixel by pixel.
-Three rings of points around the face oval carry hair and ears and fade into the
-background. Action units are displacement fields over the vertices.
+The photographs are fetched at set-up (`emogan weights fetch photos`, pinned sha256); their
+468 mediapipe FaceMesh landmarks were fitted once and are committed beside this module
+(photo_landmarks.json, keyed by each photograph's sha256): a stage never runs FaceMesh, whose
+fits differ between CPUs. The closed-mouth photograph (Grace Hopper) fixes the canonical
+symmetric geometry; every photograph is warped into one shared texture atlas laid out on
+that geometry, so textures blend, mirror and recolour pixel by pixel, and each photograph's
+own face shape is kept for morphing people. Three rings of points around the face oval
+carry hair and ears and fade into the background. Action units are displacement fields.
+
+Byte-identical output on any CPU: float image filters run in scipy (one binary, no run-time
+SIMD dispatch; OpenCV's float GaussianBlur differs between SIMD paths), small matrix
+products are written out (BLAS kernels differ between CPUs), and float results that feed
+later rounding are snapped to a fixed grid (`snap`), so last-bit differences of exp/sin
+between CPUs do not reach a pixel.
 
 Units: "face units", the cheek-to-cheek width of the canonical face is 1.0;
 x to the image right, y down, z towards the camera.
@@ -14,15 +22,42 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy import ndimage
+
+from pipeline.errors import EmoganError
 
 from pipeline.console import native_stderr_quiet
 
 log = logging.getLogger(__name__)
+
+PHOTO_LANDMARKS = Path(__file__).with_name("photo_landmarks.json")   # committed FaceMesh fits of the photographs
+SNAP = 2.0 ** -24          # grid of `snap` (face units, atlas weights): far below a pixel, far above float noise
+
+
+def snap(x: np.ndarray, q: float = SNAP) -> np.ndarray:
+    """Round to a grid of q: CPU-dependent last-bit differences (exp, sin, BLAS) vanish here."""
+    return np.round(np.asarray(x, np.float64) / q) * q
+
+
+def blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of a float (H,W) map, the same on every CPU (scipy, no run-time SIMD dispatch)."""
+    return ndimage.gaussian_filter(np.asarray(x, np.float32), sigma, mode="reflect", truncate=3.0)
+
+
+def matmul3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(..., 3) @ (3, K) written out term by term: BLAS sums in a CPU-dependent order."""
+    return a[..., 0:1] * b[0] + a[..., 1:2] * b[1] + a[..., 2:3] * b[2]
+
+
+def _norm(v: np.ndarray) -> float:
+    return float(np.sqrt(np.sum(v * v)))
 
 N_MESH = 468
 ATLAS_SIZE = 640          # texture atlas side, pixels
@@ -119,7 +154,11 @@ class FaceModel:
     rigid_weight: np.ndarray   # (V,) 0 at rigid points, rising smoothly to 1 away from them
     shading: dict[int, tuple[tuple[int, int, int, int], np.ndarray]]   # AU -> (box y0,y1,x0,x1; (2,h,w) float32
     #                                  relative brightness change per side inside the box)
-    regions: dict[str, np.ndarray]   # "eyes", "hair": (A,A) float32 soft masks for region-wise texture blends
+    regions: dict[str, np.ndarray]   # "eyes", "hair", "lower", "skin": (A,A) float32 soft masks for region-wise blends
+    shapes: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)   # photo -> (N_MESH,3) its own face
+    #                                  shape, frontalized and scaled like `shape` (people's shapes morph between them)
+    closed_mouth: tuple[str, ...] = ()   # photographs whose mouth is closed and relaxed (their lower face is neutral)
+    normals: np.ndarray | None = None    # (A,A,3) float32 surface normal at each atlas pixel (per-person lighting)
 
     @property
     def n_vertices(self) -> int:
@@ -127,16 +166,46 @@ class FaceModel:
         return len(self.shape)
 
 
-def _photos() -> dict[str, np.ndarray]:
-    """The face photographs that installed packages ship (RGB uint8); nothing is downloaded."""
-    import matplotlib.cbook
-    import skimage.data
+def load_photos(params: dict | None = None, paths: dict | None = None) -> dict[str, np.ndarray]:
+    """The source photographs (RGB uint8) from params.yaml `paths.weights` (or `paths`: name -> (path, sha256)),
+    each checked against its pinned sha256."""
+    from pipeline.store import file_sha256
+    from pipeline.weights import photo_paths
 
-    grace_path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    grace = cv2.imread(str(grace_path), cv2.IMREAD_COLOR)
-    if grace is None:
-        raise FileNotFoundError(f"{grace_path}: matplotlib's sample photograph could not be read")
-    return {"grace_hopper": cv2.cvtColor(grace, cv2.COLOR_BGR2RGB), "astronaut": skimage.data.astronaut()}
+    photos = {}
+    for name, (path, sha) in (photo_paths(params) if paths is None else paths).items():
+        path = Path(path)
+        if not path.is_file():
+            raise EmoganError(f"{path}: source photograph {name!r} not found; run `emogan weights fetch photos` "
+                              "(set-up, part of `make demo` and `make test`)")
+        have = file_sha256(path)
+        if have != sha:
+            raise EmoganError(f"{path}: sha256 {have}, expected {sha} (params.yaml weights.photos.{name}); "
+                              "run `emogan weights fetch photos` to replace it")
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise EmoganError(f"{path}: not a readable image")
+        photos[name] = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return photos
+
+
+def photo_landmarks(names_sha: dict[str, str], path: Path = PHOTO_LANDMARKS) -> dict[str, np.ndarray]:
+    """The committed FaceMesh fits (468,3) pixels of each photograph, checked against its sha256."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise EmoganError(f"{path}: cannot read the photographs' landmarks ({e})") from None
+    out = {}
+    for name, sha in names_sha.items():
+        rec = stored.get(name)
+        if rec is None or rec.get("sha256") != sha:
+            raise EmoganError(f"{path}: no landmarks for photograph {name!r} with sha256 {sha}; after changing "
+                              "weights.photos, fit them once with `emogan weights fit-landmarks` and commit the file")
+        lm = np.array(rec["landmarks"], np.float64)
+        if lm.shape != (N_MESH, 3):
+            raise EmoganError(f"{path}: landmarks of {name!r} have shape {lm.shape}, expected ({N_MESH}, 3)")
+        out[name] = lm
+    return out
 
 
 def face_mesh_landmarks(image_rgb: np.ndarray) -> np.ndarray | None:
@@ -153,24 +222,69 @@ def face_mesh_landmarks(image_rgb: np.ndarray) -> np.ndarray | None:
     return lm[:N_MESH]
 
 
+def fit_photo_landmarks(image_rgb: np.ndarray) -> np.ndarray | None:
+    """FaceMesh on a photograph of any size: the largest detected face is framed and upscaled first.
+
+    Set-up only (`emogan weights fit-landmarks`): FaceMesh fits differ between CPUs, so their
+    result is committed and stages read it (photo_landmarks)."""
+    import mediapipe as mp
+
+    h, w = image_rgb.shape[:2]
+    with mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.3) as fd:
+        res = fd.process(np.ascontiguousarray(image_rgb))
+    if not res.detections:
+        return None
+    box = max(res.detections, key=lambda d: d.location_data.relative_bounding_box.width).location_data
+    b = box.relative_bounding_box
+    side = 2.2 * max(b.width * w, b.height * h)          # the face with its hair, as FaceMesh expects
+    x0, y0 = (b.xmin + b.width / 2) * w - side / 2, (b.ymin + b.height / 2) * h - side / 2
+    k = 512.0 / side
+    m = np.array([[k, 0.0, -x0 * k], [0.0, k, -y0 * k]])
+    crop = cv2.warpAffine(image_rgb, m, (512, 512), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    lm = face_mesh_landmarks(crop)
+    if lm is None:
+        return None
+    lm = lm / k
+    lm[:, 0] += x0
+    lm[:, 1] += y0
+    return lm
+
+
+def write_photo_landmarks(params: dict | None = None, path: Path = PHOTO_LANDMARKS) -> dict[str, str]:
+    """Fit every source photograph once and write the committed landmarks file; returns name -> sha256."""
+    from pipeline.weights import photo_paths
+
+    photos = load_photos(params)
+    shas = {k: v[1] for k, v in photo_paths(params).items()}
+    out = {}
+    for name, img in photos.items():
+        lm = fit_photo_landmarks(img)
+        if lm is None:
+            raise EmoganError(f"photograph {name!r}: mediapipe found no face")
+        out[name] = {"sha256": shas[name], "image_size": [int(img.shape[1]), int(img.shape[0])],
+                     "landmarks": np.round(lm, 2).tolist()}
+    path.write_text(json.dumps(out, separators=(",", ":")) + "\n")
+    return shas
+
+
 def _frontal_frame(lm: np.ndarray) -> np.ndarray:
     """FaceMesh pixel landmarks -> face units in a frontal frame (x right, y down, z to camera)."""
     p = lm * np.array([1.0, 1.0, -1.0])                 # mediapipe z grows away from the camera
-    xa = np.mean([(p[r] - p[l]) / np.linalg.norm(p[r] - p[l]) for l, r in PAIRS], axis=0)
-    xa /= np.linalg.norm(xa)
+    xa = np.mean([(p[r] - p[l]) / _norm(p[r] - p[l]) for l, r in PAIRS], axis=0)
+    xa /= _norm(xa)
     ya = p[152] - p[10]
-    ya -= xa * (ya @ xa)
-    ya /= np.linalg.norm(ya)
+    ya -= xa * float(np.sum(ya * xa))
+    ya /= _norm(ya)
     za = np.cross(xa, ya)
     if za[2] < 0:   # keep z towards the camera
         za = -za
     rot = np.stack([xa, ya, za])
-    q = (p - p[list(MIDLINE)].mean(0)) @ rot.T
-    width = np.linalg.norm(q[234, :2] - q[454, :2])
+    q = matmul3(p - p[list(MIDLINE)].mean(0), rot.T)
+    width = _norm(q[234, :2] - q[454, :2])
     q /= width
     oval = q[list(FACE_OVAL), :2]
     q[:, :2] -= (oval.min(0) + oval.max(0)) / 2
-    return q
+    return snap(q)
 
 
 def _mirror_map(q: np.ndarray) -> np.ndarray:
@@ -218,7 +332,8 @@ def triangle_affines(src_tri: np.ndarray, dst_tri: np.ndarray) -> tuple[np.ndarr
     inv[:, 1, 0], inv[:, 1, 1], inv[:, 1, 2] = y2 - y0, x0 - x2, x2 * y0 - x0 * y2
     inv[:, 2, 0], inv[:, 2, 1], inv[:, 2, 2] = y0 - y1, x1 - x0, x0 * y1 - x1 * y0
     inv *= inv_det[:, None, None]
-    m = np.einsum("tcj,tjk->tck", dst_tri.transpose(0, 2, 1).astype(np.float64), inv)
+    d = dst_tri.transpose(0, 2, 1).astype(np.float64)          # (T, 2, 3): written out, not einsum/BLAS
+    m = d[:, :, 0:1] * inv[:, None, 0, :] + d[:, :, 1:2] * inv[:, None, 1, :] + d[:, :, 2:3] * inv[:, None, 2, :]
     return m.astype(np.float32), ok
 
 
@@ -290,25 +405,39 @@ def _au_fields(shape: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.nd
                     side_mask = np.ones(v)
                 fields[a, side] += half * (w * side_mask * region)[:, None] * vec[None, :]
     fields *= rigid_weight[None, None, :, None]
-    return fields, rigid_weight
+    return snap(fields), snap(rigid_weight)
 
 
-@functools.lru_cache(maxsize=1)
-def build_face_model() -> FaceModel:
-    """Build the face model from the shipped photographs (about a second; cached per process)."""
-    photos = _photos()
-    lms = {}
-    for name, img in photos.items():
-        lm = face_mesh_landmarks(img)
-        if lm is None:
-            raise RuntimeError(f"mediapipe FaceMesh found no face in the shipped photograph {name!r}")
-        lms[name] = lm
-    # Geometry from the closed-mouth neutral photograph, made exactly left/right symmetric.
-    q = _frontal_frame(lms["grace_hopper"])
+def build_face_model(params: dict | None = None) -> FaceModel:
+    """The face model from the fetched source photographs and their committed landmarks (cached per process)."""
+    from pipeline.weights import photo_paths
+
+    key = tuple((k, str(path), sha) for k, (path, sha) in photo_paths(params).items())
+    return _build_face_model(key)
+
+
+def mouth_is_closed(lm: np.ndarray) -> bool:
+    """A closed, relaxed mouth: lips together and corners not raised (a smile's lower face reads as happy)."""
+    q = _frontal_frame(lm)
+    gap = float(q[14, 1] - q[13, 1])
+    lift = float(q[[13, 14], 1].mean() - q[[61, 291], 1].mean())      # > 0: corners above the lip centre
+    return gap < 0.02 and lift < 0.02
+
+
+@functools.lru_cache(maxsize=2)
+def _build_face_model(key: tuple) -> FaceModel:
+    photos = load_photos(paths={k: (path, sha) for k, path, sha in key})
+    lms = photo_landmarks({k: sha for k, _, sha in key})
+    closed = tuple(k for k in photos if mouth_is_closed(lms[k]))
+    if not closed:
+        raise EmoganError("no source photograph has a closed, relaxed mouth: the neutral geometry needs one "
+                          "(params.yaml weights.photos)")
+    # Geometry from the first closed-mouth photograph, made exactly left/right symmetric.
+    q = _frontal_frame(lms[closed[0]])
     mirror_mesh = _mirror_map(q)
-    sym = (q + q[mirror_mesh] * np.array([-1.0, 1.0, 1.0])) / 2
+    sym = snap((q + q[mirror_mesh] * np.array([-1.0, 1.0, 1.0])) / 2)
     rings_xy, rings_z = _ring_points(sym[:, :2], sym[:, 2])
-    shape = np.concatenate([sym, np.column_stack([rings_xy, rings_z])])
+    shape = snap(np.concatenate([sym, np.column_stack([rings_xy, rings_z])]))
     n_ring = len(FACE_OVAL)
     # Rings follow the oval's order; mirror them through the oval's mirror map.
     oval_pos = {v: i for i, v in enumerate(FACE_OVAL)}
@@ -316,7 +445,7 @@ def build_face_model() -> FaceModel:
     mirror = np.concatenate([mirror_mesh] + [N_MESH + r * n_ring + ring_mirror for r in range(len(RING_SCALES))])
 
     scale = ATLAS_SIZE / (2 * ATLAS_EXTENT)
-    atlas_uv = (shape[:, :2] + ATLAS_EXTENT) * scale
+    atlas_uv = snap((shape[:, :2] + ATLAS_EXTENT) * scale)
 
     # Topology: Delaunay on the layout with the mouth wide open, so triangles across the lips
     # join upper to lower lip (they stretch when the mouth opens) and can be told apart.
@@ -350,11 +479,29 @@ def build_face_model() -> FaceModel:
     bary = barycentric(ids, atlas_uv[tri])
     alpha = (bary * vert_alpha[tri[np.maximum(ids, 0)]]).sum(-1).astype(np.float32)
     alpha[ids < 0] = 0.0
-    alpha = cv2.GaussianBlur(alpha, (0, 0), 1.5)
+    alpha = snap(blur(alpha, 1.5), 2.0 ** -16).astype(np.float32)
+    # Each photograph's own face shape, in the canonical frame: people morph between them.
+    shapes = {k: _frontal_frame(lms[k]) for k in photos}
     return FaceModel(shape=shape, atlas_uv=atlas_uv.astype(np.float32), triangles=tri,
                      mouth_triangles=mouth, mirror=mirror, textures=textures, alpha=alpha,
                      au_fields=fields, rigid_weight=rigid_weight,
-                     shading=appearance_maps(atlas_uv, mirror), regions=_region_masks(atlas_uv, ids))
+                     shading=appearance_maps(atlas_uv, mirror), regions=_region_masks(atlas_uv, ids),
+                     shapes=shapes, closed_mouth=closed, normals=_atlas_normals(shape, tri, ids, bary))
+
+
+def _atlas_normals(shape: np.ndarray, tri: np.ndarray, ids: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """Unit surface normal (A,A,3) at each atlas pixel: vertex normals interpolated barycentrically."""
+    p = shape[tri]
+    n_tri = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])          # area-weighted, pointing to the camera (+z)
+    n_tri *= np.where(n_tri[:, 2:3] < 0, -1.0, 1.0)
+    vn = np.zeros_like(shape)
+    for k in range(3):
+        np.add.at(vn, tri[:, k], n_tri)
+    vn /= np.sqrt((vn * vn).sum(1, keepdims=True)) + 1e-12
+    pix = (bary[..., :, None] * vn[tri[np.maximum(ids, 0)]]).sum(-2)
+    pix /= np.sqrt((pix * pix).sum(-1, keepdims=True)) + 1e-12
+    pix[ids < 0] = (0.0, 0.0, 1.0)
+    return snap(pix, 2.0 ** -16).astype(np.float32)
 
 
 def _region_masks(atlas_uv: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -366,13 +513,20 @@ def _region_masks(atlas_uv: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray
         c[1] = (c[1] * 2 + atlas_uv[brow][1]) / 3          # between the eye and its brow
         axes = (int(0.2 * scale), int(0.15 * scale))
         cv2.ellipse(eyes, (int(c[0]), int(c[1])), axes, 0, 0, 360, 1.0, -1, cv2.LINE_AA)
-    eyes = cv2.GaussianBlur(eyes, (0, 0), 0.04 * scale)
+    eyes = blur(eyes, 0.04 * scale)
     oval = np.zeros_like(eyes)
     cv2.fillPoly(oval, [np.round(atlas_uv[list(FACE_OVAL)]).astype(np.int32)], 1.0, cv2.LINE_AA)
-    hair = 1.0 - cv2.GaussianBlur(oval, (0, 0), 0.04 * scale)
+    hair = 1.0 - blur(oval, 0.04 * scale)
     hair[ids < 0] = 1.0
     eyes = np.minimum(eyes, 1.0 - hair)
-    return {"eyes": eyes, "hair": hair}
+    # The lower face (mouth, its folds, chin): where a smiling photograph shows its smile.
+    lower = np.zeros_like(eyes)
+    c = atlas_uv[[61, 291, 13, 14]].mean(0)
+    cv2.ellipse(lower, (int(round(c[0])), int(round(c[1] + 0.04 * scale))), (int(0.36 * scale), int(0.27 * scale)),
+                0, 0, 360, 1.0, -1, cv2.LINE_AA)
+    lower = np.minimum(blur(lower, 0.05 * scale), 1.0 - hair)
+    q = lambda m: snap(m, 2.0 ** -16).astype(np.float32)
+    return {"eyes": q(eyes), "hair": q(hair), "lower": q(lower), "skin": q(1.0 - hair)}
 
 
 # Appearance of the action units, drawn in the atlas so it moves with the skin: creases darken,
@@ -409,7 +563,7 @@ _CREASES: list[tuple[str, tuple[int, ...], float, int, float, tuple[float, float
 def appearance_maps(atlas_uv: np.ndarray, mirror: np.ndarray) -> dict[int, np.ndarray]:
     """Per action unit and side, a smooth (A,A) map of relative brightness change at intensity 1."""
     maps: dict[int, np.ndarray] = {}
-    for au, chain, strength, thick, blur, offset in _CREASES:
+    for au, chain, strength, thick, sigma, offset in _CREASES:
         a = AU_NAMES.index(au)
         m = maps.setdefault(a, np.zeros((2, ATLAS_SIZE, ATLAS_SIZE), np.float32))
         for side in (0, 1):
@@ -419,8 +573,8 @@ def appearance_maps(atlas_uv: np.ndarray, mirror: np.ndarray) -> dict[int, np.nd
             pts += off * (ATLAS_SIZE / 640.0)
             canvas = np.zeros((ATLAS_SIZE, ATLAS_SIZE), np.float32)
             cv2.polylines(canvas, [np.round(pts * 16).astype(np.int32)], False, 1.0, thick, cv2.LINE_AA, 4)
-            canvas = cv2.GaussianBlur(canvas, (0, 0), blur)
-            canvas /= max(canvas.max(), 1e-6)
+            canvas = blur(canvas, sigma)
+            canvas /= max(float(canvas.max()), 1e-6)
             # A crease on the midline belongs half to each side.
             on_mid = all(mirror[i] == i for i in chain)
             m[side] += (0.5 if on_mid else 1.0) * strength * canvas
@@ -428,7 +582,7 @@ def appearance_maps(atlas_uv: np.ndarray, mirror: np.ndarray) -> dict[int, np.nd
     for a, m in maps.items():        # keep only the box where the map is not ~0: shading is per frame
         ys, xs = np.nonzero(np.abs(m).max(0) > 1e-3)
         box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
-        out[a] = (box, np.ascontiguousarray(m[:, box[0]:box[1], box[2]:box[3]]))
+        out[a] = (box, np.ascontiguousarray(snap(m[:, box[0]:box[1], box[2]:box[3]], 2.0 ** -16).astype(np.float32)))
     return out
 
 
