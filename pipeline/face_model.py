@@ -525,8 +525,13 @@ def _region_masks(atlas_uv: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray
     cv2.ellipse(lower, (int(round(c[0])), int(round(c[1] + 0.04 * scale))), (int(0.36 * scale), int(0.27 * scale)),
                 0, 0, 360, 1.0, -1, cv2.LINE_AA)
     lower = np.minimum(blur(lower, 0.05 * scale), 1.0 - hair)
+    # Everything below the lower eyelids: where a smile raises the cheeks and creases the skin.
+    lid_row = float(atlas_uv[[145, 374], 1].mean()) + 0.05 * scale
+    rows = np.arange(ATLAS_SIZE, dtype=np.float32)[:, None]
+    cheeks = np.broadcast_to(np.clip((rows - lid_row) / (0.06 * scale) + 0.5, 0.0, 1.0), eyes.shape)
+    cheeks = np.maximum(np.minimum(cheeks, 1.0 - hair), lower)
     q = lambda m: snap(m, 2.0 ** -16).astype(np.float32)
-    return {"eyes": q(eyes), "hair": q(hair), "lower": q(lower), "skin": q(1.0 - hair)}
+    return {"eyes": q(eyes), "hair": q(hair), "lower": q(lower), "cheeks": q(cheeks), "skin": q(1.0 - hair)}
 
 
 # Appearance of the action units, drawn in the atlas so it moves with the skin: creases darken,

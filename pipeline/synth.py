@@ -166,7 +166,15 @@ def _shape_of(model, rng: np.random.Generator, ident: str, p: SynthParams) -> np
     names = list(model.shapes)
     w = rng.normal(0.0, p.shape_mix, len(names))
     w[names.index(ident)] += 1.0
-    dev = sum(w[k] * (model.shapes[n] - canon) for k, n in enumerate(names))
+    # A smiling photograph's shape counts above the eyes and along the face outline only (its cheeks
+    # and lids are raised by the smile).
+    eye_y = canon[[145, 374], 1].mean()
+    upper = _smoothstep((eye_y - canon[:, 1]) / 0.08)[:, None]
+    outline = np.zeros((len(canon), 1))
+    outline[list(FACE_OVAL)] = 1.0
+    smile_mask = np.maximum(upper, outline)
+    dev = sum(w[k] * (model.shapes[n] - canon) * (1.0 if n in model.closed_mouth else smile_mask)
+              for k, n in enumerate(names))
     # Mostly symmetric: fits are noisy, and real faces are only a little asymmetric.
     dev = 0.3 * dev + 0.7 * (dev + dev[model.mirror[:N_MESH]] * np.array([-1.0, 1.0, 1.0])) / 2
     mouth = canon[[61, 291, 13, 14], :2].mean(0)
@@ -216,7 +224,9 @@ def _texture_of(model, rng: np.random.Generator, ident: str, p: SynthParams) -> 
         return (t - mean.astype(np.float32)) / std.astype(np.float32)
 
     z = (1.0 - w_other) * normalised(ident) + w_other * normalised(other)
-    low = R["lower"][..., None]
+    # A smiling photograph keeps its eyes, brows, forehead and hair; below the lower eyelids its
+    # raised cheeks and folds would read as happy in every expression: a closed-mouth face there.
+    low = R["lower" if ident in closed else "cheeks"][..., None]
     z = z * (1.0 - low) + normalised(lower_src) * low
     # Skin tone: the person's mean skin colour; contrast follows brightness (dark skin, smaller spread).
     tone = np.asarray(p.skin_tones[int(rng.integers(len(p.skin_tones)))], np.float64) * rng.uniform(0.93, 1.07, 3)
@@ -240,7 +250,7 @@ def _texture_of(model, rng: np.random.Generator, ident: str, p: SynthParams) -> 
     tex = tex * (1.0 - hair_w) + hair * hair_w
     # Age: permanent creases (forehead lines, crow's feet, brow furrow) from the action units' own maps.
     gain = np.ones((ATLAS_SIZE, ATLAS_SIZE), np.float32)
-    for au, k in (("AU1", 0.45), ("AU2", 0.45), ("AU6", 0.35), ("AU4", 0.2)):
+    for au, k in (("AU1", 0.45), ("AU2", 0.45), ("AU4", 0.2)):      # not AU6's crow's feet: they read as a smile
         a = AU_NAMES.index(au)
         (y0, y1, x0, x1), m = model.shading[a]
         gain[y0:y1, x0:x1] += np.float32(k * age) * (m[0] + m[1])
