@@ -48,7 +48,7 @@ class Camera:
     """Perspective camera looking at the face: image side and framing."""
 
     size: int = 512
-    face_frac: float = 0.42    # face width / image side at depth 0
+    face_frac: float = 0.5     # face width / image side at depth 0
     focal_frac: float = 3.0    # focal length / image side
 
     @property
