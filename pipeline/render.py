@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from pipeline.face_model import (AU_NAMES, INNER_LIPS, N_MESH, FaceModel, blur, matmul3, pixel_maps, rasterize,
-                                 shade, snap, triangle_affines)
+from pipeline.face_model import AU_NAMES, INNER_LIPS, N_MESH, FaceModel, shade
+from pipeline.mesh import blur, matmul3, pixel_maps, rasterize, snap, triangle_affines
 
 PX_GRID = 1.0 / 256.0      # projected points are snapped to this grid (pixels): the same on every CPU
 
@@ -45,11 +45,12 @@ class Subject:
 
 @dataclasses.dataclass
 class Camera:
-    """Perspective camera looking at the face: image side and framing."""
+    """Perspective camera looking at the face: image side and framing (params.yaml synth: size, face_frac,
+    focal_frac; no defaults here, so no side is assumed)."""
 
-    size: int = 512
-    face_frac: float = 0.5     # face width / image side at depth 0
-    focal_frac: float = 3.0    # focal length / image side
+    size: int                  # image side, pixels
+    face_frac: float           # face width / image side at depth 0
+    focal_frac: float          # focal length / image side
 
     @property
     def px_per_unit(self) -> float:

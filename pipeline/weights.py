@@ -270,16 +270,3 @@ def fetch_cmd(
     wrote = fetch(name, src, dest, wheel)
     typer.echo(f"{name}: {dest} {'written' if wrote else 'already present'} (sha256 ok)")
 
-
-@app.command("fit-landmarks")
-def fit_landmarks_cmd(
-    params_file: Optional[Path] = typer.Option(None, "--params", help="params file (default ./params.yaml)"),
-) -> None:
-    """Fit FaceMesh once to every source photograph and write pipeline/photo_landmarks.json (commit it).
-
-    Only after changing params.yaml weights.photos: stages read the committed fits, never FaceMesh,
-    whose results differ between CPUs."""
-    from pipeline.face_model import PHOTO_LANDMARKS, write_photo_landmarks
-
-    shas = write_photo_landmarks(load_params(params_file))
-    typer.echo(f"wrote {PHOTO_LANDMARKS} ({len(shas)} photographs: {', '.join(shas)})")

@@ -14,16 +14,16 @@ import pytest
 
 from pipeline import weights as W
 from pipeline.errors import EmoganError
-from pipeline.face_model import PHOTO_LANDMARKS, photo_landmarks
+from pipeline.photos import PHOTO_LANDMARKS, photo_landmarks
 from pipeline.synth import SynthParams, synth
 from pipeline.synth_check import identity_spread
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import params_of, project_params
 
 
 @pytest.fixture(scope="module")
 def people(tmp_path_factory) -> Path:
-    p = SynthParams(subjects=12, frames=2, size=160, poses=("nothing",), expressions=("neutral",), workers=2)
+    p = params_of(SynthParams, "synth", subjects=12, frames=2, size=160, poses=("nothing",), expressions=("neutral",),
+                  workers=2)
     return synth(p, tmp_path_factory.mktemp("people") / "people", progress=False)
 
 
@@ -41,7 +41,7 @@ def test_people_differ_in_shape_and_appearance(people: Path):
 def test_people_recipes_cover_every_photograph_and_vary(people: Path):
     recipes = json.loads((people / "people.json").read_text())
     assert len(recipes) == 12
-    photos = set(W.weights_params(W.load_params(ROOT / "params.yaml")).photos)
+    photos = set(W.weights_params(project_params()).photos)
     assert {r["photo"] for r in recipes.values()} == photos
     assert len({tuple(r["skin_rgb"]) for r in recipes.values()}) >= 10
     assert any(r["glasses"] for r in recipes.values()) and not all(r["glasses"] for r in recipes.values())
@@ -51,7 +51,7 @@ def test_people_recipes_cover_every_photograph_and_vary(people: Path):
 
 def test_committed_landmarks_match_the_pinned_photographs():
     stored = json.loads(PHOTO_LANDMARKS.read_text())
-    pins = W.weights_params(W.load_params(ROOT / "params.yaml")).photos
+    pins = W.weights_params(project_params()).photos
     assert set(stored) == set(pins)
     for name, src in pins.items():
         assert stored[name]["sha256"] == src.sha256
@@ -96,7 +96,7 @@ def test_photo_from_an_sdist_is_verified_and_written_whole(tmp_path: Path):
 
 
 def test_missing_photograph_says_how_to_fetch_it(tmp_path: Path):
-    from pipeline.face_model import load_photos
+    from pipeline.photos import load_photos
 
     with pytest.raises(EmoganError, match=r"not found; run `emogan weights fetch photos`"):
         load_photos(paths={"obama": (tmp_path / "absent.jpg", "0" * 64)})
