@@ -18,10 +18,12 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Pretrained weights, part of set-up like the packages: the pinned file is fetched once and
-# re-verified (sha256) on every run, which takes a fraction of a second when it is there.
+# Pretrained weights and the synthetic people's source photographs, part of set-up like the
+# packages: each pinned file is fetched once and re-verified (sha256) on every run, which takes
+# a fraction of a second when it is there (docs/DATASET.md: the photographs' credits and licences).
 weights: $(STAMP)
 	$(VENV)/bin/emogan weights fetch fer2013
+	$(VENV)/bin/emogan weights fetch photos
 
 # The main job on the synthetic default: the DVC stage graph.
 demo: $(STAMP) weights

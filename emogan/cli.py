@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from pipeline import augment, console, crop, flow, folds, manifest, normalize, stats, synth, weights
+from pipeline import augment, console, crop, flow, folds, manifest, normalize, photos, stats, synth, weights
 from pipeline.errors import EmoganError
 from training.commands import evaluate as evaluate_commands
 from training.commands import infer as infer_commands
@@ -69,7 +69,8 @@ app.command("average-face")(infer_commands.average_face_command)
 app.command("frontalize")(infer_commands.frontalize_command)
 app.command("transfer")(infer_commands.transfer_command)
 
-# Set-up commands (not stages): `emogan weights fetch NAME`.
+# Set-up commands (not stages): `emogan weights fetch NAME`, `emogan weights fit-landmarks`.
+weights.app.command("fit-landmarks")(photos.fit_landmarks_command)
 app.add_typer(weights.app, name="weights")
 
 

@@ -1,11 +1,12 @@
-"""A textured 3D face model built from real photographs that installed packages ship.
+"""A textured 3D face model built from real public-domain photographs that packages ship.
 
-The 468 mediapipe FaceMesh landmarks of each photograph give texture coordinates and a
-3D shape. One photograph with a closed mouth (Grace Hopper) fixes the canonical
-symmetric geometry; every photograph is warped into one shared texture atlas laid out
-on that geometry, so textures can be blended, mirrored and recoloured pixel by pixel.
-Three rings of points around the face oval carry hair and ears and fade into the
-background. Action units are displacement fields over the vertices.
+The photographs and their committed FaceMesh fits come from pipeline/photos.py (a stage never runs
+FaceMesh, whose fits differ between CPUs). The first closed-mouth photograph (Grace Hopper) fixes the
+canonical symmetric geometry; every photograph is warped into one shared texture atlas laid out on
+that geometry, so textures blend, mirror and recolour pixel by pixel, and each photograph's own face
+shape is kept for morphing people. Three rings of points around the face oval carry hair and ears
+and fade into the background. Action units are displacement fields. The arithmetic is the same on
+every CPU (pipeline/mesh.py).
 
 Units: "face units", the cheek-to-cheek width of the canonical face is 1.0;
 x to the image right, y down, z towards the camera.
@@ -16,15 +17,24 @@ import dataclasses
 import functools
 import logging
 from pathlib import Path
+from typing import Mapping
 
 import cv2
 import numpy as np
 
-from pipeline.console import native_stderr_quiet
+from pipeline.errors import EmoganError
+# The mesh arithmetic lives in pipeline/mesh.py; re-exported here for the modules that warp with it.
+from pipeline.mesh import (SNAP, barycentric, blur, matmul3, pixel_maps, rasterize,  # noqa: F401
+                           snap, triangle_affines)
+from pipeline.photos import N_MESH, load_photos, photo_landmarks, project_photos
 
 log = logging.getLogger(__name__)
 
-N_MESH = 468
+
+def _norm(v: np.ndarray) -> float:
+    return float(np.sqrt(np.sum(v * v)))
+
+
 ATLAS_SIZE = 640          # texture atlas side, pixels
 ATLAS_EXTENT = 1.3        # the atlas spans [-ATLAS_EXTENT, ATLAS_EXTENT] face units on both axes
 RING_SCALES = (1.12, 1.35, 1.62)   # rings around the face oval, radial scale from the face centre
@@ -119,7 +129,11 @@ class FaceModel:
     rigid_weight: np.ndarray   # (V,) 0 at rigid points, rising smoothly to 1 away from them
     shading: dict[int, tuple[tuple[int, int, int, int], np.ndarray]]   # AU -> (box y0,y1,x0,x1; (2,h,w) float32
     #                                  relative brightness change per side inside the box)
-    regions: dict[str, np.ndarray]   # "eyes", "hair": (A,A) float32 soft masks for region-wise texture blends
+    regions: dict[str, np.ndarray]   # "eyes", "hair", "lower", "skin": (A,A) float32 soft masks for region-wise blends
+    shapes: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)   # photo -> (N_MESH,3) its own face
+    #                                  shape, frontalized and scaled like `shape` (people's shapes morph between them)
+    closed_mouth: tuple[str, ...] = ()   # photographs whose mouth is closed and relaxed (their lower face is neutral)
+    normals: np.ndarray | None = None    # (A,A,3) float32 surface normal at each atlas pixel (per-person lighting)
 
     @property
     def n_vertices(self) -> int:
@@ -127,50 +141,24 @@ class FaceModel:
         return len(self.shape)
 
 
-def _photos() -> dict[str, np.ndarray]:
-    """The face photographs that installed packages ship (RGB uint8); nothing is downloaded."""
-    import matplotlib.cbook
-    import skimage.data
-
-    grace_path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    grace = cv2.imread(str(grace_path), cv2.IMREAD_COLOR)
-    if grace is None:
-        raise FileNotFoundError(f"{grace_path}: matplotlib's sample photograph could not be read")
-    return {"grace_hopper": cv2.cvtColor(grace, cv2.COLOR_BGR2RGB), "astronaut": skimage.data.astronaut()}
-
-
-def face_mesh_landmarks(image_rgb: np.ndarray) -> np.ndarray | None:
-    """The 468 FaceMesh landmarks of the largest face, (468,3) in pixels (z scaled like x); None if no face."""
-    import mediapipe as mp
-
-    h, w = image_rgb.shape[:2]
-    with native_stderr_quiet(), mp.solutions.face_mesh.FaceMesh(  # its TF Lite/absl lines off the console
-            static_image_mode=True, max_num_faces=1, refine_landmarks=False, min_detection_confidence=0.3) as fm:
-        res = fm.process(np.ascontiguousarray(image_rgb))
-    if not res.multi_face_landmarks:
-        return None
-    lm = np.array([[p.x * w, p.y * h, p.z * w] for p in res.multi_face_landmarks[0].landmark])
-    return lm[:N_MESH]
-
-
 def _frontal_frame(lm: np.ndarray) -> np.ndarray:
     """FaceMesh pixel landmarks -> face units in a frontal frame (x right, y down, z to camera)."""
     p = lm * np.array([1.0, 1.0, -1.0])                 # mediapipe z grows away from the camera
-    xa = np.mean([(p[r] - p[l]) / np.linalg.norm(p[r] - p[l]) for l, r in PAIRS], axis=0)
-    xa /= np.linalg.norm(xa)
+    xa = np.mean([(p[r] - p[l]) / _norm(p[r] - p[l]) for l, r in PAIRS], axis=0)
+    xa /= _norm(xa)
     ya = p[152] - p[10]
-    ya -= xa * (ya @ xa)
-    ya /= np.linalg.norm(ya)
+    ya -= xa * float(np.sum(ya * xa))
+    ya /= _norm(ya)
     za = np.cross(xa, ya)
     if za[2] < 0:   # keep z towards the camera
         za = -za
     rot = np.stack([xa, ya, za])
-    q = (p - p[list(MIDLINE)].mean(0)) @ rot.T
-    width = np.linalg.norm(q[234, :2] - q[454, :2])
+    q = matmul3(p - p[list(MIDLINE)].mean(0), rot.T)
+    width = _norm(q[234, :2] - q[454, :2])
     q /= width
     oval = q[list(FACE_OVAL), :2]
     q[:, :2] -= (oval.min(0) + oval.max(0)) / 2
-    return q
+    return snap(q)
 
 
 def _mirror_map(q: np.ndarray) -> np.ndarray:
@@ -193,66 +181,6 @@ def _ring_points(xy: np.ndarray, z: np.ndarray | None) -> tuple[np.ndarray, np.n
         oz = z[list(FACE_OVAL)]
         rings_z = np.concatenate([oz - d for d in RING_DEPTHS])
     return rings_xy, rings_z
-
-
-def rasterize(tri_px: np.ndarray, order: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Triangle index per pixel (H,W) int32, -1 where none; later triangles in `order` paint over earlier."""
-    ids = np.full(shape, -1, np.int32)
-    pts = np.round(tri_px * 16.0).astype(np.int32)     # 4 bits of sub-pixel precision
-    for k in order:
-        cv2.fillConvexPoly(ids, pts[k], int(k), lineType=cv2.LINE_8, shift=4)
-    return ids
-
-
-def triangle_affines(src_tri: np.ndarray, dst_tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Affine maps (T,2,3) taking each source triangle onto its destination; and which are non-degenerate."""
-    # Closed-form inverse of [[x0 x1 x2] [y0 y1 y2] [1 1 1]] (adjugate / determinant): batched
-    # np.linalg.inv on thousands of 3x3 matrices costs 30x more here (LAPACK call overhead).
-    x0, x1, x2 = (src_tri[:, i, 0].astype(np.float64) for i in range(3))
-    y0, y1, y2 = (src_tri[:, i, 1].astype(np.float64) for i in range(3))
-    det = x0 * (y1 - y2) + x1 * (y2 - y0) + x2 * (y0 - y1)
-    ok = np.abs(det) > 1e-6
-    inv_det = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-    inv = np.empty((len(src_tri), 3, 3))
-    inv[:, 0, 0], inv[:, 0, 1], inv[:, 0, 2] = y1 - y2, x2 - x1, x1 * y2 - x2 * y1
-    inv[:, 1, 0], inv[:, 1, 1], inv[:, 1, 2] = y2 - y0, x0 - x2, x2 * y0 - x0 * y2
-    inv[:, 2, 0], inv[:, 2, 1], inv[:, 2, 2] = y0 - y1, x1 - x0, x0 * y1 - x1 * y0
-    inv *= inv_det[:, None, None]
-    m = np.einsum("tcj,tjk->tck", dst_tri.transpose(0, 2, 1).astype(np.float64), inv)
-    return m.astype(np.float32), ok
-
-
-def pixel_maps(ids: np.ndarray, affines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel source coordinates (map_x, map_y) from triangle ids and per-triangle affine maps."""
-    h, w = ids.shape
-    mx = np.full((h, w), -10.0, np.float32)
-    my = np.full((h, w), -10.0, np.float32)
-    rows = np.flatnonzero((ids >= 0).any(1))
-    if rows.size == 0:
-        return mx, my
-    cols = np.flatnonzero((ids >= 0).any(0))
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    sub = ids[y0:y1, x0:x1]
-    inside = sub >= 0
-    k = np.where(inside, sub, 0)
-    xs = np.arange(x0, x1, dtype=np.float32)[None, :]
-    ys = np.arange(y0, y1, dtype=np.float32)[:, None]
-    # Six 1-D gathers beat one gather of (H,W,2,3) blocks; only the face's bounding box is touched.
-    c = [np.take(np.ascontiguousarray(affines[:, r, q]), k) for r in range(2) for q in range(3)]
-    mx[y0:y1, x0:x1] = np.where(inside, c[0] * xs + c[1] * ys + c[2], -10.0)
-    my[y0:y1, x0:x1] = np.where(inside, c[3] * xs + c[4] * ys + c[5], -10.0)
-    return mx, my
-
-
-def barycentric(ids: np.ndarray, tri_px: np.ndarray) -> np.ndarray:
-    """Barycentric weights (H,W,3) of each pixel in its triangle (zeros where ids < 0)."""
-    # Map pixel -> (w1, w2) via the affine from the pixel triangle to the unit simplex corners.
-    simplex = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    aff, _ = triangle_affines(tri_px, np.broadcast_to(simplex, tri_px.shape))
-    mx, my = pixel_maps(ids, aff)
-    w = np.stack([1.0 - mx - my, mx, my], axis=-1).astype(np.float32)
-    w[ids < 0] = 0.0
-    return w
 
 
 def _au_fields(shape: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -290,25 +218,41 @@ def _au_fields(shape: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.nd
                     side_mask = np.ones(v)
                 fields[a, side] += half * (w * side_mask * region)[:, None] * vec[None, :]
     fields *= rigid_weight[None, None, :, None]
-    return fields, rigid_weight
+    return snap(fields), snap(rigid_weight)
 
 
-@functools.lru_cache(maxsize=1)
-def build_face_model() -> FaceModel:
-    """Build the face model from the shipped photographs (about a second; cached per process)."""
-    photos = _photos()
-    lms = {}
-    for name, img in photos.items():
-        lm = face_mesh_landmarks(img)
-        if lm is None:
-            raise RuntimeError(f"mediapipe FaceMesh found no face in the shipped photograph {name!r}")
-        lms[name] = lm
-    # Geometry from the closed-mouth neutral photograph, made exactly left/right symmetric.
-    q = _frontal_frame(lms["grace_hopper"])
+def build_face_model(photos: Mapping[str, tuple[Path, str]] | None = None) -> FaceModel:
+    """The face model from the fetched source photographs and their committed landmarks (cached per process).
+
+    `photos`: name -> (path, pinned sha256), as `weights.photo_paths(params)` gives them; None: those of
+    ./params.yaml (the project's, as a command run without --params reads)."""
+    photos = project_photos() if photos is None else photos
+    key = tuple((k, str(path), sha) for k, (path, sha) in photos.items())
+    return _build_face_model(key)
+
+
+def mouth_is_closed(lm: np.ndarray) -> bool:
+    """A closed, relaxed mouth: lips together and corners not raised (a smile's lower face reads as happy)."""
+    q = _frontal_frame(lm)
+    gap = float(q[14, 1] - q[13, 1])
+    lift = float(q[[13, 14], 1].mean() - q[[61, 291], 1].mean())      # > 0: corners above the lip centre
+    return gap < 0.02 and lift < 0.02
+
+
+@functools.lru_cache(maxsize=2)
+def _build_face_model(key: tuple) -> FaceModel:
+    photos = load_photos({k: (path, sha) for k, path, sha in key})
+    lms = photo_landmarks({k: sha for k, _, sha in key})
+    closed = tuple(k for k in photos if mouth_is_closed(lms[k]))
+    if not closed:
+        raise EmoganError("no source photograph has a closed, relaxed mouth: the neutral geometry needs one "
+                          "(params.yaml weights.photos)")
+    # Geometry from the first closed-mouth photograph, made exactly left/right symmetric.
+    q = _frontal_frame(lms[closed[0]])
     mirror_mesh = _mirror_map(q)
-    sym = (q + q[mirror_mesh] * np.array([-1.0, 1.0, 1.0])) / 2
+    sym = snap((q + q[mirror_mesh] * np.array([-1.0, 1.0, 1.0])) / 2)
     rings_xy, rings_z = _ring_points(sym[:, :2], sym[:, 2])
-    shape = np.concatenate([sym, np.column_stack([rings_xy, rings_z])])
+    shape = snap(np.concatenate([sym, np.column_stack([rings_xy, rings_z])]))
     n_ring = len(FACE_OVAL)
     # Rings follow the oval's order; mirror them through the oval's mirror map.
     oval_pos = {v: i for i, v in enumerate(FACE_OVAL)}
@@ -316,7 +260,7 @@ def build_face_model() -> FaceModel:
     mirror = np.concatenate([mirror_mesh] + [N_MESH + r * n_ring + ring_mirror for r in range(len(RING_SCALES))])
 
     scale = ATLAS_SIZE / (2 * ATLAS_EXTENT)
-    atlas_uv = (shape[:, :2] + ATLAS_EXTENT) * scale
+    atlas_uv = snap((shape[:, :2] + ATLAS_EXTENT) * scale)
 
     # Topology: Delaunay on the layout with the mouth wide open, so triangles across the lips
     # join upper to lower lip (they stretch when the mouth opens) and can be told apart.
@@ -350,11 +294,29 @@ def build_face_model() -> FaceModel:
     bary = barycentric(ids, atlas_uv[tri])
     alpha = (bary * vert_alpha[tri[np.maximum(ids, 0)]]).sum(-1).astype(np.float32)
     alpha[ids < 0] = 0.0
-    alpha = cv2.GaussianBlur(alpha, (0, 0), 1.5)
+    alpha = snap(blur(alpha, 1.5), 2.0 ** -16).astype(np.float32)
+    # Each photograph's own face shape, in the canonical frame: people morph between them.
+    shapes = {k: _frontal_frame(lms[k]) for k in photos}
     return FaceModel(shape=shape, atlas_uv=atlas_uv.astype(np.float32), triangles=tri,
                      mouth_triangles=mouth, mirror=mirror, textures=textures, alpha=alpha,
                      au_fields=fields, rigid_weight=rigid_weight,
-                     shading=appearance_maps(atlas_uv, mirror), regions=_region_masks(atlas_uv, ids))
+                     shading=appearance_maps(atlas_uv, mirror), regions=_region_masks(atlas_uv, ids),
+                     shapes=shapes, closed_mouth=closed, normals=_atlas_normals(shape, tri, ids, bary))
+
+
+def _atlas_normals(shape: np.ndarray, tri: np.ndarray, ids: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """Unit surface normal (A,A,3) at each atlas pixel: vertex normals interpolated barycentrically."""
+    p = shape[tri]
+    n_tri = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])          # area-weighted, pointing to the camera (+z)
+    n_tri *= np.where(n_tri[:, 2:3] < 0, -1.0, 1.0)
+    vn = np.zeros_like(shape)
+    for k in range(3):
+        np.add.at(vn, tri[:, k], n_tri)
+    vn /= np.sqrt((vn * vn).sum(1, keepdims=True)) + 1e-12
+    pix = (bary[..., :, None] * vn[tri[np.maximum(ids, 0)]]).sum(-2)
+    pix /= np.sqrt((pix * pix).sum(-1, keepdims=True)) + 1e-12
+    pix[ids < 0] = (0.0, 0.0, 1.0)
+    return snap(pix, 2.0 ** -16).astype(np.float32)
 
 
 def _region_masks(atlas_uv: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -366,13 +328,25 @@ def _region_masks(atlas_uv: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray
         c[1] = (c[1] * 2 + atlas_uv[brow][1]) / 3          # between the eye and its brow
         axes = (int(0.2 * scale), int(0.15 * scale))
         cv2.ellipse(eyes, (int(c[0]), int(c[1])), axes, 0, 0, 360, 1.0, -1, cv2.LINE_AA)
-    eyes = cv2.GaussianBlur(eyes, (0, 0), 0.04 * scale)
+    eyes = blur(eyes, 0.04 * scale)
     oval = np.zeros_like(eyes)
     cv2.fillPoly(oval, [np.round(atlas_uv[list(FACE_OVAL)]).astype(np.int32)], 1.0, cv2.LINE_AA)
-    hair = 1.0 - cv2.GaussianBlur(oval, (0, 0), 0.04 * scale)
+    hair = 1.0 - blur(oval, 0.04 * scale)
     hair[ids < 0] = 1.0
     eyes = np.minimum(eyes, 1.0 - hair)
-    return {"eyes": eyes, "hair": hair}
+    # The lower face (mouth, its folds, chin): where a smiling photograph shows its smile.
+    lower = np.zeros_like(eyes)
+    c = atlas_uv[[61, 291, 13, 14]].mean(0)
+    cv2.ellipse(lower, (int(round(c[0])), int(round(c[1] + 0.04 * scale))), (int(0.36 * scale), int(0.27 * scale)),
+                0, 0, 360, 1.0, -1, cv2.LINE_AA)
+    lower = np.minimum(blur(lower, 0.05 * scale), 1.0 - hair)
+    # Everything below the lower eyelids: where a smile raises the cheeks and creases the skin.
+    lid_row = float(atlas_uv[[145, 374], 1].mean()) + 0.05 * scale
+    rows = np.arange(ATLAS_SIZE, dtype=np.float32)[:, None]
+    cheeks = np.broadcast_to(np.clip((rows - lid_row) / (0.06 * scale) + 0.5, 0.0, 1.0), eyes.shape)
+    cheeks = np.maximum(np.minimum(cheeks, 1.0 - hair), lower)
+    q = lambda m: snap(m, 2.0 ** -16).astype(np.float32)
+    return {"eyes": q(eyes), "hair": q(hair), "lower": q(lower), "cheeks": q(cheeks), "skin": q(1.0 - hair)}
 
 
 # Appearance of the action units, drawn in the atlas so it moves with the skin: creases darken,
@@ -409,7 +383,7 @@ _CREASES: list[tuple[str, tuple[int, ...], float, int, float, tuple[float, float
 def appearance_maps(atlas_uv: np.ndarray, mirror: np.ndarray) -> dict[int, np.ndarray]:
     """Per action unit and side, a smooth (A,A) map of relative brightness change at intensity 1."""
     maps: dict[int, np.ndarray] = {}
-    for au, chain, strength, thick, blur, offset in _CREASES:
+    for au, chain, strength, thick, sigma, offset in _CREASES:
         a = AU_NAMES.index(au)
         m = maps.setdefault(a, np.zeros((2, ATLAS_SIZE, ATLAS_SIZE), np.float32))
         for side in (0, 1):
@@ -419,8 +393,8 @@ def appearance_maps(atlas_uv: np.ndarray, mirror: np.ndarray) -> dict[int, np.nd
             pts += off * (ATLAS_SIZE / 640.0)
             canvas = np.zeros((ATLAS_SIZE, ATLAS_SIZE), np.float32)
             cv2.polylines(canvas, [np.round(pts * 16).astype(np.int32)], False, 1.0, thick, cv2.LINE_AA, 4)
-            canvas = cv2.GaussianBlur(canvas, (0, 0), blur)
-            canvas /= max(canvas.max(), 1e-6)
+            canvas = blur(canvas, sigma)
+            canvas /= max(float(canvas.max()), 1e-6)
             # A crease on the midline belongs half to each side.
             on_mid = all(mirror[i] == i for i in chain)
             m[side] += (0.5 if on_mid else 1.0) * strength * canvas
@@ -428,7 +402,7 @@ def appearance_maps(atlas_uv: np.ndarray, mirror: np.ndarray) -> dict[int, np.nd
     for a, m in maps.items():        # keep only the box where the map is not ~0: shading is per frame
         ys, xs = np.nonzero(np.abs(m).max(0) > 1e-3)
         box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
-        out[a] = (box, np.ascontiguousarray(m[:, box[0]:box[1], box[2]:box[3]]))
+        out[a] = (box, np.ascontiguousarray(snap(m[:, box[0]:box[1], box[2]:box[3]], 2.0 ** -16).astype(np.float32)))
     return out
 
 

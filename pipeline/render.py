@@ -7,12 +7,16 @@ interior with teeth behind the lips, and composition over a background.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
-from pipeline.face_model import (AU_NAMES, INNER_LIPS, N_MESH, FaceModel, pixel_maps, rasterize, shade,
-                                 triangle_affines)
+from pipeline.face_model import AU_NAMES, INNER_LIPS, N_MESH, FaceModel, shade
+from pipeline.mesh import blur, matmul3, pixel_maps, rasterize, snap, triangle_affines
+
+PX_GRID = 1.0 / 256.0      # projected points are snapped to this grid (pixels): the same on every CPU
 
 MOUTH_COLOUR = (52, 18, 22)
 TONGUE_COLOUR = (150, 62, 66)
@@ -32,6 +36,7 @@ class Subject:
     style: np.ndarray        # (n_AU,) per-action-unit gain of this person
     background: tuple[tuple[int, int, int], tuple[int, int, int]]   # two RGB colours of the backdrop
     backdrop_seed: int = 0   # seeds the backdrop's faint texture
+    recipe: dict = dataclasses.field(default_factory=dict)   # what made this person (photographs, tone, age, ...)
 
     def __post_init__(self) -> None:
         # The texture with its opacity as a 4th channel: one remap samples both.
@@ -40,11 +45,12 @@ class Subject:
 
 @dataclasses.dataclass
 class Camera:
-    """Perspective camera looking at the face: image side and framing."""
+    """Perspective camera looking at the face: image side and framing (params.yaml synth: size, face_frac,
+    focal_frac; no defaults here, so no side is assumed)."""
 
-    size: int = 512
-    face_frac: float = 0.42    # face width / image side at depth 0
-    focal_frac: float = 3.0    # focal length / image side
+    size: int                  # image side, pixels
+    face_frac: float           # face width / image side at depth 0
+    focal_frac: float          # focal length / image side
 
     @property
     def px_per_unit(self) -> float:
@@ -54,17 +60,17 @@ class Camera:
 
 def rotation(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
     """Rotation matrix (3,3): yaw about y, pitch about x, roll about z (degrees), applied roll-pitch-yaw."""
-    y, p, r = np.deg2rad([yaw_deg, pitch_deg, roll_deg])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-    return ry @ rx @ rz
+    y, p, r = (math.radians(float(v)) for v in (yaw_deg, pitch_deg, roll_deg))
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return snap(matmul3(matmul3(ry, rx), rz))
 
 
 def posed(vertices: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """Apply head pose (yaw, pitch, roll deg, tx, ty face units) about the neck pivot: (V,3) -> (V,3)."""
     r = rotation(*pose[:3])
-    out = (vertices - PIVOT) @ r.T + PIVOT
+    out = matmul3(vertices - PIVOT, r.T) + PIVOT
     out[:, 0] += pose[3]
     out[:, 1] += pose[4]
     return out
@@ -76,12 +82,15 @@ def project(vertices: np.ndarray, cam: Camera) -> np.ndarray:
     dist = f / cam.px_per_unit                       # camera distance making depth 0 the nominal scale
     z = dist - vertices[:, 2]
     c = (cam.size - 1) / 2.0
-    return np.column_stack([c + f * vertices[:, 0] / z, c + f * vertices[:, 1] / z])
+    return snap(np.column_stack([c + f * vertices[:, 0] / z, c + f * vertices[:, 1] / z]), PX_GRID)
 
 
 def expression_vertices(model: FaceModel, subject: Subject, au_gains: np.ndarray) -> np.ndarray:
     """Neutral shape plus action-unit displacements; au_gains (n_AU, 2) per side."""
-    return subject.shape + np.einsum("as,asvc->vc", au_gains, model.au_fields)
+    out = subject.shape.copy()
+    for a, s in zip(*np.nonzero(au_gains)):        # a fixed order of sums, not einsum's
+        out += au_gains[a, s] * model.au_fields[a, s]
+    return out
 
 
 def make_background(subject: Subject, size: int) -> np.ndarray:
@@ -92,8 +101,11 @@ def make_background(subject: Subject, size: int) -> np.ndarray:
     grad = (t[:, None] * 0.7 + t[None, :] * 0.3)[..., None]
     bg = c0 * (1 - grad) + c1 * grad
     rng = np.random.default_rng(subject.backdrop_seed)
-    blobs = cv2.GaussianBlur(rng.normal(0, 1, (size // 8, size // 8)).astype(np.float32), (0, 0), 2.0)
-    blobs = cv2.resize(blobs, (size, size), interpolation=cv2.INTER_CUBIC)
+    n = 64                                     # blob grid, independent of the frame size
+    blobs = blur(rng.normal(0, 1, (n, n)).astype(np.float32), 2.0)
+    at = (np.arange(size, dtype=np.float64) + 0.5) * (n / size) - 0.5
+    yy, xx = np.meshgrid(at, at, indexing="ij")
+    blobs = ndimage.map_coordinates(blobs, [yy, xx], order=3, mode="nearest")
     return np.clip(bg + 10.0 * blobs[..., None], 0, 255).astype(np.float32)
 
 
@@ -158,7 +170,7 @@ def render(model: FaceModel, subject: Subject, au_gains: np.ndarray, pose: np.nd
         for poly, colour in ((lo, LOWER_TEETH_COLOUR), (up, UPPER_TEETH_COLOUR)):
             cv2.fillPoly(patch, [np.round((poly - off) * 16).astype(np.int32)], colour,
                          lineType=cv2.LINE_AA, shift=4)
-        under[y0:y1, x0:x1] = cv2.GaussianBlur(patch, (0, 0), 0.8)
+        under[y0:y1, x0:x1] = ndimage.gaussian_filter(patch, (0.8, 0.8, 0.0), mode="reflect", truncate=3.0)
     a = face[..., 3:4].astype(np.float32) * (1.0 / 255.0)
     img = under + (face[..., :3].astype(np.float32) - under) * a
     return img, pts[:N_MESH]

@@ -109,6 +109,123 @@ def premise(records: list[dict], folds: int = 3, seed: int = 0) -> dict:
     }
 
 
+def _procrustes(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """x (P,2) moved onto ref by the least-squares similarity (rotation, scale, shift)."""
+    xc, rc = x - x.mean(0), ref - ref.mean(0)
+    u, sv, vt = np.linalg.svd(xc.T @ rc)
+    r = u @ vt
+    if np.linalg.det(r) < 0:
+        u[:, -1] *= -1
+        r = u @ vt
+    k = sv.sum() / (xc ** 2).sum()
+    return xc @ r * k + ref.mean(0)
+
+
+def neutral_faces(root: Path, side: int = 64) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Each person's neutral face: first cam1 frame of their first sequence. Returns the subjects,
+    landmarks (S,468,2) and the face aligned by eyes and mouth to a (S,side,side,3) float32 crop."""
+    labels = root / "labels.csv"
+    if not labels.exists():
+        raise EmoganError(f"{labels}: not found; is {root} a folder written by `emogan synth`?")
+    first: dict[str, str] = {}
+    with open(labels, newline="") as f:
+        for row in csv.DictReader(f, delimiter=";"):
+            first.setdefault(row["subject"], row["sequence"])
+    try:
+        marks = np.load(root / "landmarks.npz")
+    except OSError as e:
+        raise EmoganError(f"{root / 'landmarks.npz'}: cannot read ({e})") from None
+    subjects, lms, faces = [], [], []
+    # Canonical positions (fractions of the crop) of the eye centres and the mouth centre.
+    dst = np.array([[0.32, 0.38], [0.68, 0.38], [0.5, 0.74]], np.float32) * side
+    for subj, seq in first.items():
+        lm = marks[f"{subj}/{seq}/cam1"][0].astype(np.float64)
+        path = root / "cam1" / subj / seq / "img_001.png"
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise EmoganError(f"{path}: cannot read this frame")
+        src = np.array([lm[[33, 133]].mean(0), lm[[362, 263]].mean(0), lm[[13, 14, 61, 291]].mean(0)], np.float32)
+        m = cv2.getAffineTransform(src, dst)
+        faces.append(cv2.warpAffine(img, m, (side, side), flags=cv2.INTER_AREA).astype(np.float32))
+        subjects.append(subj)
+        lms.append(lm)
+    return subjects, np.stack(lms), np.stack(faces)
+
+
+def identity_spread(root: Path) -> dict:
+    """How different the people look: pairwise distances between their neutral faces.
+
+    shape: RMS distance of the 468 landmarks after a similarity alignment, in inter-ocular
+    distances; appearance: RMS colour difference (grey levels) of the faces aligned by eyes and
+    mouth (64 px), inside the central ellipse that holds the face."""
+    subjects, lms, faces = neutral_faces(root)
+    n = len(subjects)
+    if n < 2:
+        raise EmoganError(f"{root}: identity spread needs at least 2 people (found {n})")
+    ref = lms[0]
+    aligned = []
+    for lm in lms:
+        a = _procrustes(lm, ref)
+        aligned.append(a / np.linalg.norm(a[[33, 133]].mean(0) - a[[362, 263]].mean(0)))
+    # Average shape as the common reference (one Procrustes pass): no person is special.
+    mean = np.mean(aligned, axis=0)
+    aligned = [_procrustes(a, mean) for a in aligned]
+    iod = np.linalg.norm(mean[[33, 133]].mean(0) - mean[[362, 263]].mean(0))
+    side = faces.shape[1]
+    yy, xx = np.mgrid[:side, :side]
+    mask = (((xx - side / 2) / (0.42 * side)) ** 2 + ((yy - side * 0.55) / (0.5 * side)) ** 2) <= 1
+    shape_d = np.zeros((n, n))
+    app_d = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            shape_d[i, j] = shape_d[j, i] = np.sqrt(((aligned[i] - aligned[j]) ** 2).sum(1).mean()) / iod
+            app_d[i, j] = app_d[j, i] = np.sqrt(((faces[i] - faces[j])[mask] ** 2).mean())
+
+    def stats(d: np.ndarray) -> dict:
+        off = d[np.triu_indices(n, 1)]
+        nn = np.where(np.eye(n, dtype=bool), np.inf, d).min(1)
+        return {"mean": float(off.mean()), "min": float(off.min()), "max": float(off.max()),
+                "nearest_mean": float(nn.mean()), "nearest_min": float(nn.min())}
+
+    return {"people": n, "subjects": subjects, "shape": stats(shape_d), "appearance": stats(app_d),
+            "shape_distances": np.round(shape_d, 4).tolist(), "appearance_distances": np.round(app_d, 2).tolist()}
+
+
+def plot_identity(result: dict, root: Path, out: Path, max_faces: int = 32) -> None:
+    """Neutral faces of the people and the two distance matrices."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ident = result["identity"]
+    subjects, _, faces = neutral_faces(root, side=96)
+    k = min(len(subjects), max_faces)
+    cols = 8
+    rows = (k + cols - 1) // cols
+    strip = np.full((rows * 96, cols * 96, 3), 255, np.uint8)
+    for i in range(k):
+        r, c = divmod(i, cols)
+        strip[r * 96:(r + 1) * 96, c * 96:(c + 1) * 96] = faces[i][..., ::-1].astype(np.uint8)
+    fig = plt.figure(figsize=(15, 4.6))
+    gs = fig.add_gridspec(1, 3, width_ratios=[1.6, 1, 1])
+    a0 = fig.add_subplot(gs[0])
+    a0.imshow(strip)
+    a0.set_axis_off()
+    a0.set_title(f"neutral faces (aligned by eyes and mouth), {k} of {ident['people']}")
+    for g, key, title, unit in ((gs[1], "shape_distances", "shape", "inter-ocular distances"),
+                                (gs[2], "appearance_distances", "appearance", "grey levels RMS")):
+        a = fig.add_subplot(g)
+        im = a.imshow(np.array(ident[key]), cmap="viridis")
+        st = ident[key.split("_")[0]]
+        a.set_title(f"{title}: mean {st['mean']:.3g}, nearest {st['nearest_mean']:.3g}, min {st['min']:.3g}",
+                    fontsize=9)
+        a.set_xlabel("person")
+        fig.colorbar(im, ax=a, fraction=0.046, label=unit)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 def plot(result: dict, out: Path) -> None:
     """Bar chart of the accuracies and the two confusion matrices."""
     import matplotlib

@@ -59,13 +59,14 @@ def test_quiet_and_verbose_exclude_each_other():
     assert r.returncode == 2 and "exclude each other" in r.stderr
 
 
-def test_synth_keeps_facemesh_noise_off_the_console_unless_verbose(tmp_path):
-    """synth fits FaceMesh on its photographs: mediapipe's lines only with --verbose."""
+def test_synth_runs_no_facemesh_even_verbose(tmp_path):
+    """synth reads its photographs' committed FaceMesh fits (pipeline/photo_landmarks.json): mediapipe never
+    runs, so not even --verbose shows its lines (issue #14: FaceMesh fits differ between CPUs)."""
     args = ("synth", "--subjects", "1", "--frames", "2", "--size", "128", "--poses", "nothing",
             "--expressions", "happiness", "--params", str(PARAMS_FILE))
     default = run_emogan(*args, "--out", str(tmp_path / "a"))
     assert default.returncode == 0, default.stderr
     assert not [n for n in NATIVE_NOISE if n in default.stderr], default.stderr
     verbose = run_emogan("-v", *args, "--out", str(tmp_path / "b"))
-    assert verbose.returncode == 0
-    assert any(n in verbose.stderr for n in NATIVE_NOISE), "FaceMesh printed nothing: the test proves nothing"
+    assert verbose.returncode == 0, verbose.stderr
+    assert not [n for n in NATIVE_NOISE if n in verbose.stderr], verbose.stderr

@@ -119,7 +119,7 @@ def write_params(tmp_path: Path, payload: bytes = PAYLOAD) -> Path:
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump({
         "paths": {"weights": str(tmp_path / "wdir")},
-        "weights": {"fer2013": dataclasses.asdict(source(payload))},
+        "weights": {"fer2013": dataclasses.asdict(source(payload)), "photos": {}},
     }))
     return p
 
@@ -150,16 +150,17 @@ def test_cli_refuses_wrong_hash_and_unknown_name(tmp_path):
     assert r.exit_code != 0 and isinstance(r.exception, EmoganError)
     assert "sha256" in str(r.exception) and not (tmp_path / "wdir").exists()
     r = CliRunner().invoke(app, ["weights", "fetch", "vgg99", "--params", str(params)])
-    assert r.exit_code == 2 and "'vgg99' is not one of 'fer2013'" in r.output  # a choice: refused by the CLI
+    words = " ".join(r.output.replace("│", " ").split())  # the message as one line, out of rich's box
+    assert r.exit_code == 2 and "'vgg99' is not one of 'fer2013', 'photos'" in words  # a choice: refused by the CLI
     with pytest.raises(EmoganError, match="known: fer2013"):  # and by the library
         W.weights_path("vgg99", yaml.safe_load(params.read_text()))
 
 
 def test_weights_path_follows_params(tmp_path):
     params = {"paths": {"weights": "elsewhere"},
-              "weights": {"fer2013": dict(dataclasses.asdict(source()), file="x.hdf5")}}
+              "weights": {"fer2013": dict(dataclasses.asdict(source()), file="x.hdf5"), "photos": {}}}
     assert W.weights_path("fer2013", params) == Path("elsewhere/x.hdf5")
     with pytest.raises(EmoganError, match="paths.weights"):
         W.weights_path("fer2013", {"weights": params["weights"]})
     with pytest.raises(EmoganError, match="weights.fer2013"):
-        W.weights_params({"weights": {"fer2013": {"package": "fer"}}})
+        W.weights_params({"weights": {"fer2013": {"package": "fer"}, "photos": {}}})

@@ -203,13 +203,17 @@ def synth_check_command(
     fer: bool = typer.Option(True, help="Also score cam1 apex faces with the pretrained FER2013 model."),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
-    """Check the premise: expressions are easy from frontal flows, hard under head rotation."""
+    """Check the premise (expressions are easy from frontal flows, hard under head rotation) and the people's spread."""
     from pipeline.weights import weights_path
     from training.evaluation.synth_check import check_synth
 
     res = check_synth(root, cv_folds, weights_path("fer2013", _params(params_file)) if fer else None, out)
     line = (f"cam1 accuracy {res['cam1_accuracy']:.3f}; cam2 (yaw/pitch/roll/diagonal) "
             f"{res['cam2_rotating_accuracy']:.3f}; cam1-trained on cam2 {res['cam1_to_cam2_rotating_accuracy']:.3f}")
+    sh, ap = res["identity"]["shape"], res["identity"]["appearance"]
+    line += (f"; identity spread over {res['identity']['people']} people: shape {sh['mean']:.3f} mean, "
+             f"{sh['nearest_mean']:.3f} to the nearest (inter-ocular distances), appearance {ap['mean']:.1f} mean, "
+             f"{ap['nearest_mean']:.1f} to the nearest (grey levels RMS)")
     if fer:
         f = res["fer2013_cam1_apex"]
         per = ", ".join(f"{k} {v:.2f}" for k, v in f["per_class"].items())

@@ -1,5 +1,5 @@
 """`emogan synth-check`'s work: the premise check of a synthetic set (pipeline/synth_check.py: expressions are
-easy from frontal flows, hard under head rotation) plus the pretrained FER2013 model's reading of its apex
+easy from frontal flows, hard under head rotation), how different its people look (identity spread) plus the pretrained FER2013 model's reading of its apex
 faces (does the rendered face look like the expression to a model trained on real faces?)."""
 from __future__ import annotations
 
@@ -51,15 +51,17 @@ def fer_accuracy(root: Path, weights: Path, cam: str = "cam1", margin: float = 0
 
 
 def check_synth(root: Path, folds: int, fer_weights: Path | None, out: Path | None) -> dict[str, Any]:
-    """The premise check, plus the FER2013 scores of the cam1 apex faces when `fer_weights` is given;
-    written to `out` (JSON, and a PNG beside it) when given."""
-    from pipeline.synth_check import load_flows, plot, premise
+    """The premise check, the people's identity spread, plus the FER2013 scores of the cam1 apex faces
+    when `fer_weights` is given; written to `out` (JSON, a PNG beside it and `<stem>_identity.png`) when given."""
+    from pipeline.synth_check import identity_spread, load_flows, plot, plot_identity, premise
 
     res = premise(load_flows(root), folds=folds)
+    res["identity"] = identity_spread(root)
     if fer_weights is not None:
         res["fer2013_cam1_apex"] = fer_accuracy(root, fer_weights)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2))
         plot(res, out.with_suffix(".png"))
+        plot_identity(res, root, out.with_name(out.stem + "_identity.png"))
     return res
