@@ -169,12 +169,15 @@ def report_command(
     metrics: Optional[Path] = typer.Option(None, "--metrics", help="full CV breakdown JSON (default <paths.metrics>/cv.json)"),
     headline: Optional[Path] = typer.Option(None, "--headline", help="headline metrics JSON, at most 40 numbers, what "
                                             "`dvc metrics show` lists (default <paths.metrics>/headline.json)"),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="another run's headline.json: say which of its "
+                                           "numbers fall outside this report's error band (exit 1 if any)"),
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
-    """Write REPORT.md (Tables I, II, IV, Fig. 1 and 5 analogues, acceptance check), the CV breakdown and the
-    headline metrics (large poses, per strategy, mean and std over folds)."""
+    """Write REPORT.md (Tables I, II, IV, Fig. 1 and 5 analogues, acceptance check, the error band), the CV
+    breakdown and the headline metrics (large poses, per strategy, mean and std over folds)."""
     from pipeline.params import path_param, section
     from training.config import TrainSection
+    from training.evaluation.band import add_band, band_table, bootstrap_band, compare_headline, load_rows
     from training.evaluation.headline import headline as headline_of
     from training.evaluation.headline import write_headline
     from training.evaluation.report import build_report, report_params
@@ -190,10 +193,19 @@ def report_command(
         record["train"] = {"config": t.config, t.config: getattr(t, t.config), "ablations": t.ablations,
                            "folds_k": t.folds_k}
     r = build_report(eval_dir, out, metrics, rp, record)
-    headline = write_headline(headline_of(r["full"], rp.acceptance_dataset, len(r["folds"]), r["acceptance_passed"]),
-                              headline or path_param(prm, "metrics") / "headline.json")
+    h = headline_of(r["full"], rp.acceptance_dataset, len(r["folds"]), r["acceptance_passed"])
+    headline = write_headline(h, headline or path_param(prm, "metrics") / "headline.json")
+    band = bootstrap_band(load_rows(Path(eval_dir) / "full"), rp.acceptance_dataset, rp.acceptance_poses,
+                          rp.band_resamples, rp.band_level, rp.band_seed)
+    add_band(out, metrics, band, band_table(band, h, rp.band_resamples, rp.band_level, rp.band_seed))
     typer.echo(f"{r['report']}: {len(r['figures'])} figures; acceptance check "
                f"{'passed' if r['acceptance_passed'] else 'NOT passed'}; headline metrics {headline}")
+    if compare is not None:
+        n, bad = compare_headline(compare, band)
+        typer.echo(f"{compare}: {n - len(bad)} of {n} headline numbers inside this report's error band"
+                   + "".join(f"\n  outside: {b}" for b in bad))
+        if bad:
+            raise typer.Exit(1)
 
 
 def synth_check_command(

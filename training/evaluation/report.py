@@ -60,6 +60,9 @@ class ReportParams:
     figure_poses: tuple[str, ...]
     figure_px: int  # side of each tile in the figures
     decimals: int
+    band_resamples: int  # the error band: bootstrap resamples of the held-out sequences (training/evaluation/band.py)
+    band_level: float  # its central coverage (0.95: 2.5th to 97.5th percentile)
+    band_seed: int
 
 
 def report_params(params: dict[str, Any], **overrides: Any) -> ReportParams:

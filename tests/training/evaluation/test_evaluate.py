@@ -312,6 +312,19 @@ def test_report_renders_from_a_tiny_run(tiny):
     agg = cv["variants"]["full"]["all/all/all"]["epe_px.nonfrontal"]
     assert agg["mean"] == pytest.approx(np.mean(per_fold)) and agg["std"] == pytest.approx(np.std(per_fold, ddof=1))
     assert f"{np.mean(per_fold):.2f} ± {np.std(per_fold, ddof=1):.2f}" in md
+    # The error band: in REPORT.md before Table I and in cv.json; --compare checks another run's headline.
+    assert md.index("## Error band") < md.index("## Table I") and "bootstrap over held-out sequences" in md
+    lo, hi = cv["band"]["pooled"]["flowcnn_acc_gf_pct"]
+    assert lo <= headline["pooled"]["flowcnn_acc_gf_pct"]["mean"] <= hi
+    out = tiny["run"]("report", d / "metrics/eval", "-o", d / "re/REPORT.md", "--metrics", d / "re/cv.json",
+                      "--headline", d / "re/h.json", "--compare", d / "metrics/headline.json").output
+    assert "headline numbers inside this report's error band" in out and "outside" not in out
+    moved = {**headline, "pooled": {**headline["pooled"], "flowcnn_acc_gf_pct": {"mean": hi + 1.0, "std": 0.0}}}
+    (d / "moved.json").write_text(json.dumps(moved))
+    r = CliRunner().invoke(app, ["report", str(d / "metrics/eval"), "-o", str(d / "re/REPORT.md"), "--metrics",
+                                 str(d / "re/cv.json"), "--headline", str(d / "re/h.json"), "--compare",
+                                 str(d / "moved.json"), "--params", str(tiny["params"])])
+    assert r.exit_code == 1 and "outside: pooled.flowcnn_acc_gf_pct" in r.output
 
 
 @pytest.mark.slow
