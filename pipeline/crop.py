@@ -51,6 +51,7 @@ class CropParams:
     """params.yaml `crop:` (see the comments there)."""
 
     margin: float
+    snap_px: int  # the box's side and corner on a grid of this many source pixels (1: none)
     size: int
     model_selection: int
     min_confidence: float
@@ -87,14 +88,21 @@ def parse_box(text: str) -> Box | None:
     return Box(*map(int, text.split())) if text.strip() else None
 
 
+def _snap(v: float, grid: int) -> int:
+    """`v` rounded to the nearest multiple of `grid` pixels (1: to the nearest pixel)."""
+    return int(grid * round(v / grid))
+
+
 def box_from_detection(xmin: float, ymin: float, width: float, height: float,
-                       image_w: int, image_h: int, margin: float) -> Box:
-    """Square box around a relative face box (mediapipe's), grown by `margin` x face size on each side."""
+                       image_w: int, image_h: int, margin: float, snap: int = 1) -> Box:
+    """Square box around a relative face box (mediapipe's), grown by `margin` x face size on each side; its side
+    and corner snapped to a grid of `snap` pixels (params crop.snap_px), so that the detector's sub-pixel
+    differences between CPUs give the same box (they move it only when a value sits on a grid boundary)."""
     face = max(width * image_w, height * image_h)
     cx = (xmin + width / 2) * image_w
     cy = (ymin + height / 2) * image_h
-    side = max(int(round(face * (1 + 2 * margin))), 1)
-    return Box(int(round(cx - side / 2)), int(round(cy - side / 2)), side)
+    side = max(_snap(face * (1 + 2 * margin), snap), snap, 1)
+    return Box(_snap(cx - side / 2, snap), _snap(cy - side / 2, snap), side)
 
 
 _DETECTORS: dict[tuple[int, float], Any] = {}
@@ -112,7 +120,7 @@ def _detector(model_selection: int, min_confidence: float) -> Any:
 
 
 def detect_face_box(image_rgb: np.ndarray, margin: float = 0.4, model_selection: int = 1,
-                    min_confidence: float = 0.5) -> Box | None:
+                    min_confidence: float = 0.5, snap: int = 1) -> Box | None:
     """The margin-grown square box of the largest face in an RGB uint8 (H,W,3) image, or None."""
     img = np.ascontiguousarray(image_rgb, dtype=np.uint8)
     if img.ndim == 2:
@@ -124,7 +132,7 @@ def detect_face_box(image_rgb: np.ndarray, margin: float = 0.4, model_selection:
     best = max(result.detections, key=lambda d: (d.location_data.relative_bounding_box.width
                                                  * d.location_data.relative_bounding_box.height))
     bb = best.location_data.relative_bounding_box
-    return box_from_detection(bb.xmin, bb.ymin, bb.width, bb.height, img.shape[1], img.shape[0], margin)
+    return box_from_detection(bb.xmin, bb.ymin, bb.width, bb.height, img.shape[1], img.shape[0], margin, snap)
 
 
 def crop_square(image: np.ndarray, box: Box, size: int, pad_value: int = 0) -> np.ndarray:
@@ -205,7 +213,7 @@ def crop_frames(frames: Iterable[tuple[str, np.ndarray]], p: CropParams) -> Iter
     box, shape = None, None
     for file, img in frames:
         if box is None:
-            box = detect_face_box(img, p.margin, p.model_selection, p.min_confidence)
+            box = detect_face_box(img, p.margin, p.model_selection, p.min_confidence, p.snap_px)
             if box is None:
                 raise SequenceError(file, "no face found in the neutral (first) frame")
             shape = img.shape

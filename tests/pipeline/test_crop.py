@@ -45,6 +45,22 @@ def test_box_from_detection_squares_on_the_larger_side():
     assert b == Box(0, -35, 200)  # centre (100, 65), side 100 * (1 + 2 * 0.5)
 
 
+def test_snapped_boxes_ignore_sub_pixel_detector_differences():
+    """Two CPUs' detections of one face differ in the last digits: on crop.snap_px's grid they give one box."""
+    rng = np.random.default_rng(0)
+    same = 0
+    for _ in range(200):
+        xmin, ymin, w = rng.uniform(0.2, 0.4), rng.uniform(0.2, 0.4), rng.uniform(0.2, 0.4)
+        d = rng.uniform(-1, 1, 3) * 2e-4   # 0.1 px at 512 px: what FaceDetection's float paths differ by
+        a = box_from_detection(xmin, ymin, w, w, 512, 512, 0.4, snap=4)
+        b = box_from_detection(xmin + d[0], ymin + d[1], w + d[2], w + d[2], 512, 512, 0.4, snap=4)
+        assert a.x % 4 == a.y % 4 == a.side % 4 == 0
+        same += a == b
+        raw_a = box_from_detection(xmin, ymin, w, w, 512, 512, 0.4)
+        assert abs(raw_a.side - a.side) <= 2 and abs(raw_a.x - a.x) <= 3   # the box barely moves
+    assert same >= 180   # unsnapped, a 0.1 px difference changes ~30% of the boxes (3 rounded numbers)
+
+
 def test_crop_square_pads_instead_of_shifting():
     yy, xx = np.mgrid[0:50, 0:60]
     img = np.stack([yy, xx, np.full_like(xx, 200)], axis=2).astype(np.uint8)
@@ -60,8 +76,10 @@ def test_crop_square_pads_instead_of_shifting():
 
 def test_crop_frames_uses_the_first_frames_box_for_all():
     frames = [(f"f{i}", f) for i, f in enumerate(moving(astronaut(), 3, step=10))]
-    out = list(crop_frames(frames, params_of(CropParams, "crop", size=32, workers=1)))
-    box = detect_face_box(frames[0][1])
+    p = params_of(CropParams, "crop", size=32, workers=1)
+    out = list(crop_frames(frames, p))
+    box = detect_face_box(frames[0][1], p.margin, p.model_selection, p.min_confidence, p.snap_px)
+    assert p.snap_px > 1 and box.side % p.snap_px == 0 and box != detect_face_box(frames[0][1])
     assert [b for b, _ in out] == [box] * 3
     assert all(np.array_equal(c, crop_square(f, box, 32)) for (_, c), (_, f) in zip(out, frames))
     with pytest.raises(SequenceError, match="f1: frame size 10x10 differs"):

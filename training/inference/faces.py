@@ -27,7 +27,7 @@ def face_from_image(rgb: np.ndarray, crop: Any, size: int, *, detect: bool = Tru
     from pipeline.crop import crop_square, detect_face_box
 
     if detect:
-        box = detect_face_box(rgb, crop.margin, crop.model_selection, crop.min_confidence)
+        box = detect_face_box(rgb, crop.margin, crop.model_selection, crop.min_confidence, crop.snap_px)
         if box is None:
             raise EmoganError(f"{what}: no face found (mediapipe face detection); if the picture is already a face "
                               "framed like the training crops (a drawing, an average face), pass --as-crop")
