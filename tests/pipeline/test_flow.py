@@ -247,3 +247,35 @@ def test_unknown_pose_and_extra_class_reach_a_valid_store(tmp_path):
     assert attrs["extra_class_names"] == ["contempt"]
     seq = g["sequence"][...]
     assert set(g["pose"][...][seq == 0]) == {st.UNKNOWN_POSE} and set(g["label"][...][seq == 1]) == {7}
+
+
+_FLOW_BYTES = textwrap.dedent("""
+    import hashlib, sys
+    import cv2
+    sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
+    from conftest import params_of
+    from flowdata import texture, translate
+    from pipeline import farneback as fb
+    from pipeline import flow as fl
+    cv2.setNumThreads(1)
+    a = cv2.cvtColor(texture(256), cv2.COLOR_BGR2GRAY)
+    b = translate(a, 3.3, -1.7)
+    print(hashlib.sha256(fb.farneback_px(a, b, params_of(fl.FlowParams, "flow")).tobytes()).hexdigest())
+""")
+
+
+def _flow_bytes(env_extra: dict[str, str]) -> str:
+    env = {**os.environ, **env_extra}
+    r = subprocess.run([sys.executable, "-c", _FLOW_BYTES, str(ROOT)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
+def test_farneback_gives_the_same_bytes_with_or_without_avx512():
+    """x86-64 CPUs differ mostly in AVX-512 (docs/EVALUATION.md, what is exact): OpenCV's Farneback gives the
+    same bytes on its AVX2 path with AVX-512 switched off. Without AVX2 (its SSE path) the last bits differ:
+    that is measured, so this test can tell the two apart."""
+    default = _flow_bytes({})
+    assert _flow_bytes({"OPENCV_CPU_DISABLE": "AVX512F"}) == default
+    if "*AVX2" in cv2.getCPUFeaturesLine():   # this CPU runs the AVX2 path: its SSE path is another one
+        assert _flow_bytes({"OPENCV_CPU_DISABLE": "AVX512F,AVX2,FMA3"}) != default
