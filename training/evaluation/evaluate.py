@@ -54,6 +54,7 @@ class EvaluateParams:
     ssim_window: int  # SSIM Gaussian-free window side (skimage), odd
     flowcnn: dict[str, Any]  # -> training.evaluation.flowcnn.FlowCnnParams
     landmark: dict[str, Any]  # -> training.evaluation.baselines.LandmarkParams
+    neutral_apex: str  # direct | chain: eMotion-GAN's neutral->apex flow (training/evaluation/chain.py)
 
 
 def evaluate_params(params: dict[str, Any], **overrides: Any) -> EvaluateParams:
@@ -70,6 +71,10 @@ def evaluate_params(params: dict[str, Any], **overrides: Any) -> EvaluateParams:
             raise ParamsError(f"evaluate.pose_groups.{g}: unknown pose(s) {unknown} or a name that is a pose")
     if p.ssim_window < 3 or p.ssim_window % 2 == 0:
         raise ParamsError("evaluate.ssim_window must be odd and >= 3")
+    from training.evaluation.chain import NEUTRAL_APEX_MODES
+
+    if p.neutral_apex not in NEUTRAL_APEX_MODES:
+        raise ParamsError(f"evaluate.neutral_apex: {p.neutral_apex!r}, not one of {list(NEUTRAL_APEX_MODES)}")
     return p
 
 
@@ -185,7 +190,19 @@ def _predict(model, imgs_u8) -> np.ndarray:
         return model(_img_float(imgs_u8)).argmax(1).cpu().numpy()
 
 
-def _flows_of(run, b, size: int, rep: str, clip: float, landmark, lm_index) -> tuple[dict[str, Any], np.ndarray | None]:
+def _with_chain(fr, rows, chain) -> Any:
+    """G_F's flows `fr` of a batch, neutral_apex rows replaced by their chained frontalization (chain.py)."""
+    hit = [i for i, r in enumerate(rows) if int(r) in chain]
+    if not hit:
+        return fr
+    fr = fr.clone()
+    for i in hit:
+        fr[i] = chain[int(rows[i])].to(fr.dtype)
+    return fr
+
+
+def _flows_of(run, b, size: int, rep: str, clip: float, landmark, lm_index,
+              chain) -> tuple[dict[str, Any], np.ndarray | None]:
     """Normalized flows (n,2,size,size) per method for a batch, and which rows have a landmark result."""
     import torch
 
@@ -193,8 +210,10 @@ def _flows_of(run, b, size: int, rep: str, clip: float, landmark, lm_index) -> t
 
     y = b["flow_input"].float()
     inp = resize_flow(y, size, rep, clip)
+    direct = run.frontalize(y).cpu()
     flows = {"frontal_gt": resize_flow(b["flow_target"].float(), size, rep, clip), "nonfrontal": inp,
-             "emotiongan": resize_flow(run.frontalize(y).cpu(), size, rep, clip)}
+             "emotiongan": resize_flow(_with_chain(direct, b["_rows"], chain), size, rep, clip),
+             "gf_direct": resize_flow(direct, size, rep, clip)}
     have = None
     if lm_index is not None:
         li = np.array([lm_index.get(int(r), -1) for r in b["_rows"]])
@@ -262,6 +281,13 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
     if landmark is not None:
         rec["landmark_ok"] = np.zeros(n_all, np.int64)
 
+    # neutral_apex rows frontalized by the chain of G_F's step-1 outputs (evaluate.neutral_apex: chain)
+    chain = {}
+    if p.neutral_apex == "chain" and "neutral_apex" in strat_names:
+        from training.evaluation.chain import chained_frontalization
+
+        chain = chained_frontalization(run, store, order[strat_all[order] == strat_names.index("neutral_apex")],
+                                       p.batch_size)
     # Pass 1, every row: flows (EPE, Flow-CNN) and the row's codes. Only flows and 1-D codes are read.
     flow_arrays = ("flow_input", "flow_target", "label", "subject", "sequence", "pose", "strategy", "step")
     pos = 0
@@ -273,7 +299,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         at = np.arange(pos, pos + n)
         b["_rows"] = order[pos:pos + n]
         pos += n
-        flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index)
+        flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index, chain)
         px = {k: flowrep.decode(v, rep, clip).numpy() for k, v in flows.items()}
         px["zero"] = np.zeros_like(px["frontal_gt"])  # the reference a frontalizer that erases motion scores
         for m in EPE_METHODS:
@@ -303,9 +329,9 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         b["_rows"] = img_rows[pos:pos + n]
         pos += n
         at = np.searchsorted(order, b["_rows"])
-        flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index)
+        flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index, chain)
         neutral_u8 = b["neutral"]
-        fr_model = run.frontalize(b["flow_input"].float()).cpu()
+        fr_model = _with_chain(run.frontalize(b["flow_input"].float()).cpu(), b["_rows"], chain)
         imgs = {"frontal_gt": _resize_img_u8(b["target_image"], size),
                 "nonfrontal": _resize_img_u8(b["input_image"], size),
                 "emotiongan": _resize_img_u8(run.warp(fr_model, neutral_u8).cpu(), size),

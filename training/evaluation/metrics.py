@@ -19,9 +19,11 @@ from pipeline.scoring import accuracy as accuracy_of
 from pipeline.scoring import confusion
 
 # Flow sources scored by the motion judge, and image sources scored by the image judges.
-FLOW_METHODS: tuple[str, ...] = ("frontal_gt", "nonfrontal", "landmark", "emotiongan")
+# `emotiongan` is eMotion-GAN's frontal flow (on neutral_apex rows the chain of its step-1 outputs when
+# evaluate.neutral_apex is `chain`, training/evaluation/chain.py); `gf_direct` is G_F on each row's own flow.
+FLOW_METHODS: tuple[str, ...] = ("frontal_gt", "nonfrontal", "landmark", "emotiongan", "gf_direct")
 IMAGE_METHODS: tuple[str, ...] = ("frontal_gt", "nonfrontal", "landmark", "emotiongan", "gw_gt")
-EPE_METHODS: tuple[str, ...] = ("nonfrontal", "landmark", "emotiongan", "zero")   # zero: a zero flow's EPE
+EPE_METHODS: tuple[str, ...] = ("nonfrontal", "landmark", "emotiongan", "gf_direct", "zero")   # zero: a zero flow's EPE
 SIM_METHODS: tuple[str, ...] = ("nonfrontal", "landmark", "emotiongan", "gw_gt")
 JUDGES: dict[str, tuple[str, ...]] = {"flowcnn": FLOW_METHODS, "efer": IMAGE_METHODS, "fer2013": IMAGE_METHODS}
 ROW_KEYS: tuple[str, ...] = ("dataset", "row", "subject", "sequence", "pose", "strategy", "step", "label")

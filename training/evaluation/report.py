@@ -31,6 +31,7 @@ METHOD_LABELS: dict[str, str] = {
     "nonfrontal": "No frontalization (baseline)",
     "landmark": "Landmark frontalization (FaceMesh)",
     "emotiongan": "eMotion-GAN (ours)",
+    "gf_direct": "G_F on each pair's own flow (no chain)",
     "gw_gt": "G_W on the ground-truth flow",
 }
 VARIANT_LABELS: dict[str, str] = {
@@ -447,7 +448,7 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
     lines += ["## Table I: flows (EPE) and images (SSIM, RMSE) against the frontal ground truth", "",
               table1(aggs, rp), ""]
     lines += ["## Table II: FER accuracy (%) per judge, methods x datasets and poses", ""]
-    for judge, methods in (("flowcnn", ["frontal_gt", "nonfrontal", "landmark", "emotiongan"]),
+    for judge, methods in (("flowcnn", ["frontal_gt", "nonfrontal", "landmark", "emotiongan", "gf_direct"]),
                            ("efer", ["frontal_gt", "nonfrontal", "landmark", "emotiongan", "gw_gt"]),
                            ("fer2013", ["frontal_gt", "nonfrontal", "landmark", "emotiongan", "gw_gt"])):
         if any(f"{judge}.accuracy.nonfrontal" in g for g in full.values()):

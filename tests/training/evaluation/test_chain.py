@@ -1,0 +1,79 @@
+"""Neutral->apex frontalization by the chain of step-1 frontalizations (training/evaluation/chain.py)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.schema import STRATEGY_NAMES
+from pipeline.store import write_store
+from training.evaluation.chain import chained_frontalization, compose, step_rows_by_sequence
+
+S, SRC, CLIP = 16, 64, 10.0   # model/store side, source crop side (4 source px per cell), clip
+NA, F2F = STRATEGY_NAMES.index("neutral_apex"), STRATEGY_NAMES.index("frame_to_frame")
+
+
+def uniform(u: float, v: float) -> torch.Tensor:
+    return torch.stack([torch.full((S, S), float(u)), torch.full((S, S), float(v))])
+
+
+def test_compose_adds_flows_where_the_pixel_has_moved():
+    assert torch.allclose(compose([uniform(2, 0), uniform(3, -1), uniform(-1, 1)], SRC / S), uniform(4, 0), atol=1e-5)
+    # the second flow grows along x: it must be read where the first one moved each pixel (2 px = 0.5 cells)
+    xs = torch.arange(S, dtype=torch.float32).expand(S, S)
+    second = torch.stack([0.4 * xs, torch.zeros(S, S)])
+    out = compose([uniform(2, 0), second], SRC / S)
+    assert torch.allclose(out[0, :, 2:-2], 2 + 0.4 * (xs[:, 2:-2] + 0.5), atol=1e-5)
+    assert not torch.allclose(out[0], uniform(2, 0)[0] + second[0])   # a plain sum is not the composition
+
+
+class IdentityRun:
+    """A 'model' whose G_F returns the input flow: the chain must then compose the stored step flows."""
+
+    size = S
+
+    def frontalize(self, flow: torch.Tensor) -> torch.Tensor:
+        return flow.float()
+
+
+def write_sequences(path, with_frame_t: bool = True):
+    """Sequence 0: neutral_apex row + three step-1 rows (uniform 2, 3, -1 px in x), stored out of frame order;
+    sequence 1: a neutral_apex row alone (no step-1 rows)."""
+    flows = [(0, NA, 9, 0, 9.0), (0, F2F, 1, 2, -1.0), (0, F2F, 1, 0, 2.0), (0, F2F, 1, 1, 3.0), (1, NA, 9, 0, 5.0)]
+    n = len(flows)
+    fi = np.stack([uniform(u / CLIP, 0).numpy() for *_, u in flows]).astype(np.float16)
+    arrays = {"flow_input": fi, "flow_target": fi.copy(), "neutral": np.zeros((n, 3, S, S), np.uint8),
+              "target_image": np.zeros((n, 3, S, S), np.uint8), "input_image": np.zeros((n, 3, S, S), np.uint8),
+              "label": np.ones(n, np.int16), "subject": np.zeros(n, np.int32),
+              "sequence": np.array([f[0] for f in flows], np.int32), "pose": np.full(n, 2, np.int16),
+              "strategy": np.array([f[1] for f in flows], np.int16), "step": np.array([f[2] for f in flows], np.int16)}
+    if with_frame_t:
+        arrays["frame_t"] = np.array([f[3] for f in flows], np.int16)
+    attrs = {"representation": "cartesian", "clip": CLIP, "size": S, "source_size": SRC, "source_manifest_sha256": "t",
+             "subject_ids": ["S001"], "params": {}}
+    write_store(path, arrays, attrs, chunk_mib=0.01)
+    return str(path)
+
+
+def test_the_chain_composes_a_sequences_step1_rows_in_frame_order(tmp_path, caplog):
+    store = write_sequences(tmp_path / "s.zarr")
+    assert {k: list(v) for k, v in step_rows_by_sequence(store, np.array([0, 4])).items()} == {0: [2, 3, 1]}
+    with caplog.at_level("WARNING"):
+        out = chained_frontalization(IdentityRun(), store, np.array([0, 4]), batch_size=2)
+    assert set(out) == {0} and "1 of 2 neutral_apex rows have no step-1" in caplog.text
+    assert torch.allclose(out[0] * CLIP, uniform(4, 0), atol=1e-2)   # 2 + 3 - 1 px, not the stored 9 px
+
+
+def test_evaluate_scores_the_chain_as_emotiongan_and_keeps_gf_direct(tmp_path):
+    """evaluate_store with the identity model on the tiny store: neutral_apex rows score the chain's flow as
+    `emotiongan` (EPE against the 9 px truth: |4 - 9| = 5 px) and G_F's own (`gf_direct`, 0 px)."""
+    from training.evaluation.evaluate import _flows_of
+
+    store = write_sequences(tmp_path / "s.zarr")
+    chain = chained_frontalization(IdentityRun(), store, np.array([0]), batch_size=2)
+    b = {"flow_input": torch.from_numpy(np.stack([uniform(0.9, 0).numpy(), uniform(0.2, 0).numpy()])),
+         "flow_target": torch.from_numpy(np.stack([uniform(0.9, 0).numpy(), uniform(0.2, 0).numpy()])),
+         "_rows": np.array([0, 2])}
+    flows, _ = _flows_of(IdentityRun(), b, S, "cartesian", CLIP, None, None, chain)
+    assert torch.allclose(flows["emotiongan"][0] * CLIP, uniform(4, 0), atol=1e-2)
+    assert torch.allclose(flows["gf_direct"][0] * CLIP, uniform(9, 0), atol=1e-2)
+    assert torch.equal(flows["emotiongan"][1], flows["gf_direct"][1])   # a step-1 row: G_F's own output

@@ -1,0 +1,87 @@
+"""Neutral->apex motion frontalized as the chain of G_F's frame-to-frame frontalizations (issue #12).
+
+G_F frontalizes one-frame motion well and erases the large neutral->apex motion of a turning head (docs/
+EVALUATION.md). A recording holds every frame, and so does a store with frame_to_frame step-1 rows: the
+neutral->apex frontal flow is then composed from G_F's outputs on the consecutive pairs,
+F_0->n(x) = F_0->1(x) + F_1->n(x + F_0->1(x)), each next flow sampled (bilinear) where the pixel has moved so
+far. `evaluate.neutral_apex: chain` scores that flow as eMotion-GAN's on neutral_apex rows (and G_W warps it);
+`direct` scores G_F on the neutral->apex flow itself. Both are in rows.csv (`emotiongan`, `gf_direct`).
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+NEUTRAL_APEX_MODES = ("direct", "chain")
+log = logging.getLogger(__name__)
+
+
+def compose(steps_px: Sequence[torch.Tensor], px_per_cell: float) -> torch.Tensor:
+    """Chain flows (each (2,S,S) in source px, frame t -> t+1 on frame t's grid) into frame 0 -> n on frame 0's
+    grid; `px_per_cell` source pixels per grid cell."""
+    total = torch.zeros_like(steps_px[0])
+    s = total.shape[-1]
+    ys, xs = torch.meshgrid(torch.arange(s, dtype=total.dtype), torch.arange(s, dtype=total.dtype), indexing="ij")
+    for f in steps_px:
+        gx = (xs + total[0] / px_per_cell) / (s - 1) * 2 - 1
+        gy = (ys + total[1] / px_per_cell) / (s - 1) * 2 - 1
+        grid = torch.stack([gx, gy], -1)[None]
+        total = total + F.grid_sample(f[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+    return total
+
+
+def step_rows_by_sequence(store: str, na_rows: np.ndarray) -> dict[int, np.ndarray]:
+    """For each neutral_apex row whose sequence has frame_to_frame step-1 rows in the store: those rows in frame
+    order (`frame_t`, else row order). Rows without any are left out (the caller scores them `direct`)."""
+    from training.data import raw_group
+
+    g = raw_group(store)
+    names = list(g.attrs.get("strategy_names", []))
+    if "frame_to_frame" not in names:
+        return {}
+    seq, strat, step = (np.asarray(g[k][:]) for k in ("sequence", "strategy", "step"))
+    t = np.asarray(g["frame_t"][:]) if "frame_t" in set(g.array_keys()) else np.arange(len(seq))
+    f2f = np.flatnonzero((strat == names.index("frame_to_frame")) & (step == 1))
+    by_seq: dict[int, list[int]] = defaultdict(list)
+    for r in f2f:
+        by_seq[int(seq[r])].append(int(r))
+    return {int(r): np.asarray(sorted(by_seq[int(seq[r])], key=lambda x: t[x]))
+            for r in np.asarray(na_rows) if by_seq.get(int(seq[r]))}
+
+
+@torch.no_grad()
+def chained_frontalization(run: Any, store: str, na_rows: np.ndarray, batch_size: int) -> dict[int, torch.Tensor]:
+    """{neutral_apex row: the chained frontal flow (2,size,size), the store's representation} for `na_rows`."""
+    from training import flowrep
+    from training.data import iter_rows, raw_group
+
+    if len(na_rows) == 0:
+        return {}
+    g = raw_group(store)
+    rep, clip, source = str(g.attrs["representation"]), float(g.attrs["clip"]), g.attrs.get("source_size")
+    steps = step_rows_by_sequence(store, na_rows) if source else {}
+    if len(steps) < len(na_rows):
+        log.warning("%s: %d of %d neutral_apex rows have no step-1 frame_to_frame rows to chain (%s): scored `direct`",
+                    store, len(na_rows) - len(steps), len(na_rows),
+                    "no source_size attribute" if not source else "flow.strategies / max_step")
+    if not steps:
+        return {}
+    source = int(source)
+    need = np.unique(np.concatenate(list(steps.values())))
+    frontal: dict[int, torch.Tensor] = {}
+    pos = 0
+    for b in iter_rows(store, need, ("flow_input",), batch_size):
+        n = len(b["flow_input"])
+        px = flowrep.decode(run.frontalize(b["flow_input"].float()).cpu(), rep, clip)
+        for i in range(n):
+            frontal[int(need[pos + i])] = px[i]
+        pos += n
+    size = next(iter(frontal.values())).shape[-1]
+    return {r: flowrep.encode(compose([frontal[int(x)] for x in rows], source / size)[None], rep, clip)[0]
+            for r, rows in steps.items()}
