@@ -12,6 +12,7 @@ pixels: a flow is averaged as (u, v), never as magnitude/angle, and a mirror neg
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,3 +79,25 @@ def convert(flow_norm: torch.Tensor, representation: str, to: str, clip: float) 
     if to == representation:
         return flow_norm
     return encode(decode(flow_norm, representation, clip), to, clip)
+
+
+def compose_all(steps_px: Sequence[torch.Tensor], px_per_cell: float) -> list[torch.Tensor]:
+    """Chain flows (each (2,S,S) in source px, frame t -> t+1 on frame t's grid): the flows frame 0 -> 1, 0 -> 2,
+    ..., 0 -> n on frame 0's grid, each next flow sampled (bilinear) where the pixel has moved so far;
+    `px_per_cell` source pixels per grid cell."""
+    total = torch.zeros_like(steps_px[0])
+    s = total.shape[-1]
+    ys, xs = torch.meshgrid(torch.arange(s, dtype=total.dtype), torch.arange(s, dtype=total.dtype), indexing="ij")
+    out = []
+    for f in steps_px:
+        gx = (xs + total[0] / px_per_cell) / (s - 1) * 2 - 1
+        gy = (ys + total[1] / px_per_cell) / (s - 1) * 2 - 1
+        grid = torch.stack([gx, gy], -1)[None]
+        total = total + F.grid_sample(f[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+        out.append(total)
+    return out
+
+
+def compose(steps_px: Sequence[torch.Tensor], px_per_cell: float) -> torch.Tensor:
+    """The flow frame 0 -> n chained from the step flows (compose_all's last)."""
+    return compose_all(steps_px, px_per_cell)[-1]

@@ -15,25 +15,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+
+from training.flowrep import compose
 
 NEUTRAL_APEX_MODES = ("direct", "chain")
 log = logging.getLogger(__name__)
-
-
-def compose(steps_px: Sequence[torch.Tensor], px_per_cell: float) -> torch.Tensor:
-    """Chain flows (each (2,S,S) in source px, frame t -> t+1 on frame t's grid) into frame 0 -> n on frame 0's
-    grid; `px_per_cell` source pixels per grid cell."""
-    total = torch.zeros_like(steps_px[0])
-    s = total.shape[-1]
-    ys, xs = torch.meshgrid(torch.arange(s, dtype=total.dtype), torch.arange(s, dtype=total.dtype), indexing="ij")
-    for f in steps_px:
-        gx = (xs + total[0] / px_per_cell) / (s - 1) * 2 - 1
-        gy = (ys + total[1] / px_per_cell) / (s - 1) * 2 - 1
-        grid = torch.stack([gx, gy], -1)[None]
-        total = total + F.grid_sample(f[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
-    return total
 
 
 def step_rows_by_sequence(store: str, na_rows: np.ndarray) -> dict[int, np.ndarray]:

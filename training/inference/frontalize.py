@@ -28,6 +28,7 @@ from training.inference.faces import align_face, face_from_image
 log = logging.getLogger(__name__)
 
 APEX_RULES = ("max_motion", "last")
+MOTION_RULES = ("direct", "chain")
 
 
 @dataclass
@@ -37,6 +38,7 @@ class FrontalizeParams:
     stride: int
     max_frames: int
     apex: str
+    motion: str  # chain: first -> t frontalized as the chain of consecutive pairs' frontalizations; direct: G_F on it
     batch_size: int
     viz_max_px: float | None
     panel: int
@@ -50,6 +52,8 @@ class FrontalizeParams:
     def __post_init__(self) -> None:
         if self.apex not in APEX_RULES:
             raise ValueError(f"apex = {self.apex!r}: expected one of {', '.join(APEX_RULES)}")
+        if self.motion not in MOTION_RULES:
+            raise ValueError(f"motion = {self.motion!r}: expected one of {', '.join(MOTION_RULES)}")
         for name, low in (("stride", 1), ("max_frames", 2), ("batch_size", 1), ("panel", 16)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
@@ -137,8 +141,9 @@ def crop_recording(frames: Iterable[tuple[str, np.ndarray]], crop: Any) -> tuple
     return out[0][0], names, np.stack([c for _, c in out])
 
 
-def recording_flows_px(crops_rgb: np.ndarray, flow: Any, store_size: int) -> np.ndarray:
-    """Flows (first crop -> crop t) for t >= 1, as the pipeline stores them: (T-1,2,store_size,store_size) float32 px."""
+def recording_flows_px(crops_rgb: np.ndarray, flow: Any, store_size: int, consecutive: bool = False) -> np.ndarray:
+    """Flows (first crop -> crop t, or crop t-1 -> crop t when `consecutive`) for t >= 1, as the pipeline stores
+    them: (T-1,2,store_size,store_size) float32 px."""
     import cv2
 
     from pipeline.farneback import downsample_flow_px, farneback_px
@@ -146,8 +151,8 @@ def recording_flows_px(crops_rgb: np.ndarray, flow: Any, store_size: int) -> np.
 
     gray = [cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) for c in crops_rgb]
     # float16 twice, as the flow store and then the training store hold them: the nets see the same numbers.
-    flows = np.stack([downsample_flow_px(farneback_px(gray[0], g, flow), flow.size).astype(np.float16)
-                      for g in gray[1:]])
+    flows = np.stack([downsample_flow_px(farneback_px(gray[t - 1] if consecutive else gray[0], gray[t], flow),
+                                         flow.size).astype(np.float16) for t in range(1, len(gray))])
     return area_resize(flows.astype(np.float32), store_size)
 
 
@@ -172,9 +177,29 @@ class MotionResult:
     apex: int                    # index of the pair that sums up the recording
 
 
+def chained(bundle: Bundle, steps_norm: np.ndarray, source_px: int, batch_size: int) -> np.ndarray:
+    """First -> t frontal flows (T,2,s,s), the bundle's representation, composed from G_F's frontalizations of the
+    consecutive pairs `steps_norm` (T,2,S,S) (training/evaluation/chain.py; `frontalize.motion: chain`)."""
+    import torch
+
+    from training import flowrep
+    from training.flowrep import compose_all, resize_flow
+
+    run = bundle.run
+    steps = []
+    with torch.no_grad():
+        for a in range(0, len(steps_norm), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(steps_norm[a:a + batch_size], dtype=np.float32)).to(run.device)
+            steps += list(run.to_pixels(run.frontalize(resize_flow(x, run.size, run.representation, run.clip))).cpu())
+    out = compose_all(steps, source_px / run.size)
+    return flowrep.encode(torch.stack(out), run.representation, run.clip).numpy()
+
+
 def run_networks(bundle: Bundle, flows_norm: np.ndarray, neutral_u8: np.ndarray, *, batch_size: int = 16,
-                 apex: str = "max_motion", frontalize: bool = True) -> MotionResult:
-    """G_F, D_E and G_W on flows (T,2,S,S) in the bundle's representation and one neutral face (3,S',S') uint8."""
+                 apex: str = "max_motion", frontalize: bool = True,
+                 frontal_norm: np.ndarray | None = None) -> MotionResult:
+    """G_F, D_E and G_W on flows (T,2,S,S) in the bundle's representation and one neutral face (3,S',S') uint8;
+    `frontal_norm` (T,2,s,s): frontal flows already made (the chain), used instead of G_F's."""
     import torch
     import torch.nn.functional as F
 
@@ -188,7 +213,10 @@ def run_networks(bundle: Bundle, flows_norm: np.ndarray, neutral_u8: np.ndarray,
         for a in range(0, len(flows_norm), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(flows_norm[a:a + batch_size], dtype=np.float32)).to(run.device)
             x = resize_flow(x, s, run.representation, run.clip)
-            fr = run.frontalize(x) if frontalize else x
+            if frontal_norm is not None:
+                fr = torch.from_numpy(np.ascontiguousarray(frontal_norm[a:a + batch_size])).to(run.device)
+            else:
+                fr = run.frontalize(x) if frontalize else x
             probs.append(F.softmax(run.nets["de"](fr).float(), dim=1).cpu())
             faces.append(run.warp(fr, neutral.expand(len(x), -1, -1, -1).to(run.device)).cpu())
             ins.append(run.to_pixels(x).cpu())
@@ -383,5 +411,10 @@ def frontalize_recording(bundle: Bundle, pre: Preprocess, frames: Iterable[tuple
     """Crop, flow, normalize (name, RGB frame) pairs as the pipeline does, then the networks."""
     box, names, crops = crop_recording(frames, pre.crop)
     flows = normalize_flows(recording_flows_px(crops, pre.flow, pre.store_size), bundle.representation, bundle.clip)
-    res = run_networks(bundle, flows, neutral_u8, batch_size=p.batch_size, apex=p.apex)
+    frontal = None
+    if p.motion == "chain":
+        steps = normalize_flows(recording_flows_px(crops, pre.flow, pre.store_size, consecutive=True),
+                                bundle.representation, bundle.clip)
+        frontal = chained(bundle, steps, pre.crop.size, p.batch_size)
+    res = run_networks(bundle, flows, neutral_u8, batch_size=p.batch_size, apex=p.apex, frontal_norm=frontal)
     return res, Recording(names, box, crops)

@@ -6,7 +6,8 @@ import torch
 
 from pipeline.schema import STRATEGY_NAMES
 from pipeline.store import write_store
-from training.evaluation.chain import chained_frontalization, compose, step_rows_by_sequence
+from training.evaluation.chain import chained_frontalization, step_rows_by_sequence
+from training.flowrep import compose
 
 S, SRC, CLIP = 16, 64, 10.0   # model/store side, source crop side (4 source px per cell), clip
 NA, F2F = STRATEGY_NAMES.index("neutral_apex"), STRATEGY_NAMES.index("frame_to_frame")

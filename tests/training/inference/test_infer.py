@@ -227,6 +227,38 @@ def test_frontalize_sees_the_flows_the_pipeline_stored(model, tmp_path):
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+def test_frontalize_chain_composes_the_frontalized_consecutive_pairs(model, tmp_path):
+    """frontalize.motion chain: first -> t is the chain of G_F's outputs on the pairs (t-1, t), which are the
+    store's step-1 rows of that sequence; the first pair is G_F's own output."""
+    import yaml
+
+    from pipeline.store import open_store
+    from training import flowrep
+    from training.flowrep import compose_all
+
+    src = seq_dir(model, "S002", "happiness", "roll")
+    p = yaml.safe_load(model["params"].read_text())
+    p["frontalize"]["motion"] = "chain"
+    chain_params = dump_params(p, tmp_path / "params.yaml")
+    ok("frontalize", src, "--bundle", model["bundle"], "--out", tmp_path / "c", "--params", chain_params)
+    ok("frontalize", src, "--bundle", model["bundle"], "--out", tmp_path / "d", "--params", model["params"])
+    chain, direct = (np.load(tmp_path / k / "flow_frontal_px.npy") for k in ("c", "d"))
+    g = open_store(model["store"])
+    ids = list(g.attrs["sequence_ids"])
+    sel = np.flatnonzero((g["sequence"][...] == ids.index(f"S002/{src.name}")) & (g["step"][...] == 1))
+    sel = sel[np.argsort(g["frame_t"][...][sel])]
+    b = load_bundle(model["bundle"])
+    with torch.no_grad():
+        steps = b.run.to_pixels(b.run.frontalize(torch.from_numpy(
+            g["flow_input"].get_orthogonal_selection((sel,)).astype(np.float32))))
+    want = b.run.to_pixels(flowrep.encode(torch.stack(compose_all(list(steps), CROP_SIZE / MODEL_SIZE)), "polar",
+                                          CLIP)).numpy()   # through the representation: clipped at CLIP like the chain
+    assert chain.shape == want.shape == direct.shape
+    np.testing.assert_allclose(chain, want, atol=2e-3 * CLIP)
+    np.testing.assert_allclose(chain[0], direct[0], atol=2e-3 * CLIP)
+    assert np.abs(chain[-1] - direct[-1]).mean() > 1e-3
+
+
 def test_frontalize_real_photographs_video_and_two_frames(model, tmp_path):
     video = write_video(tmp_path / "astronaut.avi", moving(astronaut(), 5))
     neutral = write_rgb(tmp_path / "grace.png", grace_hopper())
