@@ -139,3 +139,13 @@ def test_efer_fer2013_trains_without_vgg16(stores, monkeypatch, tmp_path):
     assert rt["perceptual"]["shared_with_efer"] and "no ImageNet VGG16" in rt["perceptual"]["fallback_reason"]
     start = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert start["perceptual"] == "fer2013" and start["gw"] == "gw_warp"
+
+
+def test_an_epoch_that_feeds_gw_no_row_stops_the_run(stores, monkeypatch, tmp_path):
+    # The start's check passes (as when the selected rows exist but no batch of the epoch draws one).
+    monkeypatch.setattr("training.loop.check_image_rows", lambda steps, image_steps, where: 1)
+    r = invoke("train", stores[9], "--fold", "0", "--efer", "fer2013", "--out", tmp_path / "run",
+               "--params", params_file(tmp_path / "params.yaml", "small", image_steps=[10, 20], steps_per_epoch=2))
+    assert isinstance(r.exception, EmoganError), r.output + repr(r.exception)
+    assert "epoch 1 fed G_W no image rows (image_steps [10, 20] over 2 batches)" in str(r.exception)
+    assert not (tmp_path / "run" / "weights").exists()
