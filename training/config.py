@@ -75,6 +75,9 @@ class EferSpec:
 
 EFER_KINDS: tuple[str, ...] = ("own", "fer2013", "file")
 EFER_OPTIONAL = ("path", "classes", "size", "mean", "std")  # not every kind needs them: absent means null
+PERCEPTUAL_KINDS: tuple[str, ...] = ("auto", "vgg16", "fer2013", "efer")   # models/efer.py perceptual_backbone
+# Which flow G_W's own update warps: the ground truth until e_c then G_F's output, always G_F's, always the truth.
+GW_FLOWS: tuple[str, ...] = ("target_then_generated", "generated", "target")
 
 
 @dataclass
@@ -92,7 +95,8 @@ class TrainConfig:
     flow_loss_space: str              # L_epe/L_char on (u, v)/clip, or on the store's `representation`
     flow_loss_weighting: str          # none | step: L_epe/L_char rows weighted so that every pair step counts alike
     image_steps: Optional[tuple[int, ...]]  # rows with lo < step <= hi feed the image losses
-    gw_flow: str                      # G_W's own update warps G_F's output, or `target`
+    gw_flow: str                      # G_W's own update: the ground truth until e_c, then G_F's output (the authors'
+                                      # code); `generated` | `target`: always that one
     dp_conditional: bool              # D_P sees (input flow, frontal flow)
     de_warmup_steps: int              # D_E alone on real frontal flows before the GAN steps (paper: 0)
     hflip: bool                       # mirror half of each batch (flows u-negated, faces) (paper: off)
@@ -100,7 +104,7 @@ class TrainConfig:
     nets: Roles                       # net specs by role: {name, options} (models.networks.NETS)
     optim: Roles                      # AdamSpec | SgdSpec by role
     lr_gamma: float                   # every learning rate x lr_gamma after each epoch
-    perceptual: str                   # vgg16 | efer | auto (vgg16 when its weights are cached)
+    perceptual: str                   # vgg16 | fer2013 | efer | auto (vgg16 when cached, else fer2013)
     efer: EferSpec
     amp: str                          # bf16 autocast: auto (CUDA only) | on | off
     fused_optim: bool                 # fused Adam (7x faster than the default on CPU)
@@ -174,6 +178,7 @@ class RunConfig:
     params_file: str
     train: TrainConfig
     resume: bool
+    fer2013_weights: Optional[str]    # the FER2013 mini-Xception's file (paths.weights): perceptual fer2013 | auto
     trust_pickle: bool = False        # the user's --trust-pickle for e_FER `file` (recorded, never read back)
 
 
@@ -246,12 +251,12 @@ def validate(cfg: TrainConfig, where: str) -> None:
         bad("flow_loss_weighting is none or step")
     if cfg.flow_loss_space not in ("cartesian", "representation"):
         bad("flow_loss_space is cartesian or representation")
-    if cfg.gw_flow not in ("generated", "target"):
-        bad("gw_flow is generated or target")
+    if cfg.gw_flow not in GW_FLOWS:
+        bad(f"gw_flow is one of {', '.join(GW_FLOWS)}")
     if cfg.amp not in ("auto", "on", "off"):
         bad("amp is auto, on or off")
-    if cfg.perceptual not in ("auto", "vgg16", "efer"):
-        bad("perceptual is auto, vgg16 or efer")
+    if cfg.perceptual not in PERCEPTUAL_KINDS:
+        bad(f"perceptual is one of {', '.join(PERCEPTUAL_KINDS)}")
     for role, spec in cfg.nets.items():
         if not isinstance(spec, dict) or not spec.get("name"):
             bad(f"nets.{role} needs a `name` (a network of training/models/networks.py)")
@@ -349,10 +354,11 @@ def resolve_run(params_path: Path | str | None, *, stores: Sequence[Path], out: 
         e["path"] = str(efer_path)
     if efer_classes is not None:
         e["classes"] = [c.strip() for c in efer_classes.split(",") if c.strip()]
-    if e.get("name") == "fer2013" and not e.get("path"):
-        from pipeline.weights import weights_path
+    from pipeline.weights import weights_path
 
-        e["path"] = str(weights_path("fer2013", params))  # where `emogan weights fetch fer2013` put it
+    fer2013_weights = str(weights_path("fer2013", params))  # where `emogan weights fetch fer2013` put it
+    if e.get("name") == "fer2013" and not e.get("path"):
+        e["path"] = fer2013_weights
     cfg.efer = parse_efer(e, f"train.{name}.efer")
     apply_ablation(cfg, sec, ablation)
     validate(cfg, where=f"train.{name}")
@@ -361,7 +367,7 @@ def resolve_run(params_path: Path | str | None, *, stores: Sequence[Path], out: 
         fold=sec.fold if fold is None else int(fold), folds_files=resolve_folds(params, stores, folds),
         folds_k=sec.folds_k, out=str(out), live_dir=str(live_dir if live_dir is not None else Path(out) / "dvclive"),
         device=device, params_file=str(params["__file__"]), train=cfg, resume=bool(resume),
-        trust_pickle=trust_pickle is True)
+        fer2013_weights=fer2013_weights, trust_pickle=trust_pickle is True)
 
 
 @dataclass
@@ -393,3 +399,4 @@ class RunRecord:
                        store_records=list(config["runtime"]["stores"]))
         except (KeyError, TypeError) as e:
             raise EmoganError(f"{where}: not a config.json of `emogan train` (missing {e})") from None
+

@@ -72,8 +72,11 @@ def _warp(img01: np.ndarray, flow_px: np.ndarray, src: int) -> np.ndarray:
 
 
 def make_arrays(n_subjects: int = 6, rows_per_subject: int = 16, size: int = 32, src: int = 128,
-                representation: str = "polar", clip: float = 10.0, seed: int = 0) -> dict[str, np.ndarray]:
-    """The arrays of a learnable store, N = n_subjects * rows_per_subject, flows encoded as the store does."""
+                representation: str = "polar", clip: float = 10.0, seed: int = 0,
+                max_step: int = 5) -> dict[str, np.ndarray]:
+    """The arrays of a learnable store, N = n_subjects * rows_per_subject, flows encoded as the store does.
+
+    neutral_apex rows have step 9 (10-frame sequences), frame_to_frame rows a step drawn in 1..max_step."""
     rng = np.random.default_rng(seed)
     n = n_subjects * rows_per_subject
     out: dict[str, Any] = {k: [] for k in ("flow_input", "flow_target", "neutral", "target_image", "input_image",
@@ -84,7 +87,7 @@ def make_arrays(n_subjects: int = 6, rows_per_subject: int = 16, size: int = 32,
             label = int(rng.integers(len(CLASS_NAMES)))
             pose = int(rng.integers(len(POSE_NAMES) - 1))  # not `augmented`
             strategy = int(rng.integers(len(STRATEGY_NAMES)))
-            step = 9 if strategy == 0 else int(rng.integers(1, 6))
+            step = 9 if strategy == 0 else int(rng.integers(1, max_step + 1))
             target = expression_flow_px(label, rng.uniform(3.0, 6.0), size, src)
             if POSE_NAMES[pose] == "nothing":
                 rigid = np.zeros_like(target)
@@ -118,16 +121,17 @@ def make_arrays(n_subjects: int = 6, rows_per_subject: int = 16, size: int = 32,
 
 def write_fixture_store(path: Path | str, n_subjects: int = 6, rows_per_subject: int = 16, size: int = 32,
                         src: int = 128, representation: str = "polar", clip: float = 10.0, seed: int = 0,
-                        chunk_mib: float = 0.02) -> Path:
+                        chunk_mib: float = 0.02, max_step: int = 5) -> Path:
     """Write a learnable store through pipeline/store.py's write_store (small chunks: several per store)."""
     from pipeline.store import write_store
 
-    arrays = make_arrays(n_subjects, rows_per_subject, size, src, representation, clip, seed)
+    arrays = make_arrays(n_subjects, rows_per_subject, size, src, representation, clip, seed, max_step)
     attrs = {
         "representation": representation, "clip": float(clip), "size": size,
+        "source_size": src,   # the flows are in pixels of a src x src crop (a warping G_W scales them by size/src)
         "source_manifest_sha256": "fixture", "subject_ids": [f"S{s:03d}" for s in range(n_subjects)],
         "params": {"fixture": {"n_subjects": n_subjects, "rows_per_subject": rows_per_subject, "src": src,
-                               "seed": seed}},
+                               "seed": seed, "max_step": max_step}},
     }
     write_store(path, arrays, attrs, chunk_mib=chunk_mib)
     return Path(path)

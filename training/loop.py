@@ -35,8 +35,9 @@ from training.data import (DE_ARRAYS, GAN_ARRAYS, MirrorDraws, StoreInfo, Stream
                            reserved_subjects, split_folds, store_name, subjects_of, to_device)
 from training.distributed import Dist, all_true, broadcast_buffers, ddp_checksums, init_distributed, resolve_device
 from training.models import losses as L
-from training.models.networks import build_nets
-from training.step import LOSS_NAMES, StepContext, autocast_ctx, de_step, gan_step, make_optimizer
+from training.models.networks import build_nets, complete_gw_spec
+from training.step import (LOSS_NAMES, StepContext, autocast_ctx, check_image_rows, de_step, gan_step, gw_update_flow,
+                           make_optimizer)
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,12 @@ def open_session(c: RunConfig) -> Session:
     if t.size is not None and infos[0].size % t.size:
         raise EmoganError(f"train.size {t.size} does not divide the stores' size {infos[0].size}")
 
+    steps = np.concatenate([np.asarray(raw_group(i.path)["step"][:])[r] for i, r in zip(infos, train_rows)])
+    n_image_rows = check_image_rows(steps, t.image_steps, f"train.{c.config_name} ({', '.join(c.stores)})")
+    # A warping G_W measures flows in the stores' units: their representation, clip and source crop side go into
+    # its spec (and so into config.json, checkpoints and bundles).
+    t.nets.gw = complete_gw_spec(t.nets.gw, infos)
+
     # Nets (same seed on every rank; DDP broadcasts rank 0's anyway), frozen judges.
     _set_seed(t.seed)
     nets = {r: m.to(device) for r, m in build_nets(dict(t.nets.items())).items()}
@@ -189,7 +196,7 @@ def open_session(c: RunConfig) -> Session:
         raise EmoganError(f"e_FER {efer_info.get('path')} is an ONNX model: it cannot pass gradients to G_W "
                           "(L_eFER). Use a TorchScript export, `own`, or `fer2013` for training (ONNX is fine "
                           "for evaluation)")
-    perc_fn, perc_mod, perc_info = perceptual_backbone(t.perceptual, efer)
+    perc_fn, perc_mod, perc_info = perceptual_backbone(t.perceptual, efer, c.fer2013_weights)
     if perc_mod is not None:
         perc_mod.to(device)
     optims = {r: make_optimizer(nets[r].parameters(), getattr(t.optim, r), t.fused_optim) for r in ROLES}
@@ -199,6 +206,7 @@ def open_session(c: RunConfig) -> Session:
     runtime = {
         "world_size": d.world, "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
         "amp_bf16": amp is not contextlib.nullcontext, "efer": efer_info, "perceptual": perc_info,
+        "image_rows": n_image_rows,
         "stores": [{"path": i.path, "rows": i.n, "size": i.size, "representation": i.representation, "clip": i.clip,
                     "schema_version": i.attrs.get("schema_version"), "params": i.attrs.get("params"),
                     "source_manifest_sha256": i.attrs.get("source_manifest_sha256"),
@@ -215,7 +223,6 @@ def open_session(c: RunConfig) -> Session:
 
         ids = [device.index] if device.type == "cuda" else None
         wrapped = {r: DDP(m, device_ids=ids) for r, m in nets.items()}
-    steps = np.concatenate([np.asarray(raw_group(i.path)["step"][:])[r] for i, r in zip(infos, train_rows)])
     w = L.step_weight_table(steps, t.flow_loss_weighting)
     ctx = StepContext(nets, wrapped, optims, efer, perc_fn, t, amp, d, device, rep, clip,
                       None if w is None else torch.from_numpy(w))
@@ -299,7 +306,8 @@ def start(s: Session) -> tuple[int, int]:
         if s.c.resume:
             _truncate_log(s.log_path, start_epoch)
         s.jsonl({"event": "resume" if s.c.resume else "start", "epoch": start_epoch, "step": step,
-                 "time": time.time(), "world_size": s.d.world, "device": str(s.device)})
+                 "time": time.time(), "world_size": s.d.world, "device": str(s.device),
+                 "perceptual": s.runtime["perceptual"]["backbone"], "gw": s.t.nets.gw["name"]})
         from dvclive import Live
 
         s.live = Live(dir=s.c.live_dir, resume=s.c.resume, save_dvc_exp=False, dvcyaml=None)
@@ -357,11 +365,13 @@ def train_epoch(s: Session, ds: StreamingStoreDataset, loader: Any, epoch: int, 
     if s.t.steps_per_epoch:
         n_batches = min(n_batches, int(s.t.steps_per_epoch))
     sums = {k: 0.0 for k in LOSS_NAMES}
+    gw_rows = 0.0
     bar = tqdm(total=n_batches, desc=f"train epoch {epoch + 1}/{s.t.epochs}", unit="step", leave=False,
                disable=not progress_enabled() or s.d.rank != 0)   # `emogan -q`: none; rank 0 only
     for i, batch in zip(range(n_batches), loader):
         bar.update(1)
         losses = gan_step(s.prepare(batch), epoch, s.ctx)
+        gw_rows += float(losses["gw_rows"])
         vec = torch.stack([losses[k].float() for k in LOSS_NAMES]).cpu()
         _check_finite(s, vec, epoch, step)
         vals = dict(zip(LOSS_NAMES, vec.tolist()))
@@ -371,15 +381,22 @@ def train_epoch(s: Session, ds: StreamingStoreDataset, loader: Any, epoch: int, 
         if i % max(1, s.t.log_every) == 0 or i == n_batches - 1:
             s.jsonl({"event": "step", "epoch": epoch, "step": step, **vals})
     bar.close()
+    if all_true(gw_rows == 0, s.d, s.device):
+        raise EmoganError(f"{s.out}: epoch {epoch + 1} fed G_W no image rows (image_steps {s.t.image_steps} over "
+                          f"{n_batches} batches): its loss would be silently absent. Widen image_steps or raise "
+                          "steps_per_epoch")
+    sums["gw_rows"] = gw_rows
     for x in s.scheds.values():
         x.step()
-    return step, {k: v / max(n_batches, 1) for k, v in sums.items()}, n_batches
+    return step, {k: v if k == "gw_rows" else v / max(n_batches, 1) for k, v in sums.items()}, n_batches
 
 
 def end_epoch(s: Session, epoch: int, step: int, means: dict[str, float], n_batches: int,
               seconds: float) -> dict[str, Any]:
     """Held-out EPE, log record, dvclive, checkpoint (rank 0); ranks' buffers made equal under DDP."""
     last = epoch == s.t.epochs - 1
+    means = dict(means)
+    gw_rows = int(means.pop("gw_rows", 0))   # rows G_W trained on (train_epoch's count, not a mean)
     # Between epochs a spread subset of the held-out rows tracks progress; the last epoch uses them all.
     ev = evaluate_stores(s.nets["gf"], s.infos, s.test_rows, s.t, s.device, s.ctx.amp,
                          None if last else s.t.eval_rows) if s.d.main else {}
@@ -389,6 +406,7 @@ def end_epoch(s: Session, epoch: int, step: int, means: dict[str, float], n_batc
         checks = ddp_checksums(s.nets, s.d)
     if s.d.main:
         rec = {"event": "epoch", "epoch": epoch, "step": step, "batches": n_batches,
+               "gw_rows": gw_rows, "gw_flow": gw_update_flow(s.t, epoch),
                "samples_per_s": n_batches * s.t.batch_size * s.d.world / max(seconds, 1e-9), "loss": means, "test": ev}
         if checks is not None:
             rec["ddp_param_sums"] = checks

@@ -11,9 +11,11 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
+from pipeline.errors import EmoganError
 from training import flowrep
 from training.config import AdamSpec, OptimSpec, TrainConfig
 from training.distributed import Dist, all_true
@@ -63,6 +65,28 @@ def image_rows(step: torch.Tensor, image_steps: tuple[int, ...] | None) -> torch
         return torch.ones_like(step, dtype=torch.bool)
     lo, hi = image_steps
     return (step > lo) & (step <= hi)
+
+
+def check_image_rows(steps: np.ndarray, image_steps: tuple[int, ...] | None, where: str) -> int:
+    """Number of training rows (their pair `steps`) that feed G_W; none is an error naming the steps there are."""
+    n = int(image_rows(torch.from_numpy(np.asarray(steps, dtype=np.int64)), image_steps).sum())
+    if n == 0:
+        lo, hi = image_steps if image_steps is not None else (None, None)
+        raise EmoganError(f"{where}: image_steps {list(image_steps or [])} ({lo} < step <= {hi}) selects none of "
+                          f"the training rows, whose steps are {sorted(set(np.asarray(steps).tolist()))}: G_W would "
+                          "never train. Choose a range these stores hold, or null (all rows)")
+    return n
+
+
+def gw_update_flow(t: TrainConfig, epoch: int) -> str:
+    """Which flow G_W's own update warps this epoch: `target` (ground truth) or `generated` (G_F's, detached).
+
+    `target_then_generated` (the authors' code): the ground truth until the connection epoch e_c, so that G_W
+    learns to warp real motion before G_F's output is worth warping, then G_F's output.
+    """
+    if t.gw_flow == "target_then_generated":
+        return "target" if epoch < t.e_c else "generated"
+    return t.gw_flow
 
 
 def loss_space(flow: torch.Tensor, c: StepContext) -> torch.Tensor:
@@ -158,20 +182,22 @@ def image_selection(batch: dict[str, torch.Tensor], c: StepContext) -> ImageRows
     return ImageRows(idx, 1.0)
 
 
-def update_gw(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRows | None,
+def update_gw(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRows | None, epoch: int,
               c: StepContext) -> dict[str, torch.Tensor]:
-    """G_W on its image rows: warps G_F's (detached) output, or the ground-truth flow (t.gw_flow)."""
+    """G_W on its image rows: warps G_F's (detached) output or the ground-truth flow (gw_update_flow); the
+    losses and `gw_rows`, the number of (real) rows it trained on."""
     if rows is None:
-        return {k: torch.zeros((), device=c.device) for k in ("gw", "gw_l1", "gw_perc", "gw_fer")}
+        return {k: torch.zeros((), device=c.device) for k in ("gw", "gw_l1", "gw_perc", "gw_fer", "gw_rows")}
     idx = rows.idx
-    flow = (fake.detach() if c.t.gw_flow == "generated" else batch["flow_target"]).index_select(0, idx)
+    flow = (batch["flow_target"] if gw_update_flow(c.t, epoch) == "target" else fake.detach()).index_select(0, idx)
     with c.amp():
         x_gen = c.wrapped["gw"](flow, batch["neutral"].index_select(0, idx))
     gw = _gw_losses(x_gen, batch["target_image"].index_select(0, idx), batch["label"].index_select(0, idx), c)
     c.optims["gw"].zero_grad(set_to_none=True)
     (gw["gw"] * rows.weight).backward()
     c.optims["gw"].step()
-    return {k: v.detach() * rows.weight for k, v in gw.items()}
+    return {**{k: v.detach() * rows.weight for k, v in gw.items()},
+            "gw_rows": torch.tensor(float(idx.numel()) * rows.weight, device=c.device)}
 
 
 def update_gf(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRows | None, epoch: int,
@@ -205,12 +231,12 @@ def update_gf(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRow
 
 
 def gan_step(batch: dict[str, torch.Tensor], epoch: int, c: StepContext) -> dict[str, torch.Tensor]:
-    """One optimisation step of D_P, D_E, G_W and G_F on a device batch; the (detached) losses."""
+    """One optimisation step of D_P, D_E, G_W and G_F on a device batch; the (detached) losses and gw_rows."""
     with c.amp():
         fake = c.wrapped["gf"](batch["flow_input"])
     fake = fake.float()
     out = update_discriminators(batch, fake, c)
     rows = image_selection(batch, c)
-    out.update(update_gw(batch, fake, rows, c))
+    out.update(update_gw(batch, fake, rows, epoch, c))
     out.update(update_gf(batch, fake, rows, epoch, c))
     return out

@@ -150,8 +150,8 @@ def test_a_run_folder_holds_config_log_metrics_checkpoints_and_weights(env):
     assert "held-out fold 0 EPE" in r.output
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["config_name"] == "small" and cfg["fold"] == 0 and cfg["train"]["nets"] == TINY_NETS
-    assert cfg["runtime"]["efer"]["name"] == "own" and cfg["runtime"]["perceptual"]["backbone"] in ("vgg16", "efer")
-    if cfg["runtime"]["perceptual"]["backbone"] == "efer":
+    assert cfg["runtime"]["efer"]["name"] == "own" and cfg["runtime"]["perceptual"]["backbone"] in ("vgg16", "fer2013", "efer")
+    if cfg["runtime"]["perceptual"]["backbone"] != "vgg16":
         assert "no ImageNet VGG16 weights" in cfg["runtime"]["perceptual"]["fallback_reason"]
     assert [e for e, _ in list_checkpoints(run)] == [1, 2]
     state = load_checkpoint(list_checkpoints(run)[-1][1])  # weights_only=True

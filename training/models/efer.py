@@ -219,10 +219,34 @@ def vgg16_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
 
 
-def perceptual_backbone(kind: str, efer: nn.Module) -> tuple[Callable[[torch.Tensor], list[torch.Tensor]], nn.Module | None, dict[str, Any]]:
-    """The perceptual loss's frozen feature extractor: (features(rgb01), module to move, record for config.json)."""
+PERCEPTUAL_KINDS: tuple[str, ...] = ("auto", "vgg16", "fer2013", "efer")   # = training.config.PERCEPTUAL_KINDS
+
+
+def _frozen_fer2013(efer: nn.Module, weights: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The FER2013 mini-Xception as a frozen feature extractor: e_FER itself when it is that net, else loaded."""
+    from training.models.fer2013 import FER2013Classifier, load_fer2013
+
+    if isinstance(efer, FER2013Classifier):
+        p = Path(efer.source) if getattr(efer, "source", None) else weights
+        return efer, {"backbone": "fer2013", "weights": str(p), "sha256": file_sha256(p), "shared_with_efer": True}
+    net = load_fer2013(weights)
+    return net, {"backbone": "fer2013", "weights": str(weights), "sha256": file_sha256(weights),
+                 "shared_with_efer": False}
+
+
+def perceptual_backbone(kind: str, efer: nn.Module, fer2013_weights: Path | str | None = None,
+                        ) -> tuple[Callable[[torch.Tensor], list[torch.Tensor]], nn.Module | None, dict[str, Any]]:
+    """The perceptual loss's frozen feature extractor: (features(rgb01), module to move, record for config.json).
+
+    `vgg16`: ImageNet VGG16 (torch hub cache); `fer2013`: the FER2013 mini-Xception's intermediate features (a net
+    trained on real faces, available offline; `fer2013_weights` is its file, params.yaml paths.weights); `efer`:
+    e_FER's own features; `auto`: vgg16 when its weights are cached, else fer2013 when its weights are there, else
+    e_FER's features. Every fallback is logged and recorded.
+    """
     from training.models.networks import Vgg16Features
 
+    if kind not in PERCEPTUAL_KINDS:
+        raise EmoganError(f"perceptual backbone {kind!r}; expected one of {', '.join(PERCEPTUAL_KINDS)}")
     vgg = vgg16_weights_path()
     if kind in ("auto", "vgg16") and vgg.is_file():
         net = Vgg16Features()
@@ -230,14 +254,29 @@ def perceptual_backbone(kind: str, efer: nn.Module) -> tuple[Callable[[torch.Ten
         net.eval()
         for p in net.parameters():
             p.requires_grad_(False)
+        log.info("perceptual loss on ImageNet VGG16 (%s)", vgg)
         return net, net, {"backbone": "vgg16", "weights": str(vgg)}
     if kind == "vgg16":
         raise EmoganError(f"{vgg}: ImageNet VGG16 weights not found (perceptual: vgg16); put torchvision's "
-                          f"{vgg.name} there or set perceptual: auto to fall back to e_FER features")
+                          f"{vgg.name} there or set perceptual: fer2013 (or auto) to use the FER2013 net's features")
+    fer_p = Path(fer2013_weights) if fer2013_weights else None
+    if kind == "fer2013" and (fer_p is None or not fer_p.is_file()):
+        raise EmoganError(f"{fer_p}: FER2013 weights not found (perceptual: fer2013); run `emogan weights fetch "
+                          "fer2013` or set perceptual: auto")
+    if kind == "fer2013" or (kind == "auto" and fer_p is not None and fer_p.is_file()):
+        net, rec = _frozen_fer2013(efer, fer_p)
+        if kind == "auto":
+            rec["fallback_reason"] = f"no ImageNet VGG16 weights at {vgg}: perceptual loss on FER2013 features"
+            log.warning(rec["fallback_reason"])
+        else:
+            log.info("perceptual loss on the FER2013 mini-Xception's features (%s)", rec["weights"])
+        return net.features, (None if rec["shared_with_efer"] else net), rec
     has = getattr(efer, "has_features", None)
     if not callable(has) or not has():
-        raise EmoganError(f"no ImageNet VGG16 weights at {vgg} and this e_FER exposes no features: the perceptual "
-                          "loss has no backbone; put the VGG16 weights there or use e_FER `own`")
-    reason = f"no ImageNet VGG16 weights at {vgg}: perceptual loss on e_FER features instead"
-    log.warning(reason)
+        raise EmoganError(f"no ImageNet VGG16 weights at {vgg}, no FER2013 weights at {fer_p}, and this e_FER exposes "
+                          "no features: the perceptual loss has no backbone; run `emogan weights fetch fer2013`")
+    reason = ("perceptual: efer" if kind == "efer" else
+              f"no ImageNet VGG16 weights at {vgg} nor FER2013 weights at {fer_p}: perceptual loss on e_FER features")
+    if kind == "auto":
+        log.warning(reason)
     return efer.features, None, {"backbone": "efer", "fallback_reason": reason}

@@ -114,13 +114,19 @@ class MiniXception(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.head = nn.Conv2d(BLOCK_WIDTHS[-1], n_classes, 3, padding=1, bias=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pre-softmax scores (the Keras model's softmax input), (N,7) in Keras class order."""
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Activations after the entry convs and after each residual block: 5 maps, 60x60x8 down to 4x4x128."""
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
+        out = [x]
         for block in self.blocks:
             x = block(x)
-        return self.head(x).mean(dim=(2, 3))
+            out.append(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-softmax scores (the Keras model's softmax input), (N,7) in Keras class order."""
+        return self.head(self.features(x)[-1]).mean(dim=(2, 3))
 
 
 def preprocess(images_rgb: torch.Tensor) -> torch.Tensor:
@@ -163,6 +169,14 @@ class FER2013Classifier(nn.Module):
         """(N,3,H,W) RGB in [0,1] -> (N,7) logits, columns in `CLASS_NAMES` order."""
         logits_keras = self.net(preprocess(images_rgb))
         return logits_keras.index_select(1, self.order)
+
+    def has_features(self) -> bool:
+        """It exposes intermediate features: a perceptual backbone trained on real faces (training/efer.py)."""
+        return True
+
+    def features(self, images_rgb: torch.Tensor) -> list[torch.Tensor]:
+        """Frozen activations for a perceptual loss: RGB (N,3,H,W) in [0,1] -> 5 maps of the 64x64 gray input."""
+        return self.net.features(preprocess(images_rgb))
 
 
 # --- loading the Keras HDF5 -------------------------------------------------------------

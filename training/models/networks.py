@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from torch import nn
 
 from pipeline.errors import EmoganError
 from pipeline.schema import CLASS_NAMES
+from training.models.gw_warp import WarpRefineGenerator
 
 
 def _instance_norm(ch: int) -> nn.Module:
@@ -322,6 +323,7 @@ class Vgg16Features(nn.Module):
 # an explicit table, so the loop and the bundles build nets without naming a class.
 NETS: dict[str, type[nn.Module]] = {
     "gf": FlowGenerator, "dp": PatchDiscriminator, "de": FlowCNN, "gw": ImageGenerator, "fer_cnn": ImageFER,
+    "gw_warp": WarpRefineGenerator,   # G_W that warps the neutral face, then refines it (models/gw_warp.py)
 }
 
 
@@ -355,6 +357,35 @@ def build_from(spec: dict[str, Any]) -> nn.Module:
 def build_nets(specs: dict[str, dict[str, Any]]) -> dict[str, nn.Module]:
     """One net per role ({"gf": spec, ...}, e.g. a config's `nets`), built by name."""
     return {role: build_from(spec) for role, spec in specs.items()}
+
+
+# What a G_W spec takes from the training stores when it leaves them out (gw_warp's constructor).
+GW_STORE_KEYS: tuple[str, ...] = ("representation", "clip", "source_size")
+
+
+def complete_gw_spec(spec: Mapping[str, Any], infos: Sequence[Any]) -> dict[str, Any]:
+    """A G_W build spec with the stores' representation, clip and source crop side filled in where the net takes
+    them and the spec leaves them out (so that config.json, checkpoints and bundles rebuild the same net).
+    `infos` are the training stores' `training.data.StoreInfo`; they must agree on each value filled in."""
+    out = dict(spec)
+    if out.get("name") not in NETS:
+        return out   # build_nets names the unknown network
+    accepted = inspect.signature(NETS[out["name"]]).parameters
+    for key in GW_STORE_KEYS:
+        if key not in accepted or key in out:
+            continue
+        values = []
+        for info in infos:
+            v = info.attrs.get(key)
+            if v is None or v == "":
+                raise EmoganError(f"{info.path}: no {key} attr; G_W {out['name']!r} needs it to warp (source_size: "
+                                  "the crop side its flow vectors are measured in). Rebuild it with `emogan normalize`")
+            values.append(int(v) if key == "source_size" else float(v) if key == "clip" else str(v))
+        if len(set(values)) > 1:
+            raise EmoganError(f"{infos[1].path}: {key} {values[1]!r} differs from {infos[0].path}'s {values[0]!r}; "
+                              f"G_W {out['name']!r} warps every store's flows with one {key}")
+        out[key] = values[0]
+    return out
 
 
 def count_parameters(net: nn.Module) -> int:

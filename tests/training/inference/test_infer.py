@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -317,6 +318,37 @@ def test_transfer_moves_one_motion_onto_a_photo_a_drawing_and_the_average_face(m
        "--bundle", model["bundle"], "--out", out)
     doc = json.loads((out / "expression.json").read_text())
     assert doc["predicted"] == "surprise" and doc["source"]["sequence"] == f"S002/{src.name}"
+
+
+def test_transfer_through_the_warping_gw_keeps_the_targets_identity(model, tmp_path):
+    # A short run with the warping G_W (the fixture's run keeps the paper's encoder-decoder, whose tiny training
+    # the frontalize cases above were checked with), exported and used for transfer onto three targets.
+    p = yaml.safe_load(model["params"].read_text())
+    p["train"]["small"]["nets"]["gw"] = {"name": "gw_warp", "ngf": 8, "max_ch": 32, "n_down": 2, "n_res": 1}
+    p["train"]["small"].update({"epochs": 2, "steps_per_epoch": 10})
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(p))
+    common = ["--fold", "0", "--folds-file", model["dir"] / "folds.csv", "--params", params]
+    ok("train", model["store"], "--out", tmp_path / "run", "--efer-path", model["dir"] / "fer", *common)
+    ok("export", tmp_path / "run", "--out", tmp_path / "warp.safetensors", "--params", params)
+    meta = json.loads((tmp_path / "warp.json").read_text())
+    assert meta["nets"]["gw"]["name"] == "gw_warp" and meta["nets"]["gw"]["source_size"] == CROP_SIZE
+    src = seq_dir(model, "S002", "surprise", "yaw")
+    photo = write_rgb(tmp_path / "grace.png", grace_hopper())
+    sketch = write_rgb(tmp_path / "drawing.png", np.where(
+        cv2.Canny(cv2.cvtColor(astronaut()[10:230, 20:240], cv2.COLOR_RGB2GRAY), 40, 110)[..., None] > 0, 0, 255
+    ).astype(np.uint8).repeat(3, -1))
+    faces, own = {}, {}
+    for name, target, extra in (("photo", photo, []), ("drawing", sketch, ["--as-crop"]), ("average", "average", [])):
+        out = tmp_path / name
+        ok("transfer", src, "--target", target, *extra, "--bundle", tmp_path / "warp.safetensors", "--out", out)
+        faces[name] = np.load(out / "faces.npy").astype(float)
+        own[name] = np.asarray(Image.open(out / "neutral.png").convert("RGB")).transpose(2, 0, 1).astype(float)
+    # Each target's faces are its own (registered) neutral face, moved: far closer to it than to another target.
+    for name, f in faces.items():
+        mine = np.abs(f - own[name]).mean()
+        others = min(np.abs(f - own[o]).mean() for o in faces if o != name)
+        assert mine < 0.35 * others, (name, mine, others)
 
 
 # ---------------------------------------------------------------- average face

@@ -1,0 +1,167 @@
+"""G_W probe (issue #13): G_W alone on the ground-truth flows, judged on held-out neutral->apex rows.
+
+A research tool, not a stage: it answers "which G_W keeps the person and shows the expression" in minutes on a
+CPU, with the project's own G_W nets (training/models/), the step's G_W losses (training.step._gw_losses: L_1,
+L_perc on the run's perceptual backbone, L_eFER) and the FER2013 mini-Xception as the independent judge. Use it on
+a tuning split (`emogan folds MANIFEST --tuning`): `--fold` is then the validation fold and the reserved test
+subjects are read by nothing (the probe refuses a split that would train on them).
+
+    python benchmarks/probe_gw.py STORE --folds-file F --fold 3 --steps 300 --out probe.json \
+        --gw '{"name": "gw_warp", "ngf": 16, "max_ch": 128, "n_down": 3, "n_res": 2}'
+
+It trains as `train.<--config>` says (size, batch, G_W optimizer, L_1 and L_perc weights, image_steps, perceptual,
+hflip), G_W's flow the ground truth (gw_flow's first phase). L_eFER is off: the judge (FER2013) must not train the
+faces it reads, and the config's own e_FER would need a train-fer run per split. Prints one JSON object:
+rows, seconds, and per face source (real frontal face, the neutral face, the warp alone for gw_warp, G_W of the
+ground-truth flow) the SSIM against the real frontal face, FER2013's accuracy and its ratio to the real faces',
+and the checkerboard ratio (Nyquist share against the neutral face's).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.folds import read_folds
+from pipeline.params import as_dict, load_params
+from pipeline.schema import STRATEGY_NAMES
+from pipeline.weights import weights_path
+from training import flowrep
+from training.config import train_config
+from training.data import MirrorDraws, check_store, fold_rows, mirror_batch, raw_group
+from training.distributed import Dist
+from training.evaluation.metrics import accuracy, ssim_u8
+from training.models.efer import perceptual_backbone
+from training.models.fer2013 import load_fer2013
+from training.models.gw_warp import nyquist_share
+from training.models.networks import build_from, complete_gw_spec
+from training.step import StepContext, _gw_losses, image_rows, make_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_rows(store: str, rows: np.ndarray, size: int, rep: str, clip: float) -> dict[str, torch.Tensor]:
+    """Rows at the model side: flow_target (normalized), neutral and target_image in [-1, 1], label, step."""
+    g = raw_group(store)
+    out: dict[str, torch.Tensor] = {k: torch.from_numpy(np.asarray(g[k][:])[rows].astype(np.int64))
+                                    for k in ("label", "step", "strategy")}
+    flow = torch.from_numpy(np.asarray(g["flow_target"].get_orthogonal_selection((rows,)), np.float32))
+    out["flow_target"] = flowrep.resize_flow(flow, size, rep, clip)
+    for k in ("neutral", "target_image"):
+        x = torch.from_numpy(np.asarray(g[k].get_orthogonal_selection((rows,)))).float() / 127.5 - 1
+        out[k] = F.interpolate(x, size=(size, size), mode="area") if x.shape[-1] != size else x
+    return out
+
+
+def u8(x: torch.Tensor) -> np.ndarray:
+    return ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def train_gw(tr: dict[str, torch.Tensor], t: Any, gw: torch.nn.Module, steps: int, fer: torch.nn.Module,
+             perc: Any, rep: str, clip: float, log: Any) -> None:
+    """G_W on the ground-truth flows of the training image rows, the step's losses, t.optim.gw."""
+    opt = make_optimizer(gw.parameters(), t.optim.gw, fused=False)
+    ctx = StepContext({"gw": gw}, {"gw": gw}, {"gw": opt}, fer, perc, t, contextlib.nullcontext,
+                      Dist(), torch.device("cpu"), rep, clip)
+    gen = torch.Generator().manual_seed(t.seed)
+    mirror = MirrorDraws(t.seed)
+    n = len(tr["label"])
+    for s in range(steps):
+        mirror.start_epoch(s)
+        idx = torch.randint(0, n, (min(t.batch_size, n),), generator=gen)
+        b = {k: v[idx] for k, v in tr.items()}
+        if t.hflip:
+            b = mirror_batch(b, mirror.draw(len(idx)), rep, clip)
+        losses = _gw_losses(gw(b["flow_target"], b["neutral"]), b["target_image"], b["label"], ctx)
+        opt.zero_grad(set_to_none=True)
+        losses["gw"].backward()
+        opt.step()
+        if s % 50 == 0 or s == steps - 1:
+            log(f"step {s + 1}/{steps}: " + " ".join(f"{k} {float(v.detach()):.4f}" for k, v in losses.items()))
+
+
+@torch.no_grad()
+def score(gw: torch.nn.Module, te: dict[str, torch.Tensor], fer: torch.nn.Module, batch: int = 32) -> dict[str, Any]:
+    """Per face source: SSIM vs the real frontal face, FER2013 accuracy (and / the real faces'), checkerboard."""
+    gw.eval()
+    faces: dict[str, list[np.ndarray]] = {"frontal_gt": [], "neutral": [], "gw_gt": []}
+    if hasattr(gw, "warp"):
+        faces["warp_gt"] = []
+    for i in range(0, len(te["label"]), batch):
+        fl, nu, tg = (te[k][i:i + batch] for k in ("flow_target", "neutral", "target_image"))
+        faces["frontal_gt"].append(u8(tg))
+        faces["neutral"].append(u8(nu))
+        faces["gw_gt"].append(u8(gw(fl, nu)))
+        if "warp_gt" in faces:
+            faces["warp_gt"].append(u8(gw.warp(fl, nu)[0]))
+    a = {k: np.concatenate(v) for k, v in faces.items()}
+    labels = te["label"].numpy()
+    preds = {k: fer(torch.from_numpy(v).float() / 255).argmax(1).numpy() for k, v in a.items()}
+    acc = {k: accuracy(labels, p) for k, p in preds.items()}
+    nyq_ref = float(nyquist_share(torch.from_numpy(a["neutral"]).float()).mean())
+    return {k: {"ssim": float(ssim_u8(a[k], a["frontal_gt"]).mean()), "fer2013": acc[k],
+                "fer2013_vs_real": acc[k] / acc["frontal_gt"] if acc["frontal_gt"] else None,
+                "checkerboard": float(nyquist_share(torch.from_numpy(a[k]).float()).mean()) / max(nyq_ref, 1e-12)}
+            for k in a}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("store")
+    ap.add_argument("--folds-file", required=True, help="folds CSV (a tuning split)")
+    ap.add_argument("--fold", type=int, required=True, help="held-out (validation) fold")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--config", default="small", help="params.yaml train.<config> to train as")
+    ap.add_argument("--gw", default=None, help="JSON G_W spec (default: the config's nets.gw)")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    t0 = time.time()
+    if min(read_folds(a.folds_file).values()) >= 0 or a.fold < 0:
+        raise SystemExit(f"{a.folds_file}: not a tuning split (no reserved fold -1): write one with "
+                         "`emogan folds MANIFEST --tuning` and hold out its validation fold")
+    params = load_params(a.params)
+    t = train_config(params, a.config)
+    t = dataclasses.replace(t, alphas=(t.alphas[0], t.alphas[1], 0.0))
+    info = check_store(a.store)
+    rep, clip = info.representation, info.clip
+    size = t.size or info.size
+    tr_rows = fold_rows(info, a.fold, "train", Path(a.folds_file), a.k)
+    te_rows = fold_rows(info, a.fold, "test", Path(a.folds_file), a.k)
+    g = raw_group(a.store)
+    step, strat = np.asarray(g["step"][:]), np.asarray(g["strategy"][:])
+    tr_rows = tr_rows[image_rows(torch.from_numpy(step[tr_rows].astype(np.int64)), t.image_steps).numpy()]
+    te_rows = te_rows[strat[te_rows] == STRATEGY_NAMES.index("neutral_apex")]
+    tr, te = load_rows(a.store, tr_rows, size, rep, clip), load_rows(a.store, te_rows, size, rep, clip)
+    fer = load_fer2013(weights_path("fer2013", params))
+    perc, _, perc_info = perceptual_backbone(t.perceptual, fer, weights_path("fer2013", params))
+    spec = complete_gw_spec(json.loads(a.gw) if a.gw else as_dict(t.nets)["gw"], [info])
+    torch.manual_seed(t.seed)
+    gw = build_from(spec)
+    log = (lambda m: print(f"[{time.time() - t0:.0f}s] {m}", flush=True))
+    log(f"train image rows {len(tr_rows)}, validation neutral->apex rows {len(te_rows)}, size {size}, G_W {spec}, "
+        f"perceptual {perc_info['backbone']}")
+    train_gw(tr, t, gw, a.steps, fer, perc, rep, clip, log)
+    res = score(gw, te, fer)
+    rec = {"args": vars(a), "gw": spec, "perceptual": perc_info["backbone"], "train_rows": int(len(tr_rows)),
+           "val_rows": int(len(te_rows)), "seconds": time.time() - t0, "faces": res}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(rec, indent=1) + "\n")
+    for k, v in res.items():
+        log(f"{k}: SSIM {v['ssim']:.3f} FER2013 {v['fer2013']} ({v['fer2013_vs_real']}) "
+            f"checkerboard {v['checkerboard']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

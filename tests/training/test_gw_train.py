@@ -1,0 +1,151 @@
+"""The trainer's G_W switches (issue #13): the stores fill in a warping G_W's units, G_W trains on the ground-truth
+flow until e_c, an image-row filter that selects nothing stops the run, one epoch of the paper config on
+default-layout data trains G_W, and `--efer fer2013` trains without VGG16 (FER2013 perceptual features)."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from conftest import TINY_NETS, dump_params, project_params
+from emogan.cli import app
+from pipeline.errors import EmoganError
+from pipeline.params import as_dict
+from training.config import parse_train
+from training.data import check_store
+from training.fixture import write_fixture_store
+from training.models.networks import build_from, complete_gw_spec
+from training.step import check_image_rows, gw_update_flow
+
+torch.set_num_threads(1)
+TINY_GW = {"name": "gw_warp", "ngf": 8, "max_ch": 16, "n_down": 2, "n_res": 1}
+
+
+def test_the_stores_fill_in_representation_clip_and_source_size(tmp_path):
+    a = check_store(write_fixture_store(tmp_path / "a.zarr", n_subjects=2, rows_per_subject=4, src=256,
+                                        representation="cartesian", clip=6.0))
+    spec = complete_gw_spec(TINY_GW, [a])
+    assert spec["representation"] == "cartesian" and spec["clip"] == 6.0 and spec["source_size"] == 256
+    assert complete_gw_spec({**TINY_GW, "source_size": 512}, [a])["source_size"] == 512   # an explicit value stays
+    assert "clip" not in complete_gw_spec(TINY_NETS["gw"], [a])                          # the paper's G_W takes none
+    b = check_store(write_fixture_store(tmp_path / "b.zarr", n_subjects=2, rows_per_subject=4, src=128,
+                                        representation="cartesian", clip=6.0))
+    with pytest.raises(EmoganError, match="source_size 128 differs"):
+        complete_gw_spec(TINY_GW, [a, b])
+    import zarr
+
+    g = zarr.open_group(str(tmp_path / "b.zarr"), mode="r+")
+    del g.attrs["source_size"]
+    with pytest.raises(EmoganError, match="b.zarr: no source_size attr"):
+        complete_gw_spec(TINY_GW, [check_store(tmp_path / "b.zarr")])
+
+
+def _cfg(**kw):
+    raw = copy.deepcopy(project_params()["train"]["paper"])
+    raw.update(kw)
+    return parse_train(raw, "train.paper")
+
+
+def test_gw_trains_on_the_ground_truth_until_e_c_then_on_gf():
+    t = _cfg(gw_flow="target_then_generated", e_c=2)
+    assert [gw_update_flow(t, e) for e in range(4)] == ["target", "target", "generated", "generated"]
+    assert gw_update_flow(_cfg(gw_flow="generated"), 0) == "generated"
+    assert gw_update_flow(_cfg(gw_flow="target"), 9) == "target"
+    assert project_params()["train"]["paper"]["gw_flow"] == "target_then_generated"   # the authors' code
+
+
+def test_an_empty_image_row_selection_names_the_steps_there_are():
+    steps = np.array([1, 1, 9, 9, 1])
+    assert check_image_rows(steps, (1, 100), "here") == 2 and check_image_rows(steps, None, "here") == 5
+    with pytest.raises(EmoganError, match=r"here: image_steps \[3, 5\] .*selects none.*steps are \[1, 9\]"):
+        check_image_rows(steps, (3, 5), "here")
+
+
+def default_layout_max_step() -> int:
+    """frame_to_frame steps 1..max_step that the default flow params produce (null: every step of 10 frames)."""
+    f = project_params()["flow"]
+    return int(f["max_step"] or ((f["frames"] or 10) - 1))
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Stores laid out like the default data (neutral_apex rows at step 9, frame_to_frame steps 1..max_step of
+    params.yaml `flow`) and like the paper's (every step 1..9)."""
+    d = tmp_path_factory.mktemp("gwloop")
+    return {m: write_fixture_store(d / f"fx{m}.zarr", n_subjects=6, rows_per_subject=12, size=32, max_step=m,
+                                   chunk_mib=0.02) for m in sorted({default_layout_max_step(), 9})}
+
+
+def params_file(dest: Path, config: str, **train) -> Path:
+    """The project's params.yaml, `train.<config>` as it is but with tiny nets, one short epoch, plus overrides."""
+    p = project_params()
+    p.pop("__file__", None)
+    p["train"][config].update({"nets": {**copy.deepcopy(TINY_NETS), "gw": TINY_GW}, "size": None, "epochs": 1, "steps_per_epoch": 6,
+                               "workers": 0, "log_every": 1, "eval_batch_size": 16, "keep_checkpoints": 0,
+                               "de_warmup_steps": 0, **train})
+    return dump_params(p, dest)
+
+
+def invoke(*args) -> object:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("layout", ["default", "paper"])
+def test_one_epoch_of_the_paper_config_on_default_layout_data_trains_gw(stores, layout, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))   # no VGG16: FER2013 features
+    store = stores[default_layout_max_step() if layout == "default" else 9]
+    out = tmp_path / "run"
+    r = invoke("train", store, "--config", "paper", "--fold", "0", "--efer", "fer2013", "--out", out,
+               "--params", params_file(tmp_path / "params.yaml", "paper"))
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["train"]["image_steps"] == project_params()["train"]["paper"]["image_steps"]
+    assert cfg["runtime"]["image_rows"] > 0 and cfg["runtime"]["perceptual"]["backbone"] == "fer2013"
+    assert cfg["train"]["nets"]["gw"]["source_size"] == 128                 # the store's units, recorded
+    epoch = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"epoch"' in x][-1]
+    assert epoch["gw_rows"] > 0 and epoch["gw_flow"] == "target"   # e_c = 5: the ground truth first
+    assert epoch["loss"]["gw"] > 0
+    # G_W's weights moved away from their initialisation (same seed, same build order as the loop).
+    torch.manual_seed(cfg["train"]["seed"])
+    np.random.seed(cfg["train"]["seed"])
+    init = {r: build_from(cfg["train"]["nets"][r]) for r in ("gf", "dp", "de", "gw")}["gw"].state_dict()
+    trained = load_file(str(out / "weights" / "gw.safetensors"))
+    moved = [k for k in init if not torch.equal(init[k], trained[k])]
+    assert "head.weight" in moved and len(moved) > len(init) // 2
+
+
+def test_an_image_row_filter_that_selects_nothing_stops_the_run(stores, tmp_path):
+    r = invoke("train", stores[9], "--fold", "0", "--efer", "fer2013", "--out", tmp_path / "run",
+               "--params", params_file(tmp_path / "params.yaml", "small", image_steps=[10, 20]))
+    assert isinstance(r.exception, EmoganError), r.output + repr(r.exception)
+    assert "image_steps [10, 20]" in str(r.exception) and "selects none" in str(r.exception)
+    assert not (tmp_path / "run" / "weights").exists()
+
+
+def test_efer_fer2013_trains_without_vgg16(stores, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    out = tmp_path / "run"
+    r = invoke("train", stores[9], "--fold", "0", "--efer", "fer2013", "--out", out,
+               "--params", params_file(tmp_path / "params.yaml", "small", perceptual="auto", image_steps=None))
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    rt = json.loads((out / "config.json").read_text())["runtime"]
+    assert rt["efer"]["name"] == "fer2013" and rt["perceptual"]["backbone"] == "fer2013"
+    assert rt["perceptual"]["shared_with_efer"] and "no ImageNet VGG16" in rt["perceptual"]["fallback_reason"]
+    start = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert start["perceptual"] == "fer2013" and start["gw"] == "gw_warp"
+
+
+def test_an_epoch_that_feeds_gw_no_row_stops_the_run(stores, monkeypatch, tmp_path):
+    # The start's check passes (as when the selected rows exist but no batch of the epoch draws one).
+    monkeypatch.setattr("training.loop.check_image_rows", lambda steps, image_steps, where: 1)
+    r = invoke("train", stores[9], "--fold", "0", "--efer", "fer2013", "--out", tmp_path / "run",
+               "--params", params_file(tmp_path / "params.yaml", "small", image_steps=[10, 20], steps_per_epoch=2))
+    assert isinstance(r.exception, EmoganError), r.output + repr(r.exception)
+    assert "epoch 1 fed G_W no image rows (image_steps [10, 20] over 2 batches)" in str(r.exception)
+    assert not (tmp_path / "run" / "weights").exists()
