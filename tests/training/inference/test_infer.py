@@ -239,10 +239,10 @@ def test_frontalize_chain_composes_the_frontalized_consecutive_pairs(model, tmp_
 
     src = seq_dir(model, "S002", "happiness", "roll")
     p = yaml.safe_load(model["params"].read_text())
-    p["frontalize"]["motion"] = "chain"
-    chain_params = dump_params(p, tmp_path / "params.yaml")
-    ok("frontalize", src, "--bundle", model["bundle"], "--out", tmp_path / "c", "--params", chain_params)
-    ok("frontalize", src, "--bundle", model["bundle"], "--out", tmp_path / "d", "--params", model["params"])
+    for motion in ("chain", "direct"):
+        p["frontalize"]["motion"] = motion
+        prm = dump_params(p, tmp_path / f"params_{motion}.yaml")
+        ok("frontalize", src, "--bundle", model["bundle"], "--out", tmp_path / motion[0], "--params", prm)
     chain, direct = (np.load(tmp_path / k / "flow_frontal_px.npy") for k in ("c", "d"))
     g = open_store(model["store"])
     ids = list(g.attrs["sequence_ids"])
