@@ -29,11 +29,13 @@ def test_fer2013_reads_synthetic_apex_faces_above_chance(tmp_path: Path):
     p = params_of(SynthParams, "synth", subjects=12, frames=2, size=256, poses=("nothing",), workers=2)
     root = synth(p, tmp_path / "fer", progress=False)
     res = fer_accuracy(root, ROOT / weights_path("fer2013", project_params()))
-    # Measured on this set (seed 0, 84 apex faces): 4 faces not found by mediapipe (3 of them
-    # surprise's wide-open mouths at 256 px); overall 0.475: neutral 0.83, anger 0.58, disgust 0,
-    # fear 0.64, happiness 0.83, sadness 0.25, surprise 0.11 (docs/DATASET.md has the default set).
-    # A guard against regressions with room for a few predictions to flip across platforms.
+    # Measured on this set (seed 0, 84 apex faces; the recipes of issue #14's second round): 3 faces
+    # not found by mediapipe (surprise's wide-open mouths); overall 0.506: neutral 0.83, anger 0.42,
+    # disgust 0, fear 0.67, happiness 1.00, sadness 0.42, surprise 0.11 (12 faces a class: one face is
+    # 0.08; docs/DATASET.md has the 32-people sets). A guard against regressions with room for a few
+    # predictions to flip across platforms, not the issue's bar.
     assert res["faces_not_found"] <= 6, res
-    assert res["accuracy"] >= 0.40, res
-    assert res["per_class"]["happiness"] >= 0.6 and res["per_class"]["neutral"] >= 0.6, res
-    assert res["per_class"]["anger"] >= 0.4 and res["per_class"]["fear"] >= 0.4, res
+    assert res["accuracy"] >= 0.45, res
+    assert res["per_class"]["happiness"] >= 0.75 and res["per_class"]["neutral"] >= 0.6, res
+    assert res["per_class"]["fear"] >= 0.5 and res["per_class"]["anger"] >= 0.25, res
+    assert res["per_class"]["sadness"] >= 0.25, res
