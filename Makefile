@@ -28,6 +28,8 @@ weights: $(STAMP)
 # The main job on the synthetic default: the DVC stage graph.
 demo: $(STAMP) weights
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+	@# DVC copies a stage's outputs into its cache; relinking makes them one copy on disk (.dvc/config cache.type)
+	$(VENV)/bin/dvc checkout --relink --quiet
 	@echo "demo done: the report is docs/results/cv/REPORT.md (data/, models/, metrics/ hold the rest)"
 
 test: $(STAMP) weights
