@@ -29,6 +29,7 @@ SECTIONS: list[tuple[str, str, str]] = [
     ("train", "training.config", "TrainSection"),
     ("train.paper", "training.config", "TrainConfig"),
     ("train.small", "training.config", "TrainConfig"),
+    ("train.medium", "training.config", "TrainConfig"),
     ("train_fer", "training.config", "TrainFerConfig"),
     ("frontalize", "training.inference.frontalize", "FrontalizeParams"),
     ("evaluate", "training.evaluation.evaluate", "EvaluateParams"),

@@ -126,6 +126,7 @@ class TrainSection:
     folds_k: int
     paper: dict[str, Any]             # -> TrainConfig
     small: dict[str, Any]             # -> TrainConfig
+    medium: dict[str, Any]            # -> TrainConfig
     ablations: dict[str, list[str]]   # Table IV: `emogan train --ablation NAME` zeroes these terms of L_GF
 
 
@@ -226,11 +227,14 @@ def parse_train(raw: Mapping[str, Any], where: str) -> TrainConfig:
     return build(TrainConfig, values, where)
 
 
+CONFIG_NAMES = ("small", "medium", "paper")   # params.yaml train.<name>
+
+
 def train_config(params: dict[str, Any], name: str, **overrides: Any) -> TrainConfig:
-    """The named training config (`paper`, `small`) from params.yaml, CLI overrides applied, validated."""
+    """The named training config (`small`, `medium`, `paper`) from params.yaml, CLI overrides applied, validated."""
     sec = section(params, "train", TrainSection)  # refuses unknown keys under `train:`
-    if name not in ("paper", "small"):
-        raise ParamsError(f"unknown config {name!r}; params.yaml `train:` has paper, small")
+    if name not in CONFIG_NAMES:
+        raise ParamsError(f"unknown config {name!r}; params.yaml `train:` has {', '.join(CONFIG_NAMES)}")
     raw = {**getattr(sec, name), **{k: v for k, v in overrides.items() if v is not None}}
     cfg = parse_train(raw, f"{params.get('__file__', 'params')}: section 'train.{name}'")
     validate(cfg, where=f"train.{name}")

@@ -149,3 +149,14 @@ def test_an_epoch_that_feeds_gw_no_row_stops_the_run(stores, monkeypatch, tmp_pa
     assert isinstance(r.exception, EmoganError), r.output + repr(r.exception)
     assert "epoch 1 fed G_W no image rows (image_steps [10, 20] over 2 batches)" in str(r.exception)
     assert not (tmp_path / "run" / "weights").exists()
+
+
+def test_one_short_epoch_of_the_medium_config_runs_end_to_end(stores, tmp_path):
+    """No GPU is lent here: a CPU smoke with tiny nets proves `--config medium` runs (issue #12)."""
+    store = stores[default_layout_max_step()]
+    out = tmp_path / "medium"
+    r = invoke("train", store, "--config", "medium", "--fold", "0", "--efer", "fer2013", "--out", out,
+               "--params", params_file(tmp_path / "params.yaml", "medium", workers=0))
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config_name"] == "medium" and cfg["train"]["epochs"] == 1 and (out / "weights").is_dir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-Config = Literal["small", "paper"]                      # params.yaml train.<config>
+Config = Literal["small", "medium", "paper"]            # params.yaml train.<config>
 Ablation = Literal["full", "no_rec", "no_de", "no_gw"]  # params.yaml train.ablations (Table IV)
 Efer = Literal["own", "fer2013", "file"]                # the image e_FER behind L_GW
 Device = Literal["cpu", "cuda", "cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:4", "cuda:5", "cuda:6", "cuda:7"]

@@ -31,10 +31,10 @@ def _inputs(role: str, size: int, cond: bool) -> list[torch.Tensor]:
 
 
 def table(params: dict[str, Any], store_size: int = 128) -> list[dict[str, Any]]:
-    """Rows (config, role, net name, parameters, input and output shapes) for the paper and small configs."""
+    """Rows (config, role, net name, parameters, input and output shapes) for the paper, medium and small configs."""
     rows = []
     fer_spec = dict((params.get("train_fer") or {}).get("net") or {"name": "fer_cnn"})
-    for name in ("paper", "small"):
+    for name in ("paper", "medium", "small"):
         t = as_dict(train_config(params, name))
         size = t["size"] or store_size
         specs = {r: t["nets"][r] for r in ROLES}

@@ -67,10 +67,10 @@ def test_small_networks_run_for_real_and_stay_in_range(params):
 def test_model_card_counts_match_the_code(params):
     text = (ROOT / "docs" / "MODEL.md").read_text()
     printed = {}
-    for m in re.finditer(r"^\| (paper|small) \| [^|]+ \| `(\w+)` \| ([\d,]+) \|", text, re.M):
+    for m in re.finditer(r"^\| (paper|medium|small) \| [^|]+ \| `(\w+)` \| ([\d,]+) \|", text, re.M):
         printed[(m.group(1), m.group(2))] = int(m.group(3).replace(",", ""))
     rows = model_card.table(params)
-    assert len(rows) == 10
+    assert len(rows) == 15   # 5 roles (G_F, D_P, D_E, G_W, e_FER) x 3 configs
     for r in rows:
         assert printed[(r["config"], r["net"])] == r["params"], f"docs/MODEL.md is stale for {r}: run python -m training.commands.model_card"
     # The paper's G_F is the big one: 64 to 1024 channels at an 8x8 bottleneck.
