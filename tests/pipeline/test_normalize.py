@@ -150,5 +150,6 @@ def test_normalize_errors_name_the_file(flow_store, tmp_path):
 
 
 def test_affine_map_is_documented_in_attrs(flow_store, tmp_path):
-    attrs = nz.normalize_store(flow_store, tmp_path / "s.zarr", params_of(nz.NormalizeParams, "normalize", size=32, representation="polar"))
-    assert "2x - 1" in attrs["affine_map"] and math.isclose(attrs["clip"], 10.0)
+    p = params_of(nz.NormalizeParams, "normalize", size=32, representation="polar")
+    attrs = nz.normalize_store(flow_store, tmp_path / "s.zarr", p)
+    assert "2x - 1" in attrs["affine_map"] and math.isclose(attrs["clip"], p.clip)
