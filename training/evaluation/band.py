@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.errors import EmoganError
 from training.evaluation.headline import BANDED, REFERENCES, STRATEGIES
+from training.evaluation.metrics import gap_closure
 
 
 # headline name -> how one row set gives it (the headline's own definitions, recomputed from rows.csv)
@@ -37,8 +38,9 @@ def _metrics(r: Mapping[str, np.ndarray]) -> dict[str, float]:
         out["flowcnn_acc_gf_pct"] = acc["emotiongan"]
     if "frontal_gt" in acc:
         out["flowcnn_acc_truth_pct_mean"] = acc["frontal_gt"]
-    if {"nonfrontal", "emotiongan", "frontal_gt"} <= set(acc) and acc["frontal_gt"] != acc["nonfrontal"]:
-        out["gap_closure"] = (acc["emotiongan"] - acc["nonfrontal"]) / (acc["frontal_gt"] - acc["nonfrontal"])
+    closure = gap_closure(acc.get("emotiongan"), acc.get("nonfrontal"), acc.get("frontal_gt"))
+    if closure is not None:
+        out["gap_closure"] = closure
     for key, col in (("epe_input_px", "epe_nonfrontal"), ("epe_gf_px", "epe_emotiongan"), ("epe_zero_px_mean", "epe_zero")):
         v = r[col]
         v = v[np.isfinite(v)]
