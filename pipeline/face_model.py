@@ -60,6 +60,14 @@ AU_NAMES = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU
 # Action units as (anchor landmarks on the image-left side or the midline, displacement
 # (dx, dy, dz) in face units at intensity 1 for the image-left side, falloff radius).
 # dx > 0 points towards the midline on the image-left side; the right side is mirrored.
+# AU27's oval mouth at intensity 1: the jaw drops OVAL_DROP face units; the inner lips then lie on an
+# ellipse OVAL_WIDTH times the closed mouth's width whose corners sit at half the opening's height,
+# the upper lip's centre raised by OVAL_RAISE; the outer lips follow within OVAL_RADIUS.
+OVAL_DROP = 0.1
+OVAL_WIDTH = 0.7
+OVAL_RAISE = 0.01
+OVAL_RADIUS = 0.03
+
 _AU_TABLE: dict[str, list[tuple[tuple[int, ...], tuple[float, float, float], float]]] = {
     "AU1": [((55, 65, 107, 66, 52), (0.004, -0.08, 0.0), 0.07)],                       # inner brow raiser
     "AU2": [((46, 53, 70, 63, 105), (-0.004, -0.07, 0.0), 0.075)],                      # outer brow raiser
@@ -87,10 +95,10 @@ _AU_TABLE: dict[str, list[tuple[tuple[int, ...], tuple[float, float, float], flo
              ((61, 76, 62, 78), (0.04, 0.035, 0.0), 0.035)],         # jaw drop: the mouth rounds
     # Mouth stretch (surprise): the jaw pulled wide open, the lips drawn in to a tall oval, not
     # stretched sideways like AU20 (fear); a model trained on real faces tells the two apart by this.
+    # The jaw drop is this group; the lips' oval is _oval_field (a Gaussian group moves the whole
+    # lower lip as one block and opens a dark box, which the FER2013 judge reads as shouting: anger).
     "AU27": [((14, 87, 178, 88, 95, 15, 16, 17, 84, 181, 91, 146, 18, 200, 199, 175, 152,
-               148, 176, 149, 150, 201, 208, 171, 140, 32), (0.0, 0.1, -0.015), 0.13),
-             ((14, 87, 178, 317, 15, 16, 17), (0.0, 0.02, 0.0), 0.035),
-             ((61, 76, 62, 78), (0.045, 0.045, 0.0), 0.035)],
+               148, 176, 149, 150, 201, 208, 171, 140, 32), (0.0, OVAL_DROP, -0.015), 0.13)],
     "AU43": [((159, 158, 160, 161, 157, 27, 28, 29, 30), (0.0, 0.03, 0.0), 0.03)],        # eyelids droop
 }
 
@@ -217,8 +225,39 @@ def _au_fields(shape: np.ndarray, mirror: np.ndarray) -> tuple[np.ndarray, np.nd
                 if on_mid.all():
                     side_mask = np.ones(v)
                 fields[a, side] += half * (w * side_mask * region)[:, None] * vec[None, :]
+    fields[AU_NAMES.index("AU27")] += _oval_field(shape, below, above)
     fields *= rigid_weight[None, None, :, None]
     return snap(fields), snap(rigid_weight)
+
+
+def _oval_field(shape: np.ndarray, below: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """(2, V, 3): the lips' share of AU27, added to its uniform jaw drop. Every inner lip point moves to
+    an ellipse (corners drawn in to OVAL_WIDTH and down to mid-height, the lower lip's sides raised off
+    the jaw's flat drop, the upper lip's sides lowered); the rest of the lips follow (Gaussian-weighted
+    mean of the nearby inner points' moves, each side of the lip line from its own lip). Split between
+    the two sides so that a symmetric gain gives the whole field."""
+    c = shape[list(INNER_LIPS), :2].mean(0)
+    half_w = abs(float(shape[UPPER_INNER_LIP[-1], 0] - shape[UPPER_INNER_LIP[0], 0])) / 2
+    height = OVAL_DROP + OVAL_RAISE
+
+    def target(idx: list[int], sign: float, jaw: np.ndarray | float) -> np.ndarray:
+        """Moves of inner lip points onto the ellipse, less `jaw`, what the jaw group already moves them."""
+        s = np.clip((shape[idx, 0] - c[0]) / half_w, -1.0, 1.0)
+        disp = np.zeros((len(idx), 3))
+        disp[:, 0] = (shape[idx, 0] - c[0]) * (OVAL_WIDTH - 1.0)
+        disp[:, 1] = height / 2 + sign * (height / 2) * np.sqrt(1.0 - s * s) - OVAL_RAISE - jaw
+        return disp
+
+    out = np.zeros((len(shape), 3))
+    for anchors, sign, region in ((UPPER_INNER_LIP, -1.0, above), (LOWER_INNER_LIP, 1.0, below)):
+        idx = list(anchors)
+        disp = target(idx, sign, OVAL_DROP if sign > 0 else 0.0)   # each lip's own side of the corners
+        w = np.exp(-0.5 * (np.linalg.norm(shape[:, None, :2] - shape[None, idx, :2], axis=2) / OVAL_RADIUS) ** 2)
+        out += (region * w.max(axis=1))[:, None] * (w[:, :, None] * disp[None]).sum(1) / w.sum(1)[:, None]
+    for anchors, sign in ((UPPER_INNER_LIP, -1.0), (LOWER_INNER_LIP, 1.0)):   # the inner lips exactly
+        out[list(anchors)] = target(list(anchors), sign, OVAL_DROP * below[list(anchors)])
+    left = 1.0 / (1.0 + np.exp(shape[:, 0] / 0.03))     # image-left share (x < 0), 0.5 on the midline
+    return np.stack([out * left[:, None], out * (1.0 - left)[:, None]])
 
 
 def build_face_model(photos: Mapping[str, tuple[Path, str]] | None = None) -> FaceModel:

@@ -192,3 +192,37 @@ def test_cli_reports_bad_arguments(tmp_path: Path):
     assert not (tmp_path / "o").exists()
     res = run_emogan("synth", "--help")
     assert res.returncode == 0 and "--poses" in res.stdout and "--workers" in res.stdout
+
+
+def test_mouth_stretch_opens_an_oval_not_a_box():
+    """AU27 (surprise's mouth) at intensity 1: the inner lips lie on an ellipse narrower than the closed
+    mouth, the corners at half the opening's height; a block-like jaw drop (the box the FER2013 judge read
+    as shouting) fails the sides' check."""
+    from pipeline.face_model import (AU_NAMES, LOWER_INNER_LIP, OVAL_DROP, OVAL_RAISE, OVAL_WIDTH, UPPER_INNER_LIP,
+                                     build_face_model)
+
+    model = build_face_model()
+    a = AU_NAMES.index("AU27")
+    moved = model.shape + model.au_fields[a].sum(0)
+    upper, lower = moved[list(UPPER_INNER_LIP)], moved[list(LOWER_INNER_LIP)]
+    closed = model.shape[list(UPPER_INNER_LIP)]
+    width0 = closed[:, 0].max() - closed[:, 0].min()
+    width = upper[:, 0].max() - upper[:, 0].min()
+    assert abs(width / width0 - OVAL_WIDTH) < 0.05
+    centre = len(UPPER_INNER_LIP) // 2
+    height = lower[centre, 1] - upper[centre, 1]
+    gap0 = model.shape[LOWER_INNER_LIP[centre], 1] - model.shape[UPPER_INNER_LIP[centre], 1]
+    assert abs(height - gap0 - (OVAL_DROP + OVAL_RAISE)) < 0.2 * (OVAL_DROP + OVAL_RAISE)
+    # On an ellipse the opening at 3/4 of the half-width is sqrt(1 - 0.75^2) = 0.66 of the centre's;
+    # a flat block keeps ~1.0 there.
+    half = width / 2
+    cx = (upper[:, 0].max() + upper[:, 0].min()) / 2
+    xs = np.linspace(cx - 0.75 * half, cx + 0.75 * half, 2)
+    def opening(x):
+        ou, ol = np.argsort(upper[:, 0]), np.argsort(lower[:, 0])
+        return np.interp(x, lower[ol, 0], lower[ol, 1]) - np.interp(x, upper[ou, 0], upper[ou, 1])
+    for x in xs:
+        assert 0.45 < opening(x) / opening(cx) < 0.85
+    # corners at mid-height, within a tenth of the opening
+    mid = (upper[centre, 1] + lower[centre, 1]) / 2
+    assert np.all(np.abs(upper[[0, -1], 1] - mid) < 0.15 * height)
