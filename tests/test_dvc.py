@@ -113,7 +113,7 @@ def test_the_check_sees_a_missing_module():
 
 def test_dvc_push_has_a_default_remote_inside_the_clone_and_git_ignores_it(tmp_path):
     """`dvc repro` ends with DVC's "Use `dvc push`" hint: the clone's .dvc/config names a default remote (a
-    git-ignored folder of the clone, README "Results and DVC"), and a push to it really stores a tracked file."""
+    git-ignored folder of the clone, README "Where outputs land"), and a push to it really stores a tracked file."""
     import shutil
     import subprocess
     import sys
