@@ -1,0 +1,37 @@
+#!/bin/bash
+# Issue #12 diagnosis on VALIDATION subjects (tuning split: folds 0-2 reserved, validation fold 3):
+# does G_F draw expression motion onto neutral sequences, and which GAN term makes it?
+# Run from the project folder after `make demo` (it reads data/stores/synth.zarr and the landmark baseline).
+# Variants: the small config (full), without L_DE (`--ablation no_de`), and the D_P term of L_GAN at 0 and
+# 0.3 (train.small.gan_weights[0]; a params copy per variant). Scored by benchmarks/issue12/neutral_rows.py.
+#   benchmarks/issue12/val_neutral.sh OUT_DIR
+set -e
+W=${1:?usage: val_neutral.sh OUT_DIR}
+mkdir -p "$W"
+export PATH=$PWD/.venv/bin:$PATH
+t0=$(date +%s); tick() { echo "TIME $1 $(( $(date +%s) - t0 ))s"; t0=$(date +%s); }
+emogan folds data_manifests/synth.csv --tuning --out "$W/synth_tuning.csv"; tick folds
+emogan train-fer data/stores/synth.zarr --fold 3 --folds-file "$W/synth_tuning.csv" --out "$W/efer3" --metrics "$W/efer3.json"; tick efer
+emogan train-flowcnn data/stores/synth.zarr --fold 3 --folds-file "$W/synth_tuning.csv" --out "$W/flowcnn3" --metrics "$W/flowcnn3.json"; tick flowcnn
+for w in 0.0 0.3; do   # params copies with train.small.gan_weights[0] (the D_P term) = w
+  python - "$w" "$W/params_dp$w.yaml" <<'PY'
+import sys
+w, out = sys.argv[1], sys.argv[2]
+s = open("params.yaml").read()
+k = s.index("    gan_weights:\n", s.index("  small:\n")) + len("    gan_weights:\n")
+open(out, "w").write(s[:k] + s[k:].replace("    - 1.0\n", f"    - {w}\n", 1))
+PY
+done
+run() {   # NAME PARAMS_FILE [extra train options...]
+  local v=$1 p=$2; shift 2
+  emogan train data/stores/synth.zarr --fold 3 --config small --folds-file "$W/synth_tuning.csv" --efer own \
+      --efer-path "$W/efer3" --out "$W/gan_$v" --params "$p" "$@" > "$W/train_$v.log" 2>&1; tick "train_$v"
+  emogan evaluate "$W/gan_$v" data/stores/synth.zarr --fold 3 --flowcnn "$W/flowcnn3" \
+      --landmark data/baselines/synth_landmark.npz --folds-file "$W/synth_tuning.csv" --out "$W/eval_$v" --params "$p"
+  tick "eval_$v"
+}
+run full params.yaml
+run no_de params.yaml --ablation no_de
+run dp0.0 "$W/params_dp0.0.yaml"
+run dp0.3 "$W/params_dp0.3.yaml"
+python benchmarks/issue12/neutral_rows.py "$W" full no_de dp0.0 dp0.3
