@@ -1,7 +1,7 @@
 """Issue #12 diagnosis: per-class Flow-CNN accuracy of G_F's output and what neutral sequences are read as.
 
-    python benchmarks/issue12/neutral_rows.py DIR VARIANT [VARIANT ...]   # DIR/eval_VARIANT/rows.csv
-    python benchmarks/issue12/neutral_rows.py --rows A/rows.csv B/rows.csv ...   # rows files pooled
+    PYTHONPATH=$PWD python benchmarks/issue12/neutral_rows.py DIR VARIANT [VARIANT ...]   # DIR/eval_VARIANT/rows.csv
+    PYTHONPATH=$PWD python benchmarks/issue12/neutral_rows.py --rows A/rows.csv B/rows.csv ...   # rows files pooled
 
 Prints, for large poses (yaw, pitch, roll, diagonal) per strategy and for frame-to-frame rows of pose
 `nothing`: Flow-CNN accuracy on the input, on G_F's output (eMotion-GAN) and on the frontal truth, gap
@@ -15,6 +15,8 @@ import sys
 import numpy as np
 import pandas as pd
 
+from training.evaluation.metrics import gap_closure
+
 LARGE = ("yaw", "pitch", "roll", "diagonal")
 
 
@@ -26,8 +28,8 @@ def summary(r: pd.DataFrame) -> list[str]:
               ("frame-to-frame, nothing", r[(r.strategy != "neutral_apex") & (r.pose == "nothing")]))
     for name, d in groups:
         acc = {c: 100 * float((d[c] == d.label).mean()) for c in ("flowcnn_nonfrontal", "flowcnn_emotiongan", "flowcnn_frontal_gt")}
-        span = acc["flowcnn_frontal_gt"] - acc["flowcnn_nonfrontal"]
-        gap = f"{(acc['flowcnn_emotiongan'] - acc['flowcnn_nonfrontal']) / span:.2f}" if span > 0 else "-"
+        closure = gap_closure(acc["flowcnn_emotiongan"], acc["flowcnn_nonfrontal"], acc["flowcnn_frontal_gt"])
+        gap = "-" if closure is None else f"{closure:.2f}"
         per = (100 * (d.flowcnn_emotiongan == d.label).groupby(d.label).mean()).round().astype(int).tolist()
         lines.append(f"  {name} ({len(d)} rows): input {acc['flowcnn_nonfrontal']:.1f} -> G_F "
                      f"{acc['flowcnn_emotiongan']:.1f} % (truth {acc['flowcnn_frontal_gt']:.1f}), gap closure {gap}; "

@@ -34,4 +34,4 @@ run full params.yaml
 run no_de params.yaml --ablation no_de
 run dp0.0 "$W/params_dp0.0.yaml"
 run dp0.3 "$W/params_dp0.3.yaml"
-python benchmarks/issue12/neutral_rows.py "$W" full no_de dp0.0 dp0.3
+PYTHONPATH=$PWD python benchmarks/issue12/neutral_rows.py "$W" full no_de dp0.0 dp0.3

@@ -223,6 +223,6 @@ def test_mouth_stretch_opens_an_oval_not_a_box():
         return np.interp(x, lower[ol, 0], lower[ol, 1]) - np.interp(x, upper[ou, 0], upper[ou, 1])
     for x in xs:
         assert 0.45 < opening(x) / opening(cx) < 0.85
-    # corners at mid-height, within a tenth of the opening
+    # corners at mid-height, within 0.15 of the opening
     mid = (upper[centre, 1] + lower[centre, 1]) / 2
     assert np.all(np.abs(upper[[0, -1], 1] - mid) < 0.15 * height)
