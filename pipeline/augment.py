@@ -114,9 +114,9 @@ def _frames(folder: Path) -> list[Path]:
 def _fingerprint(p: AugmentParams, row: dict[str, str], cam1: list[Path]) -> str:
     h = hashlib.sha256(json.dumps(dataclasses.asdict(p), sort_keys=True).encode())
     h.update(f"{row['subject']}/{row['sequence']}\n".encode())
-    for f in cam1:
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    for f in cam1:          # content, not mtime: the marker is output, hashed into dvc.lock
+        with open(f, "rb") as fh:
+            h.update(f"{f.name}:{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
     return h.hexdigest()
 
 

@@ -278,14 +278,17 @@ def _video_frames(path: Path, gray: bool, stride: int) -> Iterator[tuple[str, np
 
 
 def source_fingerprint(row: dict[str, str], root: Path, p: CropParams) -> str:
-    """sha256 of the crop params, the row's source fields and each source file's size and mtime."""
+    """sha256 of the crop params, the row's source fields and each source file's name and content.
+
+    Content, not mtime: the marker is part of the stage's output, so an mtime would give every machine
+    (every fresh clone) another dvc.lock hash for identical crops."""
     h = hashlib.sha256(json.dumps(p.result_dict(), sort_keys=True).encode())
     for k in ("subject", "sequence", "frontal", "nonfrontal", "video"):
         h.update(f"{k}={row[k]}\n".encode())
     for f in split_frames(row["frontal"]) + split_frames(row["nonfrontal"]) + ([row["video"]] if row["video"] else []):
         try:
-            st = (root / f).stat()
-            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+            with open(root / f, "rb") as fh:
+                h.update(f"{f}:{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
         except OSError:
             h.update(f"{f}:missing\n".encode())
     return h.hexdigest()

@@ -5,14 +5,17 @@
 # Variants: the small config (full), without L_DE (`--ablation no_de`), and the D_P term of L_GAN at 0 and
 # 0.3 (train.small.gan_weights[0]; a params copy per variant). Scored by benchmarks/issue12/neutral_rows.py.
 #   benchmarks/issue12/val_neutral.sh OUT_DIR
+# Optional: VARIANTS="full dp0.3" (default: all four) and SEEDS="1 2" (training seeds; default: params.yaml's,
+# the variant's name unsuffixed; otherwise NAME_sSEED). The folds file, e_FER and Flow-CNN judge are made
+# once per OUT_DIR and reused, so a later call with other seeds scores against the same judge.
 set -e
 W=${1:?usage: val_neutral.sh OUT_DIR}
 mkdir -p "$W"
 export PATH=$PWD/.venv/bin:$PATH
 t0=$(date +%s); tick() { echo "TIME $1 $(( $(date +%s) - t0 ))s"; t0=$(date +%s); }
-emogan folds data_manifests/synth.csv --tuning --out "$W/synth_tuning.csv"; tick folds
-emogan train-fer data/stores/synth.zarr --fold 3 --folds-file "$W/synth_tuning.csv" --out "$W/efer3" --metrics "$W/efer3.json"; tick efer
-emogan train-flowcnn data/stores/synth.zarr --fold 3 --folds-file "$W/synth_tuning.csv" --out "$W/flowcnn3" --metrics "$W/flowcnn3.json"; tick flowcnn
+[ -f "$W/synth_tuning.csv" ] || { emogan folds data_manifests/synth.csv --tuning --out "$W/synth_tuning.csv"; tick folds; }
+[ -f "$W/efer3.json" ] || { emogan train-fer data/stores/synth.zarr --fold 3 --folds-file "$W/synth_tuning.csv" --out "$W/efer3" --metrics "$W/efer3.json"; tick efer; }
+[ -f "$W/flowcnn3.json" ] || { emogan train-flowcnn data/stores/synth.zarr --fold 3 --folds-file "$W/synth_tuning.csv" --out "$W/flowcnn3" --metrics "$W/flowcnn3.json"; tick flowcnn; }
 for w in 0.0 0.3; do   # params copies with train.small.gan_weights[0] (the D_P term) = w
   python - "$w" "$W/params_dp$w.yaml" <<'PY'
 import sys
@@ -30,8 +33,18 @@ run() {   # NAME PARAMS_FILE [extra train options...]
       --landmark data/baselines/synth_landmark.npz --folds-file "$W/synth_tuning.csv" --out "$W/eval_$v" --params "$p"
   tick "eval_$v"
 }
-run full params.yaml
-run no_de params.yaml --ablation no_de
-run dp0.0 "$W/params_dp0.0.yaml"
-run dp0.3 "$W/params_dp0.3.yaml"
-PYTHONPATH=$PWD python benchmarks/issue12/neutral_rows.py "$W" full no_de dp0.0 dp0.3
+variant() {   # NAME SUFFIX [--seed N]
+  local v=$1 x=$2; shift 2
+  case $v in
+    full) run "full$x" params.yaml "$@" ;;
+    no_de) run "no_de$x" params.yaml --ablation no_de "$@" ;;
+    dp0.0|dp0.3) run "$v$x" "$W/params_$v.yaml" "$@" ;;
+    *) echo "unknown variant $v" >&2; exit 2 ;;
+  esac
+}
+names=()
+for v in ${VARIANTS:-full no_de dp0.0 dp0.3}; do
+  if [ -z "$SEEDS" ]; then variant "$v" ""; names+=("$v")
+  else for s in $SEEDS; do variant "$v" "_s$s" --seed "$s"; names+=("${v}_s$s"); done; fi
+done
+PYTHONPATH=$PWD python benchmarks/issue12/neutral_rows.py "$W" "${names[@]}"

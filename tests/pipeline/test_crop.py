@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -195,6 +196,19 @@ def test_changed_params_or_source_redo_the_sequence(tmp_path):
     write_rgb(src, frame(grace_hopper(), 30, 0))
     counts = crop_dataset(manifest, out, params_of(CropParams, "crop", size=48, workers=1), progress=False)
     assert (counts["reused"], counts["cropped"]) == (1, 1)
+
+
+def test_output_does_not_depend_on_source_mtimes(tmp_path):
+    """The crop.json markers are part of the output (hashed into dvc.lock): the same source bytes with
+    other mtimes (a fresh clone, another machine) must give a byte-identical output, and be reused."""
+    manifest = paired_dataset(tmp_path / "pairs")
+    out = tmp_path / "crops"
+    crop_dataset(manifest, out, SMALL, progress=False)
+    before = tree_digest(out)
+    for f in (tmp_path / "pairs").rglob("*.png"):
+        os.utime(f, ns=(1_000_000_000, 1_000_000_000))
+    assert crop_dataset(manifest, out, SMALL, progress=False)["reused"] == 2
+    assert tree_digest(out) == before
 
 
 def test_two_spawned_workers_match_the_serial_run(tmp_path):
