@@ -27,6 +27,11 @@ def _recipe_text(name: str, aus) -> str:
     return f"{name}=" + ",".join(f"{a}:{w:.2f}:{p:.2f}" for a, w, p in aus)
 
 
+def _draw(w: float, sigma: float, cap: float, rng: np.random.Generator) -> float:
+    """w + N(0, sigma), kept on w's side of zero and within cap x |w|."""
+    return float(np.sign(w) * np.clip(np.sign(w) * (w + rng.normal(0, sigma)), 0.0, cap * abs(w)))
+
+
 def _score(expr: str, aus, seeds, people: int, poses, cache: dict) -> tuple[float, list[float]]:
     per_seed = []
     for s in seeds:
@@ -49,6 +54,10 @@ def main() -> None:
     ap.add_argument("--people", type=int, default=32)
     ap.add_argument("--poses", default=",".join(POSE_NAMES))
     ap.add_argument("--base", default=None, help="start from this recipe (NAME=AU:w:p,...) instead of the current one")
+    ap.add_argument("--fixed", default="", help="comma-separated action units whose weight stays at the base's")
+    ap.add_argument("--cap", type=float, default=1.5,
+                    help="a drawn weight keeps its sign and stays within cap x |base weight| (plausible faces: "
+                         "free draws warped cheeks and mouths into shapes no face makes, which the judge still read)")
     ap.add_argument("--rng", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON of every draw's scores")
     args = ap.parse_args()
@@ -66,10 +75,11 @@ def main() -> None:
         if name != args.expression:
             raise SystemExit(f"--base is a recipe for {name!r}, not {args.expression!r}")
     extra = [a for a in filter(None, args.add.split(",")) if a not in {b[0] for b in base}]
+    fixed = set(filter(None, args.fixed.split(",")))
     rng = np.random.default_rng(args.rng)
     draws = [base]
     for _ in range(args.draws):
-        aus = [(a, float(w + rng.normal(0, args.sigma)), p) for a, w, p in base]
+        aus = [(a, w if a in fixed else _draw(w, args.sigma, args.cap, rng), p) for a, w, p in base]
         aus += [(a, float(rng.uniform(0.2, 0.8)), 1.0) for a in extra if rng.uniform() < 0.5]
         draws.append(aus)
     cache: dict = {}

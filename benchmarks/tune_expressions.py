@@ -1,9 +1,10 @@
 """Tuning aid: the pretrained FER2013 judge's reading of the cam1 apex faces, fast.
 
-Renders only the apex frame of cam1 (pose nothing) for N people x the expressions at synth.size
-(default 256), with the same people, action-unit draws, noise and face crop as `emogan synth` +
-`emogan synth-check` (training/evaluation/synth_check.py fer_accuracy), and prints per-class recall
-and the confusion matrix. Tune ONLY on seeds 100-199; the untuned seed in docs/DATASET.md is not
+Renders only the first (neutral) and the apex frame of cam1 for N people x the expressions at
+synth.size (default 256), with the same people, action-unit draws, noise and face crop as
+`emogan synth` + `emogan synth-check` (training/evaluation/synth_check.py fer_accuracy: the apex is
+cropped with the box detected on the neutral first frame, as the crop stage does, so a distorted apex
+the detector would miss still counts), and prints per-class recall and the confusion matrix. Tune ONLY on seeds 100-199; the untuned seed in docs/DATASET.md is not
 for tuning. A recipe can be overridden for a trial without editing pipeline/synth.py:
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/tune_expressions.py --seed 100 --people 32 \
@@ -31,11 +32,20 @@ def parse_recipe(text: str) -> tuple[str, list[tuple[str, float, float]]]:
     return name.strip(), aus
 
 
+def frame(model, subject, gains, i: int, cam, bg, p, number: int, expr: str, pose: str) -> np.ndarray:
+    """Frame i of cam1 exactly as `emogan synth` renders it (same noise draw)."""
+    from pipeline.render import finish, render
+
+    noise_rng = np.random.default_rng([p.seed, number, CLASS_NAMES.index(expr), POSE_NAMES.index(pose), i, 31])
+    noise = noise_rng.standard_normal((p.size, p.size), dtype=np.float32) * p.noise_sigma
+    return finish(render(model, subject, gains[i], np.zeros(5), cam, bg)[0], noise)
+
+
 def _apex_faces(seed: int, people: int, size: int, expressions, poses, recipes, cache: dict):
     from pipeline.crop import crop_square, detect_face_box
     from pipeline.face_model import build_face_model
     from pipeline.params import load_params, section
-    from pipeline.render import Camera, finish, make_background, render
+    from pipeline.render import Camera, make_background
     from pipeline.synth import SequenceSpec, SynthParams, make_subject, sequence_motion
     import pipeline.synth as synth_mod
 
@@ -58,15 +68,12 @@ def _apex_faces(seed: int, people: int, size: int, expressions, poses, recipes, 
             for expr, pose in ((e, q) for e in expressions for q in poses):
                 spec = SequenceSpec(number, "000", expr, pose)
                 gains, _ = sequence_motion(spec, subject, p, cam.px_per_unit)
-                i = p.frames - 1
-                noise_rng = np.random.default_rng([p.seed, number, CLASS_NAMES.index(expr), POSE_NAMES.index(pose), i, 31])
-                noise = noise_rng.standard_normal((p.size, p.size), dtype=np.float32) * p.noise_sigma
-                img = finish(render(model, subject, gains[i], np.zeros(5), cam, bg)[0], noise)
-                box = detect_face_box(img, margin=0.1)
+                first, apex = (frame(model, subject, gains, i, cam, bg, p, number, expr, pose) for i in (0, p.frames - 1))
+                box = detect_face_box(first, margin=0.1)     # the neutral face's box, as synth-check and crop
                 if box is None:
                     missed += 1
                     continue
-                crops.append(crop_square(img, box, 128))
+                crops.append(crop_square(apex, box, 128))
                 y.append(CLASS_NAMES.index(expr))
     finally:
         synth_mod.EXPRESSION_AUS.clear()

@@ -61,14 +61,20 @@ CKPLUS_CODES = {"neutral": 0, "anger": 1, "disgust": 3, "fear": 4, "happiness": 
 # a random search on seed 100 and checked on 101-102: 0.30 over the three seeds, against 0.13 for the
 # second round's recipe on the oval (53 against 135 of 576 faces lost by the detector). Sadness without the jaw drop (AU26 0.4; an open mouth showed the lower
 # teeth at the corners and read as fear): 0.59 -> 0.67 on seed 100.
+# Fourth round (issue #14, 2026-12-02; benchmarks/search_recipe.py, tuning seeds only; judged with the
+# apex cropped by the neutral frame's box, so a face the detector loses counts): sadness from a local
+# search (searched on 100-102, checked on 103-105, confirmed on 122-124: 0.60 -> 0.66); surprise wider
+# lids (AU43), lips parted wider (AU25), a bigger oval (AU27), corners drawn down (AU12) - the directions
+# two searches agreed on, kept within 1.5x of the third round's weights because larger moves warped
+# cheeks and mouths into shapes no face makes, which the judge still read - 0.19 -> 0.28 on 122-124.
 EXPRESSION_AUS: dict[str, list[tuple[str, float, float]]] = {
     "neutral": [],
     "happiness": [("AU6", 1.0, 1.0), ("AU12", 1.3, 1.0), ("AU25", 0.7, 0.85), ("AU26", 0.3, 0.2)],
-    "surprise": [("AU1", 0.2, 1.0), ("AU2", 1.4, 1.0), ("AU5", 2.4, 1.0), ("AU43", -0.6, 1.0), ("AU25", 0.4, 1.0),
-                 ("AU26", 0.2, 1.0), ("AU27", 0.9, 1.0), ("AU20", -0.4, 1.0), ("AU10", 0.5, 1.0), ("AU12", -0.3, 1.0),
+    "surprise": [("AU1", 0.28, 1.0), ("AU2", 1.61, 1.0), ("AU5", 2.27, 1.0), ("AU43", -0.9, 1.0), ("AU25", 0.8, 1.0),
+                 ("AU26", 0.3, 1.0), ("AU27", 1.32, 1.0), ("AU20", -0.4, 1.0), ("AU10", 0.72, 1.0), ("AU12", -0.6, 1.0),
                  ("AU16", 0.4, 1.0)],
-    "sadness": [("AU1", 1.0, 1.0), ("AU2", -1.0, 1.0), ("AU4", 0.5, 1.0), ("AU6", 1.0, 1.0), ("AU15", 0.8, 1.0),
-                ("AU16", 0.6, 1.0), ("AU17", 0.8, 1.0), ("AU43", 1.0, 1.0)],
+    "sadness": [("AU1", 1.08, 1.0), ("AU2", -1.17, 1.0), ("AU4", 0.79, 1.0), ("AU6", 0.91, 1.0), ("AU15", 0.7, 1.0),
+                ("AU16", 0.36, 1.0), ("AU17", 0.94, 1.0), ("AU43", 0.97, 1.0)],
     "anger": [("AU4", 2.4, 1.0), ("AU5", 0.6, 1.0), ("AU7", 1.2, 1.0), ("AU9", 0.4, 1.0), ("AU23", 1.2, 1.0),
               ("AU17", 0.8, 1.0)],
     "disgust": [("AU9", 1.0, 1.0), ("AU10", 1.0, 1.0), ("AU15", 0.5, 0.7), ("AU16", 0.5, 0.4),

