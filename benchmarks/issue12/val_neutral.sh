@@ -21,8 +21,8 @@ for w in 0.0 0.3; do   # params copies with train.small.gan_weights[0] (the D_P 
 import sys
 w, out = sys.argv[1], sys.argv[2]
 s = open("params.yaml").read()
-k = s.index("    gan_weights:\n", s.index("  small:\n")) + len("    gan_weights:\n")
-open(out, "w").write(s[:k] + s[k:].replace("    - 1.0\n", f"    - {w}\n", 1))
+k = s.index("    gan_weights: [1.0, 1.0]", s.index("  small:\n"))
+open(out, "w").write(s[:k] + s[k:].replace("    gan_weights: [1.0, 1.0]", f"    gan_weights: [{w}, 1.0]", 1))
 PY
 done
 run() {   # NAME PARAMS_FILE [extra train options...]
