@@ -4,8 +4,8 @@ Renders only the first (neutral) and the apex frame of cam1 for N people x the e
 synth.size (default 256), with the same people, action-unit draws, noise and face crop as
 `emogan synth` + `emogan synth-check` (training/evaluation/synth_check.py fer_accuracy: the apex is
 cropped with the box detected on the neutral first frame, as the crop stage does, so a distorted apex
-the detector would miss still counts), and prints per-class recall and the confusion matrix. Tune ONLY on seeds 100-199; the untuned seed in docs/DATASET.md is not
-for tuning. A recipe can be overridden for a trial without editing pipeline/synth.py:
+the detector would miss still counts), and prints per-class recall and the confusion matrix.
+Tune ONLY on seeds 100-199; the untuned seeds in docs/DATASET.md are not for tuning. A recipe can be overridden for a trial without editing pipeline/synth.py:
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/tune_expressions.py --seed 100 --people 32 \
         --recipe 'surprise=AU1:0.6:1,AU2:1.2:1,AU5:1.2:0.9,AU26:0.8:1,AU27:1.3:1'

@@ -61,8 +61,8 @@ CKPLUS_CODES = {"neutral": 0, "anger": 1, "disgust": 3, "fear": 4, "happiness": 
 # a random search on seed 100 and checked on 101-102: 0.30 over the three seeds, against 0.13 for the
 # second round's recipe on the oval (53 against 135 of 576 faces lost by the detector). Sadness without the jaw drop (AU26 0.4; an open mouth showed the lower
 # teeth at the corners and read as fear): 0.59 -> 0.67 on seed 100.
-# Fourth round (issue #14, 2026-12-02; benchmarks/search_recipe.py, tuning seeds only; judged with the
-# apex cropped by the neutral frame's box, so a face the detector loses counts): sadness from a local
+# Fourth round (issue #14, 2026-12-02; benchmarks/search_recipe.py, tuning seeds only; decided on seeds
+# 122-124 with every apex judged, cropped by the neutral frame's box): sadness from a local
 # search (searched on 100-102, checked on 103-105, confirmed on 122-124: 0.60 -> 0.66); surprise wider
 # lids (AU43), lips parted wider (AU25), a bigger oval (AU27), corners drawn down (AU12) - the directions
 # two searches agreed on, kept within 1.5x of the third round's weights because larger moves warped
