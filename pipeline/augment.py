@@ -115,8 +115,7 @@ def _fingerprint(p: AugmentParams, row: dict[str, str], cam1: list[Path]) -> str
     h = hashlib.sha256(json.dumps(dataclasses.asdict(p), sort_keys=True).encode())
     h.update(f"{row['subject']}/{row['sequence']}\n".encode())
     for f in cam1:          # content, not mtime: the marker is output, hashed into dvc.lock
-        with open(f, "rb") as fh:
-            h.update(f"{f.name}:{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
+        h.update(f"{f.name}:{file_sha256(f)}\n".encode())
     return h.hexdigest()
 
 

@@ -287,8 +287,7 @@ def source_fingerprint(row: dict[str, str], root: Path, p: CropParams) -> str:
         h.update(f"{k}={row[k]}\n".encode())
     for f in split_frames(row["frontal"]) + split_frames(row["nonfrontal"]) + ([row["video"]] if row["video"] else []):
         try:
-            with open(root / f, "rb") as fh:
-                h.update(f"{f}:{hashlib.file_digest(fh, 'sha256').hexdigest()}\n".encode())
+            h.update(f"{f}:{file_sha256(root / f)}\n".encode())
         except OSError:
             h.update(f"{f}:missing\n".encode())
     return h.hexdigest()
