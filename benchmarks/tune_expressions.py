@@ -49,7 +49,9 @@ def _apex_faces(seed: int, people: int, size: int, expressions, poses, recipes, 
     from pipeline.synth import SequenceSpec, SynthParams, make_subject, sequence_motion
     import pipeline.synth as synth_mod
 
-    p = dataclasses.replace(section(load_params(), "synth", SynthParams), seed=seed, size=size, frames=2)
+    params = load_params()
+    p = dataclasses.replace(section(params, "synth", SynthParams), seed=seed, size=size, frames=2)
+    margin = float(params["evaluate"]["fer2013_margin"])   # the judge's framing, as synth-check
     if "model" not in cache:
         cache["model"] = build_face_model()
     model = cache["model"]
@@ -69,7 +71,7 @@ def _apex_faces(seed: int, people: int, size: int, expressions, poses, recipes, 
                 spec = SequenceSpec(number, "000", expr, pose)
                 gains, _ = sequence_motion(spec, subject, p, cam.px_per_unit)
                 first, apex = (frame(model, subject, gains, i, cam, bg, p, number, expr, pose) for i in (0, p.frames - 1))
-                box = detect_face_box(first, margin=0.1)     # the neutral face's box, as synth-check and crop
+                box = detect_face_box(first, margin=margin)  # the neutral face's box, as synth-check and crop
                 if box is None:
                     missed += 1
                     continue

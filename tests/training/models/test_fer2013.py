@@ -263,3 +263,23 @@ def test_predict_proba_batches_and_checks_dtype(model):
     np.testing.assert_allclose(p[0], predict_proba(crops[:1], model)[0], atol=1e-6)
     with pytest.raises(ValueError, match="uint8"):
         predict_proba(crops.astype(np.float32), model)
+
+
+def test_frame_reads_the_central_part_of_the_input(model):
+    """frame_for(0.1, 0.4) = 1.2 / 1.8; the classifier with a frame reads what the whole-image one reads of the
+    centre cut out by hand; frames outside (0, 1] and a judge margin above the crop's are refused."""
+    from training.models.fer2013 import central_crop, frame_for
+
+    assert frame_for(0.1, 0.4) == pytest.approx(1.2 / 1.8)
+    assert frame_for(0.4, 0.4) == 1.0
+    with pytest.raises(ValueError):
+        frame_for(0.5, 0.4)
+    with pytest.raises(ValueError):
+        central_crop(torch.zeros(1, 3, 8, 8), 0.0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, generator=g)
+    c = central_crop(x, frame_for(0.1, 0.4))
+    assert c.shape[-2:] == (43, 43) and torch.equal(c, x[..., 10:53, 10:53])
+    framed = FER2013Classifier(model.net, frame=frame_for(0.1, 0.4))
+    assert torch.allclose(framed(x), model(x[..., 10:53, 10:53]), atol=1e-5)
+    assert not torch.allclose(framed(x), model(x), atol=1e-3)
