@@ -104,6 +104,9 @@ class TrainedRun:
     clip: float
     size: int            # the model's side (flows and faces are resized to it)
     device: torch.device
+    # frontalize(): the mean of G_F(x) and the mirror image of G_F(mirror image of x), in pixels (G_F trains on
+    # mirrored rows too; evaluate.gf_mirror_mean and frontalize.gf_mirror_mean set it)
+    mirror_mean: bool = False
 
     @property
     def gf(self) -> nn.Module:
@@ -122,7 +125,13 @@ class TrainedRun:
     @torch.no_grad()
     def frontalize(self, flow: torch.Tensor) -> torch.Tensor:
         """Non-frontal flows (N,2,S,S), store representation (any S multiple of size) -> frontalized (N,2,size,size)."""
-        return self.gf(self._flow_in(flow)).float()
+        x = self._flow_in(flow)
+        y = self.gf(x).float()
+        if not self.mirror_mean:
+            return y
+        rep, clip = self.representation, self.clip
+        mirrored = flowrep.flip_flows(self.gf(flowrep.flip_flows(x, rep, clip)).float(), rep, clip)
+        return flowrep.encode(0.5 * (flowrep.decode(y, rep, clip) + flowrep.decode(mirrored, rep, clip)), rep, clip)
 
     @torch.no_grad()
     def warp(self, flow: torch.Tensor, neutral_u8: torch.Tensor) -> torch.Tensor:

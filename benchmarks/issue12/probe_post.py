@@ -80,16 +80,17 @@ def evaluate(w: Path, variant: str) -> pd.DataFrame:
     from training.config import folds_k
     from training.evaluation.evaluate import evaluate_fold, evaluate_params
 
-    prm = load_params(Path("params.yaml"))
+    prm = load_params(Path(__file__).resolve().parents[2] / "params.yaml")   # this checkout's params
     make, chain_out = wrap(variant)
     orig_f, orig_c = ck.TrainedRun.frontalize, chain_mod.chained_frontalization
     ck.TrainedRun.frontalize = make(orig_f)
     chain_mod.chained_frontalization = chain_out(orig_c)
     out = w / f"post_{variant.replace(':', '_')}"
+    lm = Path("data/baselines/synth_landmark.npz")   # the landmark baseline's columns, when `make demo` made it
     try:
         evaluate_fold(w / "gan_full", ["data/stores/synth.zarr"], 3, w / "flowcnn3",
-                      {"synth": Path("data/baselines/synth_landmark.npz")}, [str(w / "synth_tuning.csv")],
-                      folds_k(prm), evaluate_params(prm), out, weights_path("fer2013", prm),
+                      {"synth": lm if lm.is_file() else None}, [str(w / "synth_tuning.csv")],
+                      folds_k(prm), evaluate_params(prm, gf_mirror_mean=False), out, weights_path("fer2013", prm),
                       efer_path=None, crop_margin=float(prm["crop"]["margin"]))
     finally:
         ck.TrainedRun.frontalize, chain_mod.chained_frontalization = orig_f, orig_c

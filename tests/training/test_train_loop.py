@@ -173,6 +173,21 @@ def test_a_run_folder_holds_config_log_metrics_checkpoints_and_weights(env):
     assert run_.warp(fr, torch.from_numpy(g["neutral"][:3])).dtype == torch.uint8
     with torch.no_grad():
         assert torch.equal(fr, run_.gf(f))
+    # mirror_mean (evaluate/frontalize gf_mirror_mean): G_F's output averaged with its mirror image's, in pixels,
+    # which makes the frontalization mirror-equivariant (a trained G_F alone is not), up to the polar angle's seam
+    # (angle codes -1 and +1 are one direction, which G_F's input tells apart): compared as mean pixel errors.
+    from training import flowrep
+
+    rep, clip = run_.representation, run_.clip
+    flip = (lambda x: flowrep.flip_flows(x, rep, clip))
+    px = (lambda x: flowrep.decode(x, rep, clip))
+    asym = (lambda: float((px(run_.frontalize(flip(f))) - px(flip(run_.frontalize(f)))).abs().mean()))
+    plain = asym()
+    run_.mirror_mean = True
+    assert asym() < 0.25 * plain, (asym(), plain)
+    with torch.no_grad():
+        mean_px = 0.5 * (px(run_.gf(f)) + px(flip(run_.gf(flip(f)))))
+    assert torch.allclose(px(run_.frontalize(f)), mean_px, atol=1e-4)
     # The dry run prints the resolved config and the selection, and writes nothing.
     dry = train(env, env["dir"] / "dry", "--dry-run", "--config", "paper")
     assert dry.exit_code == 0 and '"config_name": "paper"' in dry.output and "50 train, 10 test" in dry.output

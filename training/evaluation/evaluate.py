@@ -56,6 +56,7 @@ class EvaluateParams:
     landmark: dict[str, Any]  # -> training.evaluation.baselines.LandmarkParams
     neutral_apex: str  # direct | chain: eMotion-GAN's neutral->apex flow (training/evaluation/chain.py)
     fer2013_margin: float  # the FER2013 judge reads faces framed as it was trained: face box + this margin
+    gf_mirror_mean: bool  # G_F's output: the mean of G_F(x) and the mirror of G_F(mirror of x) (TrainedRun)
 
 
 def evaluate_params(params: dict[str, Any], **overrides: Any) -> EvaluateParams:
@@ -414,6 +415,7 @@ def _evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None,
     from training.data import check_store, fold_rows, subjects_of
 
     run = load_run(run_dir, device=device)
+    run.mirror_mean = p.gf_mirror_mean
     record = read_run_record(run_dir)
     run_fold = record.fold
     fold = run_fold if fold is None else int(fold)

@@ -48,6 +48,7 @@ class FrontalizeParams:
     align_neutral: bool
     align_target: bool
     device: str
+    gf_mirror_mean: bool  # G_F's output: the mean of G_F(x) and the mirror of G_F(mirror of x) (TrainedRun)
 
     def __post_init__(self) -> None:
         if self.apex not in APEX_RULES:
@@ -409,6 +410,7 @@ class Recording:
 def frontalize_recording(bundle: Bundle, pre: Preprocess, frames: Iterable[tuple[str, np.ndarray]],
                          neutral_u8: np.ndarray, p: FrontalizeParams) -> tuple[MotionResult, Recording]:
     """Crop, flow, normalize (name, RGB frame) pairs as the pipeline does, then the networks."""
+    bundle.run.mirror_mean = p.gf_mirror_mean
     box, names, crops = crop_recording(frames, pre.crop)
     flows = normalize_flows(recording_flows_px(crops, pre.flow, pre.store_size), bundle.representation, bundle.clip)
     frontal = None
