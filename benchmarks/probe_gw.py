@@ -40,7 +40,7 @@ from training.data import MirrorDraws, check_store, fold_rows, mirror_batch, raw
 from training.distributed import Dist
 from training.evaluation.metrics import accuracy, ssim_u8
 from training.models.efer import perceptual_backbone
-from training.models.fer2013 import load_fer2013
+from training.models.fer2013 import frame_for, load_fer2013
 from training.models.gw_warp import nyquist_share
 from training.models.networks import build_from, complete_gw_spec
 from training.step import StepContext, _gw_losses, image_rows, make_optimizer
@@ -124,6 +124,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
+    ap.add_argument("--perc-frame", type=float, default=1.0,
+                    help="central fraction of the faces the FER2013 perceptual backbone reads (training's today: 1)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -144,8 +146,13 @@ def main() -> None:
     tr_rows = tr_rows[image_rows(torch.from_numpy(step[tr_rows].astype(np.int64)), t.image_steps).numpy()]
     te_rows = te_rows[strat[te_rows] == STRATEGY_NAMES.index("neutral_apex")]
     tr, te = load_rows(a.store, tr_rows, size, rep, clip), load_rows(a.store, te_rows, size, rep, clip)
-    fer = load_fer2013(weights_path("fer2013", params))
-    perc, _, perc_info = perceptual_backbone(t.perceptual, fer, weights_path("fer2013", params))
+    # The judge reads the faces framed as `emogan evaluate` frames them (evaluate.fer2013_margin); the perceptual
+    # backbone (auto -> FER2013 without VGG16) reads --perc-frame of them.
+    fer = load_fer2013(weights_path("fer2013", params),
+                       frame=frame_for(params["evaluate"]["fer2013_margin"], params["crop"]["margin"]))
+    perc, _, perc_info = perceptual_backbone(t.perceptual, load_fer2013(weights_path("fer2013", params),
+                                                                        frame=a.perc_frame),
+                                             weights_path("fer2013", params))
     spec = complete_gw_spec(json.loads(a.gw) if a.gw else as_dict(t.nets)["gw"], [info])
     torch.manual_seed(t.seed)
     gw = build_from(spec)
