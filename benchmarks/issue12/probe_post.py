@@ -8,7 +8,7 @@ code (chain included) with G_F's frontalize wrapped, writes W/post_VARIANT/rows.
 summary of benchmarks/issue12/neutral_rows.py plus the neutral->apex EPE against a zero flow's. Variants:
 
     base            G_F as trained
-    tta             the mean of G_F(x) and the mirror of G_F(mirror of x) (G_F trains on mirrored rows too)
+    tta             the mean of G_F(x) and the mirror of G_F(mirror of x) (evaluate.gf_mirror_mean)
     shrink_step:T   every G_F output shrunk towards zero by T px (soft threshold of the magnitude), chain steps too
     shrink_out:T    the same on the flows scored only: one-step rows and the chain's composed flow, not its steps
     tta+shrink_out:T
@@ -37,7 +37,6 @@ def wrap(variant: str):
     """(frontalize wrapper factory, chain-output transform or None) for a variant name."""
     from training import flowrep
 
-    tta = "tta" in variant
     t_step = float(variant.split("shrink_step:")[1]) if "shrink_step:" in variant else 0.0
     t_out = float(variant.split("shrink_out:")[1]) if "shrink_out:" in variant else 0.0
     state = {"in_chain": False}
@@ -45,10 +44,7 @@ def wrap(variant: str):
     def make(orig):
         def frontalize(self, flow):
             rep, clip = self.representation, self.clip
-            y = orig(self, flow)
-            if tta:
-                y2 = flowrep.flip_flows(orig(self, flowrep.flip_flows(flow, rep, clip)), rep, clip)
-                y = flowrep.encode(0.5 * (flowrep.decode(y, rep, clip) + flowrep.decode(y2, rep, clip)), rep, clip)
+            y = orig(self, flow)   # `tta`: the run's own mirror mean (evaluate.gf_mirror_mean)
             t = t_step if state["in_chain"] else t_step or t_out
             if t:
                 y = flowrep.encode(shrink(flowrep.decode(y, rep, clip), t), rep, clip)
@@ -90,7 +86,7 @@ def evaluate(w: Path, variant: str) -> pd.DataFrame:
     try:
         evaluate_fold(w / "gan_full", ["data/stores/synth.zarr"], 3, w / "flowcnn3",
                       {"synth": lm if lm.is_file() else None}, [str(w / "synth_tuning.csv")],
-                      folds_k(prm), evaluate_params(prm, gf_mirror_mean=False), out, weights_path("fer2013", prm),
+                      folds_k(prm), evaluate_params(prm, gf_mirror_mean="tta" in variant), out, weights_path("fer2013", prm),
                       efer_path=None, crop_margin=float(prm["crop"]["margin"]))
     finally:
         ck.TrainedRun.frontalize, chain_mod.chained_frontalization = orig_f, orig_c
