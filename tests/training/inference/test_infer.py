@@ -249,6 +249,7 @@ def test_frontalize_chain_composes_the_frontalized_consecutive_pairs(model, tmp_
     sel = np.flatnonzero((g["sequence"][...] == ids.index(f"S002/{src.name}")) & (g["step"][...] == 1))
     sel = sel[np.argsort(g["frame_t"][...][sel])]
     b = load_bundle(model["bundle"])
+    b.run.mirror_mean = p["frontalize"]["gf_mirror_mean"]   # as `emogan frontalize` sets it
     with torch.no_grad():
         steps = b.run.to_pixels(b.run.frontalize(torch.from_numpy(
             g["flow_input"].get_orthogonal_selection((sel,)).astype(np.float32))))
