@@ -148,11 +148,9 @@ def main() -> None:
     tr, te = load_rows(a.store, tr_rows, size, rep, clip), load_rows(a.store, te_rows, size, rep, clip)
     # The judge reads the faces framed as `emogan evaluate` frames them (evaluate.fer2013_margin); the perceptual
     # backbone (auto -> FER2013 without VGG16) reads --perc-frame of them.
-    fer = load_fer2013(weights_path("fer2013", params),
-                       frame=frame_for(params["evaluate"]["fer2013_margin"], params["crop"]["margin"]))
-    perc, _, perc_info = perceptual_backbone(t.perceptual, load_fer2013(weights_path("fer2013", params),
-                                                                        frame=a.perc_frame),
-                                             weights_path("fer2013", params))
+    fer_file = weights_path("fer2013", params)
+    fer = load_fer2013(fer_file, frame=frame_for(params["evaluate"]["fer2013_margin"], params["crop"]["margin"]))
+    perc, _, perc_info = perceptual_backbone(t.perceptual, load_fer2013(fer_file, frame=a.perc_frame), fer_file)
     spec = complete_gw_spec(json.loads(a.gw) if a.gw else as_dict(t.nets)["gw"], [info])
     torch.manual_seed(t.seed)
     gw = build_from(spec)
