@@ -35,7 +35,7 @@ from pipeline.params import as_dict, load_params
 from pipeline.schema import STRATEGY_NAMES
 from pipeline.weights import weights_path
 from training import flowrep
-from training.config import train_config
+from training.config import fer2013_frame, train_config
 from training.data import MirrorDraws, check_store, fold_rows, mirror_batch, raw_group
 from training.distributed import Dist
 from training.evaluation.metrics import accuracy, ssim_u8
@@ -124,8 +124,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
-    ap.add_argument("--perc-frame", type=float, default=1.0,
-                    help="central fraction of the faces the FER2013 perceptual backbone reads (training's today: 1)")
+    ap.add_argument("--perc-frame", type=float, default=None,
+                    help="central fraction of the faces the FER2013 perceptual backbone reads (default: training's, "
+                         "training.config.fer2013_frame; 1 = the whole crop, as training read it before)")
+    ap.add_argument("--seed", type=int, default=None, help="G_W's seed (default: the config's)")
+    ap.add_argument("--alphas", default=None, help="L_1,L_perc weights (default: the config's alphas)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -135,7 +138,10 @@ def main() -> None:
                          "`emogan folds MANIFEST --tuning` and hold out its validation fold")
     params = load_params(a.params)
     t = train_config(params, a.config)
-    t = dataclasses.replace(t, alphas=(t.alphas[0], t.alphas[1], 0.0))
+    a1, a2 = (float(v) for v in a.alphas.split(",")) if a.alphas else t.alphas[:2]
+    t = dataclasses.replace(t, alphas=(a1, a2, 0.0), seed=t.seed if a.seed is None else a.seed)
+    if a.perc_frame is None:
+        a.perc_frame = fer2013_frame(params)
     info = check_store(a.store)
     rep, clip = info.representation, info.clip
     size = t.size or info.size

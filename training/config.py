@@ -61,7 +61,8 @@ class EferSpec:
     """params.yaml `train.<config>.efer`: which frozen image classifier judges G_W's faces.
 
     own: `emogan train-fer`'s output folder (`path`, usually given by --efer-path); fer2013: the pretrained
-    FER2013 weights (`path` filled from params.yaml paths.weights); file: a TorchScript/torch.export/ONNX
+    FER2013 weights (`path` filled from params.yaml paths.weights; `frame`, the central fraction of each face crop
+    it reads, filled from evaluate.fer2013_margin and crop.margin); file: a TorchScript/torch.export/ONNX
     model (`path`) with its class order (`classes`), input side (`size`) and normalization (`mean`, `std`).
     """
 
@@ -71,10 +72,11 @@ class EferSpec:
     size: Optional[int]
     mean: Optional[list[float]]
     std: Optional[list[float]]
+    frame: Optional[float] = None
 
 
 EFER_KINDS: tuple[str, ...] = ("own", "fer2013", "file")
-EFER_OPTIONAL = ("path", "classes", "size", "mean", "std")  # not every kind needs them: absent means null
+EFER_OPTIONAL = ("path", "classes", "size", "mean", "std", "frame")  # not every kind needs them: absent means null
 PERCEPTUAL_KINDS: tuple[str, ...] = ("auto", "vgg16", "fer2013", "efer")   # models/efer.py perceptual_backbone
 # Which flow G_W's own update warps: the ground truth until e_c then G_F's output, always G_F's, always the truth.
 GW_FLOWS: tuple[str, ...] = ("target_then_generated", "generated", "target")
@@ -180,6 +182,7 @@ class RunConfig:
     train: TrainConfig
     resume: bool
     fer2013_weights: Optional[str]    # the FER2013 mini-Xception's file (paths.weights): perceptual fer2013 | auto
+    fer2013_frame: float = 1.0        # the central fraction of each face crop FER2013 reads (fer2013_frame(params))
     trust_pickle: bool = False        # the user's --trust-pickle for e_FER `file` (recorded, never read back)
 
 
@@ -340,6 +343,14 @@ def folds_k(params: dict[str, Any]) -> int:
     return int(section(params, "train", TrainSection).folds_k)
 
 
+def fer2013_frame(params: dict[str, Any]) -> float:
+    """The central fraction of the stores' face crops (framed with crop.margin) that the FER2013 net reads, as
+    evaluation's judge reads it: the faces framed with evaluate.fer2013_margin, as FER2013 was trained."""
+    from training.models.fer2013 import frame_for
+
+    return frame_for(float(params["evaluate"]["fer2013_margin"]), float(params["crop"]["margin"]))
+
+
 def resolve_run(params_path: Path | str | None, *, stores: Sequence[Path], out: Path, config: str | None = None,
                 fold: int | None = None, folds: Sequence[Path] | None = None, live_dir: Path | None = None,
                 device: str | None = None, efer: str | None = None, efer_path: Path | None = None,
@@ -361,8 +372,11 @@ def resolve_run(params_path: Path | str | None, *, stores: Sequence[Path], out: 
     from pipeline.weights import weights_path
 
     fer2013_weights = str(weights_path("fer2013", params))  # where `emogan weights fetch fer2013` put it
-    if e.get("name") == "fer2013" and not e.get("path"):
-        e["path"] = fer2013_weights
+    frame = fer2013_frame(params)
+    if e.get("name") == "fer2013":
+        if not e.get("path"):
+            e["path"] = fer2013_weights
+        e["frame"] = frame   # it reads the faces framed as it was trained (as evaluation's judge does)
     cfg.efer = parse_efer(e, f"train.{name}.efer")
     apply_ablation(cfg, sec, ablation)
     validate(cfg, where=f"train.{name}")
@@ -371,7 +385,7 @@ def resolve_run(params_path: Path | str | None, *, stores: Sequence[Path], out: 
         fold=sec.fold if fold is None else int(fold), folds_files=resolve_folds(params, stores, folds),
         folds_k=sec.folds_k, out=str(out), live_dir=str(live_dir if live_dir is not None else Path(out) / "dvclive"),
         device=device, params_file=str(params["__file__"]), train=cfg, resume=bool(resume),
-        fer2013_weights=fer2013_weights, trust_pickle=trust_pickle is True)
+        fer2013_weights=fer2013_weights, fer2013_frame=frame, trust_pickle=trust_pickle is True)
 
 
 @dataclass

@@ -196,7 +196,7 @@ def open_session(c: RunConfig) -> Session:
         raise EmoganError(f"e_FER {efer_info.get('path')} is an ONNX model: it cannot pass gradients to G_W "
                           "(L_eFER). Use a TorchScript export, `own`, or `fer2013` for training (ONNX is fine "
                           "for evaluation)")
-    perc_fn, perc_mod, perc_info = perceptual_backbone(t.perceptual, efer, c.fer2013_weights)
+    perc_fn, perc_mod, perc_info = perceptual_backbone(t.perceptual, efer, c.fer2013_weights, c.fer2013_frame)
     if perc_mod is not None:
         perc_mod.to(device)
     optims = {r: make_optimizer(nets[r].parameters(), getattr(t.optim, r), t.fused_optim) for r in ROLES}

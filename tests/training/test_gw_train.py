@@ -20,6 +20,7 @@ from pipeline.params import as_dict
 from training.config import parse_train
 from training.data import check_store
 from training.fixture import write_fixture_store
+from training.models.fer2013 import frame_for
 from training.models.networks import build_from, complete_gw_spec
 from training.step import check_image_rows, gw_update_flow
 
@@ -137,6 +138,10 @@ def test_efer_fer2013_trains_without_vgg16(stores, monkeypatch, tmp_path):
     rt = json.loads((out / "config.json").read_text())["runtime"]
     assert rt["efer"]["name"] == "fer2013" and rt["perceptual"]["backbone"] == "fer2013"
     assert rt["perceptual"]["shared_with_efer"] and "no ImageNet VGG16" in rt["perceptual"]["fallback_reason"]
+    # FER2013 reads the store's faces framed as it was trained, as evaluation's judge does (issue #13).
+    prm = project_params()
+    frame = frame_for(prm["evaluate"]["fer2013_margin"], prm["crop"]["margin"])
+    assert frame < 0.9 and rt["efer"]["frame"] == pytest.approx(frame) == rt["perceptual"]["frame"]
     start = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert start["perceptual"] == "fer2013" and start["gw"] == "gw_warp"
 

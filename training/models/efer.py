@@ -206,7 +206,9 @@ def load_efer(spec: dict[str, Any], fold: int | None = None,
         if not spec.get("path"):
             raise EmoganError("e_FER `fer2013` needs its weights file (params.yaml paths.weights, or --efer-path)")
         p = Path(spec["path"])
-        return load_fer2013(p), {"name": "fer2013", "path": str(p), "sha256": file_sha256(p)}
+        frame = float(spec.get("frame") or 1.0)   # runs recorded before the framing: the whole crop
+        return load_fer2013(p, frame=frame), {"name": "fer2013", "path": str(p), "sha256": file_sha256(p),
+                                              "frame": frame}
     if name == "file":
         return _load_file(spec, trust_pickle)
     raise EmoganError(f"unknown e_FER {name!r}; expected own, fer2013 or file")
@@ -222,26 +224,29 @@ def vgg16_weights_path() -> Path:
 PERCEPTUAL_KINDS: tuple[str, ...] = ("auto", "vgg16", "fer2013", "efer")   # = training.config.PERCEPTUAL_KINDS
 
 
-def _frozen_fer2013(efer: nn.Module, weights: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The FER2013 mini-Xception as a frozen feature extractor: e_FER itself when it is that net, else loaded."""
+def _frozen_fer2013(efer: nn.Module, weights: Path, frame: float) -> tuple[nn.Module, dict[str, Any]]:
+    """The FER2013 mini-Xception as a frozen feature extractor: e_FER itself when it is that net (with its own
+    framing), else loaded to read the central `frame` of each face."""
     from training.models.fer2013 import FER2013Classifier, load_fer2013
 
     if isinstance(efer, FER2013Classifier):
         p = Path(efer.source) if getattr(efer, "source", None) else weights
-        return efer, {"backbone": "fer2013", "weights": str(p), "sha256": file_sha256(p), "shared_with_efer": True}
-    net = load_fer2013(weights)
+        return efer, {"backbone": "fer2013", "weights": str(p), "sha256": file_sha256(p), "shared_with_efer": True,
+                      "frame": efer.frame}
+    net = load_fer2013(weights, frame=frame)
     return net, {"backbone": "fer2013", "weights": str(weights), "sha256": file_sha256(weights),
-                 "shared_with_efer": False}
+                 "shared_with_efer": False, "frame": frame}
 
 
 def perceptual_backbone(kind: str, efer: nn.Module, fer2013_weights: Path | str | None = None,
-                        ) -> tuple[Callable[[torch.Tensor], list[torch.Tensor]], nn.Module | None, dict[str, Any]]:
+                        fer2013_frame: float = 1.0) -> tuple[Callable[[torch.Tensor], list[torch.Tensor]], nn.Module | None, dict[str, Any]]:
     """The perceptual loss's frozen feature extractor: (features(rgb01), module to move, record for config.json).
 
     `vgg16`: ImageNet VGG16 (torch hub cache); `fer2013`: the FER2013 mini-Xception's intermediate features (a net
     trained on real faces, available offline; `fer2013_weights` is its file, params.yaml paths.weights); `efer`:
     e_FER's own features; `auto`: vgg16 when its weights are cached, else fer2013 when its weights are there, else
-    e_FER's features. Every fallback is logged and recorded.
+    e_FER's features. Every fallback is logged and recorded. `fer2013_frame`: the central fraction of each face crop
+    the FER2013 net reads (training.config.fer2013_frame: framed as it was trained).
     """
     from training.models.networks import Vgg16Features
 
@@ -264,7 +269,7 @@ def perceptual_backbone(kind: str, efer: nn.Module, fer2013_weights: Path | str 
         raise EmoganError(f"{fer_p}: FER2013 weights not found (perceptual: fer2013); run `emogan weights fetch "
                           "fer2013` or set perceptual: auto")
     if kind == "fer2013" or (kind == "auto" and fer_p is not None and fer_p.is_file()):
-        net, rec = _frozen_fer2013(efer, fer_p)
+        net, rec = _frozen_fer2013(efer, fer_p, fer2013_frame)
         if kind == "auto":
             rec["fallback_reason"] = f"no ImageNet VGG16 weights at {vgg}: perceptual loss on FER2013 features"
             log.warning(rec["fallback_reason"])

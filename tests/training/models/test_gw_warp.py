@@ -167,3 +167,20 @@ def test_a_fer2013_efer_is_its_own_perceptual_backbone(monkeypatch, tmp_path):
     fn, mod, rec = perceptual_backbone("fer2013", net, FER2013)
     assert rec["shared_with_efer"] and mod is None and [f.shape[1] for f in fn(torch.rand(2, 3, 48, 48))] == \
         [8, 16, 32, 64, 128]
+
+
+def test_the_fer2013_backbone_reads_the_central_part_of_each_face(monkeypatch, tmp_path):
+    """The trainer's FER2013 features (perceptual loss) read the face framed as FER2013 was trained: the same
+    features as the whole-input net's on the centre cut out by hand; recorded in the run's record."""
+    from training.models.fer2013 import frame_for
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    efer = FrozenClassifier(build("fer_cnn", size=16, channels=[4, 8]))
+    frame = frame_for(0.1, 0.4)
+    whole, _, rec_whole = perceptual_backbone("fer2013", efer, FER2013)
+    framed, _, rec = perceptual_backbone("fer2013", efer, FER2013, fer2013_frame=frame)
+    assert rec_whole["frame"] == 1.0 and rec["frame"] == pytest.approx(frame)
+    x = (face(64) + 1) / 2
+    got, want = framed(x), whole(x[..., 10:53, 10:53])
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, want))
+    assert not torch.allclose(whole(x)[-1], got[-1], atol=1e-3)
