@@ -72,7 +72,7 @@ class EferSpec:
     size: Optional[int]
     mean: Optional[list[float]]
     std: Optional[list[float]]
-    frame: Optional[float] = None
+    frame: Optional[float]
 
 
 EFER_KINDS: tuple[str, ...] = ("own", "fer2013", "file")
