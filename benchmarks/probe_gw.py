@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from pipeline.folds import read_folds
 from pipeline.params import as_dict, load_params
-from pipeline.schema import STRATEGY_NAMES
+from pipeline.schema import CLASS_NAMES, STRATEGY_NAMES
 from pipeline.weights import weights_path
 from training import flowrep
 from training.config import fer2013_frame, train_config
@@ -66,8 +66,9 @@ def u8(x: torch.Tensor) -> np.ndarray:
 
 
 def train_gw(tr: dict[str, torch.Tensor], t: Any, gw: torch.nn.Module, steps: int, fer: torch.nn.Module,
-             perc: Any, rep: str, clip: float, log: Any) -> None:
-    """G_W on the ground-truth flows of the training image rows, the step's losses, t.optim.gw."""
+             perc: Any, rep: str, clip: float, log: Any, focus: float = 0.0) -> None:
+    """G_W on the ground-truth flows of the training image rows, the step's losses (plus, with `focus` > 0, an
+    L_1 weighted where the warp alone misses the target), t.optim.gw."""
     opt = make_optimizer(gw.parameters(), t.optim.gw, fused=False)
     ctx = StepContext({"gw": gw}, {"gw": gw}, {"gw": opt}, fer, perc, t, contextlib.nullcontext,
                       Dist(), torch.device("cpu"), rep, clip)
@@ -80,9 +81,18 @@ def train_gw(tr: dict[str, torch.Tensor], t: Any, gw: torch.nn.Module, steps: in
         b = {k: v[idx] for k, v in tr.items()}
         if t.hflip:
             b = mirror_batch(b, mirror.draw(len(idx)), rep, clip)
-        losses = _gw_losses(gw(b["flow_target"], b["neutral"]), b["target_image"], b["label"], ctx)
+        parts = gw.parts(b["flow_target"], b["neutral"]) if hasattr(gw, "parts") else {"out": gw(b["flow_target"],
+                                                                                                      b["neutral"])}
+        losses = _gw_losses(parts["out"], b["target_image"], b["label"], ctx)
+        total = losses["gw"]
+        if focus and "warped" in parts:
+            # L_1 again, weighted by how far the warp alone is from the target (what the refinement must paint):
+            # the mouth interior, teeth, creases; weights have mean 1 per face.
+            d = (b["target_image"] - parts["warped"]).abs().mean(1, keepdim=True).detach()
+            w = d / d.mean(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+            total = total + t.alphas[0] * focus * (w * (parts["out"] - b["target_image"]).abs()).mean()
         opt.zero_grad(set_to_none=True)
-        losses["gw"].backward()
+        total.backward()
         opt.step()
         if s % 50 == 0 or s == steps - 1:
             log(f"step {s + 1}/{steps}: " + " ".join(f"{k} {float(v.detach()):.4f}" for k, v in losses.items()))
@@ -90,7 +100,8 @@ def train_gw(tr: dict[str, torch.Tensor], t: Any, gw: torch.nn.Module, steps: in
 
 @torch.no_grad()
 def score(gw: torch.nn.Module, te: dict[str, torch.Tensor], fer: torch.nn.Module, batch: int = 32) -> dict[str, Any]:
-    """Per face source: SSIM vs the real frontal face, FER2013 accuracy (and / the real faces'), checkerboard."""
+    """Per face source: SSIM vs the real frontal face, FER2013 accuracy (and / the real faces', and per class),
+    checkerboard."""
     gw.eval()
     faces: dict[str, list[np.ndarray]] = {"frontal_gt": [], "neutral": [], "gw_gt": []}
     if hasattr(gw, "warp"):
@@ -107,8 +118,11 @@ def score(gw: torch.nn.Module, te: dict[str, torch.Tensor], fer: torch.nn.Module
     preds = {k: fer(torch.from_numpy(v).float() / 255).argmax(1).numpy() for k, v in a.items()}
     acc = {k: accuracy(labels, p) for k, p in preds.items()}
     nyq_ref = float(nyquist_share(torch.from_numpy(a["neutral"]).float()).mean())
+    recall = {k: {CLASS_NAMES[c]: float((p[labels == c] == c).mean()) for c in np.unique(labels)}
+              for k, p in preds.items()}
     return {k: {"ssim": float(ssim_u8(a[k], a["frontal_gt"]).mean()), "fer2013": acc[k],
                 "fer2013_vs_real": acc[k] / acc["frontal_gt"] if acc["frontal_gt"] else None,
+                "fer2013_recall": recall[k],
                 "checkerboard": float(nyquist_share(torch.from_numpy(a[k]).float()).mean()) / max(nyq_ref, 1e-12)}
             for k in a}
 
@@ -129,6 +143,8 @@ def main() -> None:
                          "training.config.fer2013_frame; 1 = the whole crop, as training read it before)")
     ap.add_argument("--seed", type=int, default=None, help="G_W's seed (default: the config's)")
     ap.add_argument("--alphas", default=None, help="L_1,L_perc weights (default: the config's alphas)")
+    ap.add_argument("--focus", type=float, default=0.0,
+                    help="weight of an extra L_1 focused where the warp alone misses the target (gw_warp only)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -163,15 +179,15 @@ def main() -> None:
     log = (lambda m: print(f"[{time.time() - t0:.0f}s] {m}", flush=True))
     log(f"train image rows {len(tr_rows)}, validation neutral->apex rows {len(te_rows)}, size {size}, G_W {spec}, "
         f"perceptual {perc_info['backbone']}")
-    train_gw(tr, t, gw, a.steps, fer, perc, rep, clip, log)
+    train_gw(tr, t, gw, a.steps, fer, perc, rep, clip, log, a.focus)
     res = score(gw, te, fer)
     rec = {"args": vars(a), "gw": spec, "perceptual": perc_info["backbone"], "train_rows": int(len(tr_rows)),
            "val_rows": int(len(te_rows)), "seconds": time.time() - t0, "faces": res}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(rec, indent=1) + "\n")
     for k, v in res.items():
-        log(f"{k}: SSIM {v['ssim']:.3f} FER2013 {v['fer2013']} ({v['fer2013_vs_real']}) "
-            f"checkerboard {v['checkerboard']:.2f}")
+        log(f"{k}: SSIM {v['ssim']:.3f} FER2013 {v['fer2013']:.3f} ({v['fer2013_vs_real'] or 0:.2f}x) "
+            f"checkerboard {v['checkerboard']:.2f}; " + " ".join(f"{c[:4]} {r:.2f}" for c, r in v["fer2013_recall"].items()))
 
 
 if __name__ == "__main__":
