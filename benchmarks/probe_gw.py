@@ -40,9 +40,10 @@ from training.data import MirrorDraws, check_store, fold_rows, mirror_batch, raw
 from training.distributed import Dist
 from training.evaluation.metrics import accuracy, ssim_u8
 from training.models.efer import perceptual_backbone
-from training.models.fer2013 import frame_for, load_fer2013
+from training.models.fer2013 import load_fer2013
 from training.models.gw_warp import nyquist_share
-from training.models.networks import build_from, complete_gw_spec
+from training.models import losses as L
+from training.models.networks import build, build_from, complete_gw_spec
 from training.step import StepContext, _gw_losses, image_rows, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,10 +67,13 @@ def u8(x: torch.Tensor) -> np.ndarray:
 
 
 def train_gw(tr: dict[str, torch.Tensor], t: Any, gw: torch.nn.Module, steps: int, fer: torch.nn.Module,
-             perc: Any, rep: str, clip: float, log: Any, focus: float = 0.0) -> None:
+             perc: Any, rep: str, clip: float, log: Any, focus: float = 0.0, adv: float = 0.0) -> None:
     """G_W on the ground-truth flows of the training image rows, the step's losses (plus, with `focus` > 0, an
-    L_1 weighted where the warp alone misses the target), t.optim.gw."""
+    L_1 weighted where the warp alone misses the target; with `adv` > 0, that weight times a conditional PatchGAN's
+    adversarial loss, the discriminator trained beside it), t.optim.gw."""
     opt = make_optimizer(gw.parameters(), t.optim.gw, fused=False)
+    disc = build("dp", in_ch=6, ndf=32, n_layers=3, max_ch=256) if adv else None
+    opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999)) if disc is not None else None
     ctx = StepContext({"gw": gw}, {"gw": gw}, {"gw": opt}, fer, perc, t, contextlib.nullcontext,
                       Dist(), torch.device("cpu"), rep, clip)
     gen = torch.Generator().manual_seed(t.seed)
@@ -91,6 +95,16 @@ def train_gw(tr: dict[str, torch.Tensor], t: Any, gw: torch.nn.Module, steps: in
             d = (b["target_image"] - parts["warped"]).abs().mean(1, keepdim=True).detach()
             w = d / d.mean(dim=(2, 3), keepdim=True).clamp_min(1e-6)
             total = total + t.alphas[0] * focus * (w * (parts["out"] - b["target_image"]).abs()).mean()
+        if disc is not None:
+            # A conditional PatchGAN on (neutral face, face): real frontal apexes against G_W's; G_W is rewarded
+            # for faces it calls real (texture a pixel or feature distance to one target does not ask for).
+            fake = parts["out"]
+            d_loss = L.dp_loss(disc(torch.cat([b["neutral"], b["target_image"]], 1)),
+                               disc(torch.cat([b["neutral"], fake.detach()], 1)))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            total = total + adv * L.bce_logits(disc(torch.cat([b["neutral"], fake], 1)), True)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -145,6 +159,8 @@ def main() -> None:
     ap.add_argument("--alphas", default=None, help="L_1,L_perc weights (default: the config's alphas)")
     ap.add_argument("--focus", type=float, default=0.0,
                     help="weight of an extra L_1 focused where the warp alone misses the target (gw_warp only)")
+    ap.add_argument("--adv", type=float, default=0.0,
+                    help="weight of an adversarial loss from a conditional PatchGAN on (neutral face, face)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -171,7 +187,7 @@ def main() -> None:
     # The judge reads the faces framed as `emogan evaluate` frames them (evaluate.fer2013_margin); the perceptual
     # backbone (auto -> FER2013 without VGG16) reads --perc-frame of them.
     fer_file = weights_path("fer2013", params)
-    fer = load_fer2013(fer_file, frame=frame_for(params["evaluate"]["fer2013_margin"], params["crop"]["margin"]))
+    fer = load_fer2013(fer_file, frame=fer2013_frame(params))
     perc, _, perc_info = perceptual_backbone(t.perceptual, load_fer2013(fer_file, frame=a.perc_frame), fer_file)
     spec = complete_gw_spec(json.loads(a.gw) if a.gw else as_dict(t.nets)["gw"], [info])
     torch.manual_seed(t.seed)
@@ -179,7 +195,7 @@ def main() -> None:
     log = (lambda m: print(f"[{time.time() - t0:.0f}s] {m}", flush=True))
     log(f"train image rows {len(tr_rows)}, validation neutral->apex rows {len(te_rows)}, size {size}, G_W {spec}, "
         f"perceptual {perc_info['backbone']}")
-    train_gw(tr, t, gw, a.steps, fer, perc, rep, clip, log, a.focus)
+    train_gw(tr, t, gw, a.steps, fer, perc, rep, clip, log, a.focus, a.adv)
     res = score(gw, te, fer)
     rec = {"args": vars(a), "gw": spec, "perceptual": perc_info["backbone"], "train_rows": int(len(tr_rows)),
            "val_rows": int(len(te_rows)), "seconds": time.time() - t0, "faces": res}
@@ -187,7 +203,8 @@ def main() -> None:
     Path(a.out).write_text(json.dumps(rec, indent=1) + "\n")
     for k, v in res.items():
         log(f"{k}: SSIM {v['ssim']:.3f} FER2013 {v['fer2013']:.3f} ({v['fer2013_vs_real'] or 0:.2f}x) "
-            f"checkerboard {v['checkerboard']:.2f}; " + " ".join(f"{c[:4]} {r:.2f}" for c, r in v["fer2013_recall"].items()))
+            f"checkerboard {v['checkerboard']:.2f}; "
+            + " ".join(f"{c[:4]} {r:.2f}" for c, r in v["fer2013_recall"].items()))
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ from pipeline.params import as_dict, load_params  # noqa: E402
 from pipeline.schema import CLASS_NAMES, STRATEGY_NAMES  # noqa: E402
 from pipeline.weights import weights_path  # noqa: E402
 from probe_gw import load_rows, u8  # noqa: E402
-from training.config import train_config  # noqa: E402
+from training.config import fer2013_frame, train_config  # noqa: E402
 from training.data import check_store, fold_rows, raw_group  # noqa: E402
-from training.models.fer2013 import frame_for, load_fer2013  # noqa: E402
+from training.models.fer2013 import load_fer2013  # noqa: E402
 from training.models.networks import build_from, complete_gw_spec  # noqa: E402
 
 # The mouth region of a store crop (crop.margin 0.4: the face box is the central 1/1.8 of the side), as
@@ -63,16 +63,16 @@ def main() -> None:
     box = torch.zeros(1, 1, size, size)
     box[..., y0:y1, x0:x1] = 1.0
     faces = {"real": real, "neutral": te["neutral"], "warp": warp,
-             "warp_with_real_mouth": warp * (1 - box) + real * box, "real_with_warp_mouth": real * (1 - box) + warp * box}
-    fer = load_fer2013(weights_path("fer2013", params),
-                       frame=frame_for(params["evaluate"]["fer2013_margin"], params["crop"]["margin"]))
+             "warp_with_real_mouth": warp * (1 - box) + real * box,
+             "real_with_warp_mouth": real * (1 - box) + warp * box}
+    fer = load_fer2013(weights_path("fer2013", params), frame=fer2013_frame(params))
     labels = te["label"].numpy()
     out = {"rows": int(len(labels)), "mouth_box": MOUTH, "faces": {}}
     for k, x in faces.items():
         with torch.no_grad():
             pred = fer(torch.from_numpy(u8(x)).float() / 255).argmax(1).numpy()
-        out["faces"][k] = {"fer2013": float((pred == labels).mean()),
-                           "recall": {CLASS_NAMES[c]: float((pred[labels == c] == c).mean()) for c in np.unique(labels)}}
+        recall = {CLASS_NAMES[c]: float((pred[labels == c] == c).mean()) for c in np.unique(labels)}
+        out["faces"][k] = {"fer2013": float((pred == labels).mean()), "recall": recall}
         r = out["faces"][k]
         print(f"{k:22s} {r['fer2013']:.3f} " + " ".join(f"{c[:4]} {v:.2f}" for c, v in r["recall"].items()))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -239,7 +239,8 @@ def _frozen_fer2013(efer: nn.Module, weights: Path, frame: float) -> tuple[nn.Mo
 
 
 def perceptual_backbone(kind: str, efer: nn.Module, fer2013_weights: Path | str | None = None,
-                        fer2013_frame: float = 1.0) -> tuple[Callable[[torch.Tensor], list[torch.Tensor]], nn.Module | None, dict[str, Any]]:
+                        fer2013_frame: float = 1.0,
+                        ) -> tuple[Callable[[torch.Tensor], list[torch.Tensor]], nn.Module | None, dict[str, Any]]:
     """The perceptual loss's frozen feature extractor: (features(rgb01), module to move, record for config.json).
 
     `vgg16`: ImageNet VGG16 (torch hub cache); `fer2013`: the FER2013 mini-Xception's intermediate features (a net
