@@ -1,3 +1,6 @@
+"""The table in docs/EVALUATION.md (G_W on validation, 2026-12-02) from this folder's probe_gw JSON files:
+    python docs/results/issue13/session7/table.py docs/results/issue13/session7
+"""
 import json, sys, glob, os
 rows = [
  ("c5pc_s0_200", "default (framed perceptual, 200 steps), seed 0"),
@@ -15,6 +18,10 @@ rows = [
  ("c20_s0_200", "store clipped at 20 px"),
  ("focus4_s0_200", "extra L_1 (weight 4) where the warp misses the target, seed 0"),
  ("focus4_s2_200", "the same, seed 2"),
+ ("adv1_s0_200", "adversarial loss (weight 1) from a conditional PatchGAN on the faces, seed 0"),
+ ("adv1_s2_200", "the same, seed 2"),
+ ("adv1_s0_800", "the same, 800 steps, seed 0"),
+ ("adv1_s2_800", "the same, 800 steps, seed 2"),
 ]
 d = sys.argv[1]
 print("| probe | SSIM | FER2013 G_W(GT) | / real (75.0 %) | warp alone | fear / surprise / happiness recall |")
