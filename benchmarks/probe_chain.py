@@ -55,12 +55,14 @@ def main() -> None:
     from pipeline.weights import weights_path
     from training import flowrep
     from training.checkpoint import load_run, read_run_record
+    from training.config import fer2013_frame
     from training.data import check_store, fold_rows, iter_rows, raw_group
     from training.evaluation.evaluate import load_judges, run_efer_spec
 
     run = load_run(a.run, device="cpu")
     fold = read_run_record(a.run).fold if a.fold is None else a.fold
-    judges = load_judges(run, fold, a.flowcnn, weights_path("fer2013", load_params(a.params)),
+    params = load_params(a.params)
+    judges = load_judges(run, fold, a.flowcnn, weights_path("fer2013", params), fer2013_frame(params),
                          run_efer_spec(run, a.run, None, False), False)
     g = raw_group(a.store)
     rep, clip, src = str(g.attrs["representation"]), float(g.attrs["clip"]), int(g.attrs["source_size"])

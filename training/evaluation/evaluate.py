@@ -141,9 +141,8 @@ def run_efer_spec(run, run_dir: Path | str, efer_path: Path | None, trust_pickle
     return spec
 
 
-def load_judges(run, fold: int, flowcnn_dir: Path | str, fer2013_weights: Path,
-                efer_spec: dict[str, Any] | None = None, trust_pickle: bool = False,
-                fer2013_frame: float = 1.0) -> Judges:
+def load_judges(run, fold: int, flowcnn_dir: Path | str, fer2013_weights: Path, fer2013_frame: float,
+                efer_spec: dict[str, Any] | None = None, trust_pickle: bool = False) -> Judges:
     """The fold's Flow-CNN, the run's own e_FER (held-out fold checked), and the FER2013 judge when its weights are there.
 
     `efer_spec`: run_efer_spec's answer (default: the run's spec, pickle-based files refused). `fer2013_frame`: the
@@ -408,7 +407,7 @@ def evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, 
 def _evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None, flowcnn_dir: Path | str,
                    landmark_files: Mapping[str, Path | None], folds_files: Sequence[str | None], k: int,
                    p: EvaluateParams, out: Path | str, fer2013_weights: Path, device: str,
-                   efer_path: Path | None, trust_pickle: bool, fer2013_frame: float = 1.0) -> dict[str, Any]:
+                   efer_path: Path | None, trust_pickle: bool, fer2013_frame: float) -> dict[str, Any]:
     import torch
 
     from training.checkpoint import load_run, read_run_record
@@ -423,7 +422,7 @@ def _evaluate_fold(run_dir: Path | str, stores: Sequence[str], fold: int | None,
         raise EmoganError(f"{run_dir}: trained with fold {run_fold} held out; evaluating it on fold {fold} would "
                           "score subjects it was trained on")
     efer_spec = run_efer_spec(run, run_dir, efer_path, trust_pickle)
-    judges = load_judges(run, fold, flowcnn_dir, fer2013_weights, efer_spec, trust_pickle, fer2013_frame)
+    judges = load_judges(run, fold, flowcnn_dir, fer2013_weights, fer2013_frame, efer_spec, trust_pickle)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts, sample_parts, per_store = [], [], {}
