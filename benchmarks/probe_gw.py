@@ -10,9 +10,9 @@ subjects are read by nothing (the probe refuses a split that would train on them
         --gw '{"name": "gw_warp", "ngf": 16, "max_ch": 128, "n_down": 3, "n_res": 2}'
 
 It trains as `train.<--config>` says (size, batch, G_W optimizer, L_1 and L_perc weights, image_steps, perceptual,
-hflip), G_W's flow the ground truth (gw_flow's first phase). L_eFER is off: the judge (FER2013) must not train the
-faces it reads, and the config's own e_FER would need a train-fer run per split. Prints one JSON object:
-rows, seconds, and per face source (real frontal face, the neutral face, the warp alone for gw_warp, G_W of the
+hflip), G_W's flow the ground truth (gw_flow's first phase). The judge (FER2013) never trains the faces it reads:
+L_eFER is off, or, with --efer-path, comes from an own e_FER trained on the split (`emogan train-fer --fold`).
+Prints one JSON object: rows, seconds, and per face source (real frontal face, the neutral face, the warp alone for gw_warp, G_W of the
 ground-truth flow) the SSIM against the real frontal face, FER2013's accuracy and its ratio to the real faces',
 and the checkerboard ratio (Nyquist share against the neutral face's).
 """
@@ -39,7 +39,7 @@ from training.config import fer2013_frame, train_config
 from training.data import MirrorDraws, check_store, fold_rows, mirror_batch, raw_group
 from training.distributed import Dist
 from training.evaluation.metrics import accuracy, ssim_u8
-from training.models.efer import perceptual_backbone
+from training.models.efer import load_efer, perceptual_backbone
 from training.models.fer2013 import load_fer2013
 from training.models.gw_warp import nyquist_share
 from training.models import losses as L
@@ -87,7 +87,7 @@ def train_gw(tr: dict[str, torch.Tensor], t: Any, gw: torch.nn.Module, steps: in
             b = mirror_batch(b, mirror.draw(len(idx)), rep, clip)
         parts = gw.parts(b["flow_target"], b["neutral"]) if hasattr(gw, "parts") else {"out": gw(b["flow_target"],
                                                                                                       b["neutral"])}
-        losses = _gw_losses(parts["out"], b["target_image"], b["label"], ctx)
+        losses = _gw_losses(parts["out"], b["target_image"], b["label"], ctx, b["neutral"])
         total = losses["gw"]
         if focus and "warped" in parts:
             # L_1 again, weighted by how far the warp alone is from the target (what the refinement must paint):
@@ -161,6 +161,9 @@ def main() -> None:
                     help="weight of an extra L_1 focused where the warp alone misses the target (gw_warp only)")
     ap.add_argument("--adv", type=float, default=0.0,
                     help="weight of an adversarial loss from a conditional PatchGAN on (neutral face, face)")
+    ap.add_argument("--efer-path", default=None,
+                    help="an own e_FER (`emogan train-fer` on this split, this --fold held out) for L_eFER; the third "
+                         "--alphas weight (default 0) then weighs it. Without it L_eFER is off")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -170,8 +173,10 @@ def main() -> None:
                          "`emogan folds MANIFEST --tuning` and hold out its validation fold")
     params = load_params(a.params)
     t = train_config(params, a.config)
-    a1, a2 = (float(v) for v in a.alphas.split(",")) if a.alphas else t.alphas[:2]
-    t = dataclasses.replace(t, alphas=(a1, a2, 0.0), seed=t.seed if a.seed is None else a.seed)
+    a1, a2, *a3 = (float(v) for v in a.alphas.split(",")) if a.alphas else t.alphas[:2]
+    if a3 and a3[0] and not a.efer_path:
+        raise SystemExit("--alphas gives L_eFER a weight: give --efer-path too (FER2013 is the judge, not e_FER)")
+    t = dataclasses.replace(t, alphas=(a1, a2, a3[0] if a3 else 0.0), seed=t.seed if a.seed is None else a.seed)
     if a.perc_frame is None:
         a.perc_frame = fer2013_frame(params)
     info = check_store(a.store)
@@ -189,13 +194,16 @@ def main() -> None:
     fer_file = weights_path("fer2013", params)
     fer = load_fer2013(fer_file, frame=fer2013_frame(params))
     perc, _, perc_info = perceptual_backbone(t.perceptual, load_fer2013(fer_file, frame=a.perc_frame), fer_file)
+    efer = fer
+    if a.efer_path:
+        efer = load_efer({"name": "own", "path": a.efer_path}, fold=a.fold)[0]
     spec = complete_gw_spec(json.loads(a.gw) if a.gw else as_dict(t.nets)["gw"], [info])
     torch.manual_seed(t.seed)
     gw = build_from(spec)
     log = (lambda m: print(f"[{time.time() - t0:.0f}s] {m}", flush=True))
     log(f"train image rows {len(tr_rows)}, validation neutral->apex rows {len(te_rows)}, size {size}, G_W {spec}, "
         f"perceptual {perc_info['backbone']}")
-    train_gw(tr, t, gw, a.steps, fer, perc, rep, clip, log, a.focus, a.adv)
+    train_gw(tr, t, gw, a.steps, efer, perc, rep, clip, log, a.focus, a.adv)
     res = score(gw, te, fer)
     rec = {"args": vars(a), "gw": spec, "perceptual": perc_info["backbone"], "train_rows": int(len(tr_rows)),
            "val_rows": int(len(te_rows)), "seconds": time.time() - t0, "faces": res}

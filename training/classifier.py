@@ -31,7 +31,7 @@ from pipeline.scoring import accuracy, confusion, per_class_accuracy
 from training.config import FerRunConfig
 from training.data import (FER_ARRAYS, MirrorDraws, StoreInfo, StreamingStoreDataset, check_compatible, check_store,
                            iter_rows, make_loader, mirror_batch, select_rows, split_folds)
-from training.models.efer import FER_CONFIG, FER_WEIGHTS
+from training.models.efer import FER_CONFIG, FER_INPUTS, FER_WEIGHTS, change_image
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,14 @@ class ClassifierSpec(Protocol):
 
 def fit_classifier(model: torch.nn.Module, spec: ClassifierSpec, infos: Sequence[StoreInfo],
                    rows: Sequence[np.ndarray], arrays: Sequence[str], prepare: Prepare, device: torch.device,
-                   where: str, after_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+                   where: str, after_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+                   class_weights: torch.Tensor | None = None) -> list[dict[str, Any]]:
     """Train `model` in place on `rows` of the stores; one record per epoch (loss, batches, seconds).
 
-    `after_epoch(epoch, record)` runs after each epoch's scheduler step (it may add to the record).
+    `after_epoch(epoch, record)` runs after each epoch's scheduler step (it may add to the record);
+    `class_weights` (C,) weigh the cross-entropy per true class (None: every class alike).
     """
+    weight = None if class_weights is None else class_weights.float().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: spec.lr_gamma ** e)
     ds = StreamingStoreDataset([i.path for i in infos], list(rows), [i.chunk_rows for i in infos], tuple(arrays),
@@ -81,7 +84,7 @@ def fit_classifier(model: torch.nn.Module, spec: ClassifierSpec, infos: Sequence
         for _, batch in zip(range(n_batches), loader):
             bar.update(1)
             x, y = prepare(batch, mirror.draw if spec.hflip else None)
-            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            loss = F.cross_entropy(model(x.to(device)), y.to(device), weight=weight)
             if not torch.isfinite(loss):
                 raise EmoganError(f"{where}: loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
             opt.zero_grad(set_to_none=True)
@@ -122,27 +125,65 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
 
 # --- the own image e_FER --------------------------------------------------------------------
 
-def fer_batch(batch: dict[str, torch.Tensor], add_neutral: bool, apex_code: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (M,3,S,S) in [0,1] and labels (M,): expressive faces, plus neutral-apex rows' neutral faces as neutral."""
-    imgs = [batch["target_image"].float() / 255.0]
+def fer_batch(batch: dict[str, torch.Tensor], add_neutral: bool, apex_code: int,
+              fer_input: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (M,3,S,S) in [0,1] and labels (M,): expressive faces, plus neutral-apex rows' neutral faces as neutral.
+    `fer_input` `change`: each face's change from the row's neutral face (models.efer.change_image) instead."""
+    face, neutral = batch["target_image"].float() / 255.0, batch["neutral"].float() / 255.0
+    imgs = [face if fer_input == "image" else change_image(face, neutral)]
     labels = [batch["label"]]
     if add_neutral:
         m = batch["strategy"] == apex_code
         if m.any():
-            imgs.append(batch["neutral"][m].float() / 255.0)
+            nm = neutral[m]
+            imgs.append(nm if fer_input == "image" else change_image(nm, nm))
             labels.append(torch.zeros(int(m.sum()), dtype=torch.long))
     return torch.cat(imgs), torch.cat(labels)
 
 
-def evaluate_fer(model: torch.nn.Module, infos: Sequence[StoreInfo], rows: Sequence[np.ndarray], add_neutral: bool,
-                 device: torch.device, batch_size: int = 64) -> dict[str, Any]:
-    """Accuracy (overall and per class) of an image FER on the given rows."""
+def jitter_faces(x: torch.Tensor, amount: float, gen: torch.Generator) -> torch.Tensor:
+    """Faces (M,3,S,S) each scaled by 1 +- `amount` and shifted by +- `amount` of the side (uniform draws from
+    `gen`), borders repeated: the same expression a little further, nearer or off-centre."""
+    if amount <= 0 or len(x) == 0:
+        return x
+    m = len(x)
+    u = torch.rand(m, 3, generator=gen) * 2 - 1
+    s = 1.0 + amount * u[:, 0]
+    theta = torch.zeros(m, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / s             # output = input zoomed by s
+    theta[:, :, 2] = 2.0 * amount * u[:, 1:]              # normalized coords span 2: a shift of amount * side
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def class_weights_of(infos: Sequence[StoreInfo], rows: Sequence[np.ndarray], add_neutral: bool) -> torch.Tensor:
+    """(C,) inverse class frequency of the faces e_FER trains on (the rows' labels, plus one neutral face per
+    neutral-apex row when `add_neutral`), scaled to mean 1 over the classes present; absent classes weigh 0."""
+    from training.data import raw_group
+
+    counts = np.zeros(len(CLASS_NAMES), np.float64)
     apex = STRATEGY_NAMES.index("neutral_apex")
-    batches = (fer_batch(b, add_neutral, apex) for info, r in zip(infos, rows)
+    for info, r in zip(infos, rows):
+        g = raw_group(info.path)
+        lab = np.asarray(g["label"][:])[r]
+        counts += np.bincount(lab[lab >= 0], minlength=len(CLASS_NAMES))[:len(CLASS_NAMES)]
+        if add_neutral:
+            counts[0] += int((np.asarray(g["strategy"][:])[r] == apex).sum())
+    w = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    return torch.from_numpy(w / w[counts > 0].mean())
+
+
+def evaluate_fer(model: torch.nn.Module, infos: Sequence[StoreInfo], rows: Sequence[np.ndarray], add_neutral: bool,
+                 device: torch.device, fer_input: str, batch_size: int = 64) -> dict[str, Any]:
+    """Accuracy (overall and per class) of an image FER (reading `fer_input`: image or change) on the given rows."""
+    apex = STRATEGY_NAMES.index("neutral_apex")
+    batches = (fer_batch(b, add_neutral, apex, fer_input) for info, r in zip(infos, rows)
                for b in iter_rows(info.path, r, FER_ARRAYS, batch_size))
     conf = confusion_of(model, batches, device)
-    return {"accuracy": accuracy(conf) or 0.0, "per_class": per_class_accuracy(conf), "rows": int(conf.sum()),
-            "confusion": conf.tolist()}
+    per_class = per_class_accuracy(conf)
+    recalls = [v for v in per_class.values() if v is not None]
+    return {"accuracy": accuracy(conf) or 0.0, "balanced_accuracy": float(np.mean(recalls)) if recalls else 0.0,
+            "per_class": per_class, "rows": int(conf.sum()), "confusion": conf.tolist()}
 
 
 def run_train_fer(c: FerRunConfig) -> dict[str, Any]:
@@ -150,6 +191,8 @@ def run_train_fer(c: FerRunConfig) -> dict[str, Any]:
     from training.models.networks import build_from
 
     f = c.train_fer
+    if f.input not in FER_INPUTS:
+        raise EmoganError(f"train_fer.input {f.input!r}; expected one of {', '.join(FER_INPUTS)}")
     out = Path(c.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(c.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -164,12 +207,14 @@ def run_train_fer(c: FerRunConfig) -> dict[str, Any]:
     model = build_from(f.net).to(device)
     apex = STRATEGY_NAMES.index("neutral_apex")
     rep, clip = infos[0].representation, infos[0].clip
+    gen = torch.Generator().manual_seed(f.seed)
+    weights = class_weights_of(infos, train_rows, f.add_neutral_frames) if f.class_balance else None
 
     def prepare(batch, draw):
-        x, y = fer_batch(batch, f.add_neutral_frames, apex)
+        x, y = fer_batch(batch, f.add_neutral_frames, apex, f.input)
         if draw is not None:
             x = mirror_batch({"image": x}, draw(len(x)), rep, clip)["image"]
-        return x, y
+        return jitter_faces(x, f.jitter, gen), y
 
     log_path = out / "log.jsonl"
     log_path.write_text("")
@@ -177,17 +222,19 @@ def run_train_fer(c: FerRunConfig) -> dict[str, Any]:
 
     def after_epoch(epoch: int, rec: dict[str, Any]) -> None:
         nonlocal ev
-        ev = evaluate_fer(model, infos, test_rows, f.add_neutral_frames, device)
+        ev = evaluate_fer(model, infos, test_rows, f.add_neutral_frames, device, f.input)
         line = {"event": "epoch", "epoch": epoch, "loss": rec["loss"], "test_accuracy": ev["accuracy"],
-                "seconds": rec["seconds"]}
+                "test_balanced_accuracy": ev["balanced_accuracy"], "seconds": rec["seconds"]}
         with log_path.open("a") as fh:
             fh.write(json.dumps(line) + "\n")
-        log.info("e_FER epoch %d/%d: loss %.4f, held-out accuracy %.3f", epoch + 1, f.epochs, rec["loss"], ev["accuracy"])
+        log.info("e_FER epoch %d/%d: loss %.4f, held-out accuracy %.3f (balanced %.3f)", epoch + 1, f.epochs,
+                 rec["loss"], ev["accuracy"], ev["balanced_accuracy"])
 
     fit_classifier(model, f, infos, train_rows, FER_ARRAYS, prepare, device, f"{out}: e_FER (train_fer)",
-                   after_epoch)
+                   after_epoch, weights)
     save_weights(model, out / FER_WEIGHTS)
-    metrics = {"test_accuracy": ev["accuracy"], "test_per_class": ev["per_class"], "test_rows": ev["rows"],
+    metrics = {"test_accuracy": ev["accuracy"], "test_balanced_accuracy": ev["balanced_accuracy"],
+               "test_per_class": ev["per_class"], "test_rows": ev["rows"],
                "train_rows": int(sum(len(r) for r in train_rows)), "fold": c.fold}
     meta = {**as_dict(c), "net": f.net, "class_names": list(CLASS_NAMES), "metrics": {**metrics, "confusion": ev["confusion"]}}
     (out / FER_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

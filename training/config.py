@@ -145,6 +145,9 @@ class TrainFerConfig:
     net: dict[str, Any]
     strategies: tuple[str, ...]
     add_neutral_frames: bool          # the `neutral` face of those rows, labeled neutral
+    input: str                        # image: the face; change: the face's change from the row's neutral face
+    class_balance: bool               # cross-entropy weighted by inverse class frequency of the training faces
+    jitter: float                     # random scale 1 +- jitter and shift +- jitter of the side per face; 0: none
     hflip: bool
     workers: int
     buffer_chunks: int

@@ -20,6 +20,7 @@ from training import flowrep
 from training.config import AdamSpec, OptimSpec, TrainConfig
 from training.distributed import Dist, all_true
 from training.models import losses as L
+from training.models.efer import classify
 
 LOSS_NAMES = ("gf", "gan", "epe", "char", "gw", "gw_l1", "gw_perc", "gw_fer", "dp", "de")
 
@@ -148,15 +149,18 @@ def update_discriminators(batch: dict[str, torch.Tensor], fake: torch.Tensor, c:
     return out
 
 
-def _gw_losses(x_gen: torch.Tensor, x_star: torch.Tensor, labels: torch.Tensor, c: StepContext) -> dict[str, torch.Tensor]:
-    """L_1, L_perc, L_eFER and L_GW for generated faces (N,3,S,S) in [-1,1]."""
+def _gw_losses(x_gen: torch.Tensor, x_star: torch.Tensor, labels: torch.Tensor, c: StepContext,
+               neutral: torch.Tensor) -> dict[str, torch.Tensor]:
+    """L_1, L_perc, L_eFER and L_GW for generated faces (N,3,S,S) in [-1,1]; `neutral` (N,3,S,S) in [-1,1] is the
+    neutral face they were made from (an e_FER that reads the change from it, `train_fer.input: change`, needs it)."""
     a = c.t.alphas
     x_gen = x_gen.float()
     gen01, star01 = (x_gen + 1) * 0.5, (x_star + 1) * 0.5
     l1 = L.l1_image(x_gen, x_star)
     with c.amp():
         perc = L.perceptual(c.perc, gen01, star01) if a[1] else x_gen.new_zeros(())
-        fer = L.efer_loss(c.efer(gen01), labels) if a[2] else x_gen.new_zeros(())
+        fer = (L.efer_loss(classify(c.efer, gen01, (neutral.float() + 1) * 0.5), labels) if a[2]
+               else x_gen.new_zeros(()))
     return {"gw_l1": l1, "gw_perc": perc.float(), "gw_fer": fer.float(),
             "gw": L.total_gw(l1, perc.float(), fer.float(), a)}
 
@@ -192,7 +196,8 @@ def update_gw(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRow
     flow = (batch["flow_target"] if gw_update_flow(c.t, epoch) == "target" else fake.detach()).index_select(0, idx)
     with c.amp():
         x_gen = c.wrapped["gw"](flow, batch["neutral"].index_select(0, idx))
-    gw = _gw_losses(x_gen, batch["target_image"].index_select(0, idx), batch["label"].index_select(0, idx), c)
+    gw = _gw_losses(x_gen, batch["target_image"].index_select(0, idx), batch["label"].index_select(0, idx), c,
+                    batch["neutral"].index_select(0, idx))
     c.optims["gw"].zero_grad(set_to_none=True)
     (gw["gw"] * rows.weight).backward()
     c.optims["gw"].step()
@@ -221,7 +226,7 @@ def update_gf(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRow
         with c.amp():
             x_gen = n["gw"](fake.index_select(0, idx), batch["neutral"].index_select(0, idx))
         l_gw = _gw_losses(x_gen, batch["target_image"].index_select(0, idx), labels.index_select(0, idx),
-                          c)["gw"] * rows.weight
+                          c, batch["neutral"].index_select(0, idx))["gw"] * rows.weight
     total = L.total_gf(gan, l_epe, l_char, l_gw, t.lambdas, connected)
     c.optims["gf"].zero_grad(set_to_none=True)
     # Only G_F's parameters: the discriminators' and G_W's gradients from this loss are not wanted.

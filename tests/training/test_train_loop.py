@@ -283,7 +283,7 @@ def test_own_efer_trains_on_the_training_folds_only(env):
     # Fold 0 of the rule over k=10 is S000 alone: training rows are the neutral-apex rows of the others.
     assert meta["metrics"]["train_rows"] == int(((subj != 0) & (strat == 0) & (lab >= 0)).sum())
     model, info = load_efer({"name": "own", "path": str(env["fer"])}, fold=0)
-    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 7) and info["fold"] == 0
+    assert model(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)).shape == (2, 7) and info["fold"] == 0
     with pytest.raises(EmoganError, match="held out, but this run holds out fold 3"):
         load_efer({"name": "own", "path": str(env["fer"])}, fold=3)
 
@@ -319,6 +319,84 @@ def test_the_classifier_loop_mirrors_by_the_one_seeding_rule_and_stops_on_a_non_
     with pytest.raises(EmoganError, match="test: loss became nan at epoch 1"):
         fit_classifier(model, spec, [info], [np.arange(info.n)], ("target_image", "label"), nan_prepare,
                        torch.device("cpu"), "test")
+
+
+def test_efer_class_weights_balance_the_faces_it_trains_on(env):
+    """train_fer.class_balance: weights x counts (labels plus one neutral face per neutral-apex row) are equal."""
+    import zarr
+
+    from training.classifier import class_weights_of
+    from training.data import check_store
+
+    info = check_store(env["store"])
+    g = zarr.open_group(str(env["store"]))
+    lab, strat = np.asarray(g["label"][:]), np.asarray(g["strategy"][:])
+    rows = np.nonzero((strat == 0) & (lab >= 0))[0]
+    counts = np.bincount(lab[rows], minlength=len(CLASS_NAMES)).astype(float)
+    counts[0] += len(rows)
+    w = class_weights_of([info], [rows], add_neutral=True).numpy()
+    present = counts > 0
+    assert np.allclose((w * counts)[present], (w * counts)[present][0]) and np.isclose(w[present].mean(), 1.0)
+    assert (w[~present] == 0).all() and w[0] < w[present][1:].min()   # neutral is the most frequent face here
+
+
+def test_efer_jitter_moves_faces_reproducibly_and_zero_is_the_identity():
+    from training.classifier import jitter_faces
+
+    x = torch.zeros(4, 3, 32, 32)
+    x[:, :, 12:20, 12:20] = 1.0                           # a bright square in the middle
+    assert torch.equal(jitter_faces(x, 0.0, torch.Generator().manual_seed(0)), x)
+    a = jitter_faces(x, 0.1, torch.Generator().manual_seed(0))
+    b = jitter_faces(x, 0.1, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == x.shape
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    cx = (a[:, 0] * xs).sum((1, 2)) / a[:, 0].sum((1, 2))
+    cy = (a[:, 0] * ys).sum((1, 2)) / a[:, 0].sum((1, 2))
+    shift = torch.sqrt((cx - 15.5) ** 2 + (cy - 15.5) ** 2)
+    assert (shift > 0.05).all() and (shift <= 0.1 * 32 * 1.5).all()   # each face moved, by at most ~the amount
+    assert not torch.allclose(a[0], a[1])                # each face its own draw
+
+
+def test_train_fer_with_balance_and_jitter_records_the_mean_per_class_recall(env, tmp_path):
+    params = dump_params(tiny_trainer_params(None, {"epochs": 1, "steps_per_epoch": 3, "batch_size": 8,
+                                                    "class_balance": True, "jitter": 0.08}), tmp_path / "p.yaml")
+    r = CliRunner().invoke(app, ["train-fer", str(env["store"]), "--fold", "0", "--out", str(tmp_path / "fer"),
+                                 "--params", str(params)])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    m = json.loads((tmp_path / "fer" / "metrics.json").read_text())
+    recalls = [v for v in m["test_per_class"].values() if v is not None]
+    assert m["test_balanced_accuracy"] == pytest.approx(float(np.mean(recalls)))
+    assert "mean per-class recall" in r.output
+    meta = json.loads((tmp_path / "fer" / "fer.json").read_text())
+    assert meta["train_fer"]["class_balance"] is True and meta["train_fer"]["jitter"] == 0.08
+
+
+def test_a_change_efer_reads_faces_against_their_neutral_face(env, tmp_path):
+    """train_fer.input: change (the default): trained on (face - neutral face), loaded as a `reference` e_FER that
+    needs the neutral faces (a clear error without them); training.models.efer.classify passes them; an unchanged
+    face reads as the uniform grey a neutral face's change is. input: image reads the faces alone."""
+    from training.models.efer import change_image, classify
+
+    model, info = load_efer({"name": "own", "path": str(env["fer"])}, fold=0)
+    assert model.reference and info["input"] == "change" and not model.has_features()
+    faces, neutral = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    with pytest.raises(EmoganError, match="reads the change from the neutral face"):
+        model(faces)
+    assert torch.equal(classify(model, faces, neutral), model(faces, neutral))
+    assert torch.allclose(change_image(neutral, neutral), torch.full_like(neutral, 0.5))
+    assert torch.allclose(model(neutral, neutral), model(faces, faces))    # no change: the same reading for anyone
+    params = dump_params(tiny_trainer_params(None, {"epochs": 1, "steps_per_epoch": 3, "batch_size": 8,
+                                                    "input": "image"}), tmp_path / "p.yaml")
+    r = CliRunner().invoke(app, ["train-fer", str(env["store"]), "--fold", "0", "--out", str(tmp_path / "fer"),
+                                 "--params", str(params)])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    image_model, image_info = load_efer({"name": "own", "path": str(tmp_path / "fer")}, fold=0)
+    assert not image_model.reference and image_info["input"] == "image"
+    assert torch.equal(classify(image_model, faces, neutral), image_model(faces))
+    bad = dump_params(tiny_trainer_params(None, {"input": "difference"}), tmp_path / "bad.yaml")
+    r = CliRunner().invoke(app, ["train-fer", str(env["store"]), "--fold", "0", "--out", str(tmp_path / "bad"),
+                                 "--params", str(bad)])
+    assert r.exit_code != 0 and "train_fer.input 'difference'" in r.output + str(r.exception)
 
 
 def _onnx_linear(w: np.ndarray) -> bytes:

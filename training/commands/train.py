@@ -95,5 +95,6 @@ def train_fer_command(
     if metrics is not None:
         metrics.parent.mkdir(parents=True, exist_ok=True)
         metrics.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
-    typer.echo(f"e_FER: held-out fold {c.fold} accuracy {m['test_accuracy']:.3f} on {m['test_rows']} faces "
+    typer.echo(f"e_FER: held-out fold {c.fold} accuracy {m['test_accuracy']:.3f} (mean per-class recall "
+               f"{m['test_balanced_accuracy']:.3f}) on {m['test_rows']} faces "
                f"(trained on {m['train_rows']} rows)")

@@ -186,11 +186,15 @@ def _resize_img_u8(x, size: int):
     return y.round().clamp(0, 255).to(x.dtype)
 
 
-def _predict(model, imgs_u8) -> np.ndarray:
+def _predict(model, imgs_u8, neutral_u8) -> np.ndarray:
+    """Class codes of faces (N,3,S,S) uint8; an e_FER that reads the change from the neutral face gets the frontal
+    neutral faces `neutral_u8` too (for non-frontal faces that change holds the head's pose as well)."""
     import torch
 
+    from training.models.efer import classify
+
     with torch.no_grad():
-        return model(_img_float(imgs_u8)).argmax(1).cpu().numpy()
+        return classify(model, _img_float(imgs_u8), _img_float(neutral_u8)).argmax(1).cpu().numpy()
 
 
 def _with_chain(fr, rows, chain) -> Any:
@@ -350,9 +354,10 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
                 a = imgs[m].numpy()
                 rec[f"ssim_{m}"][at] = ssim_u8(a, tgt, p.ssim_window)
                 rec[f"rmse_{m}"][at] = rmse_u8(a, tgt)
+        neutral_img = _resize_img_u8(neutral_u8, size)
         for j, model in judges_img.items():
             for m, im in imgs.items():
-                rec[f"{j}_{m}"][at] = _predict(model, im)
+                rec[f"{j}_{m}"][at] = _predict(model, im, neutral_img)
         if have is not None and not have.all():
             for k in [k for k in rec if k.endswith("_landmark") and not k.startswith(("epe_", "flowcnn_"))]:
                 rec[k][at[~have]] = np.nan if rec[k].dtype.kind == "f" else -1

@@ -476,9 +476,10 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
             lines += [f"![{caption}]({_rel(figs[key], out_md.parent)})", ""]
     judges = meta0.get("judges", {})
     lines += ["## Judges", "",
-              "- Flow-CNN: trained per fold on the frontal ground-truth flows of the training folds; its accuracy "
-              "on the held-out frontal ground truth is the ceiling row of the motion table.",
-              f"- e_FER: {judges.get('efer', {}).get('name', '?')} (trained per fold on the training folds' frontal faces).",
+              "- Flow-CNN: trained per fold on the training folds' frontal ground-truth flows (its held-out accuracy: the ceiling row).",
+              f"- e_FER: {judges.get('efer', {}).get('name', '?')}, trained per fold on the training folds' frontal faces"
+              + ("; reads each face's change from the frontal neutral face (train_fer.input: change)." if
+                 judges.get("efer", {}).get("input") == "change" else "."),
               f"- FER2013: {_fer2013_line(judges.get('fer2013', {}))}.", ""]
     if params_record:
         lines += ["## Params that made this report", "", "```json", json.dumps(params_record, indent=1, sort_keys=True),

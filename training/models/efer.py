@@ -40,6 +40,8 @@ SAFE_FORMATS: dict[str, str] = {".onnx": "ONNX"}
 # These archives hold pickles (torch.export falls back to torch.load(weights_only=False)): opt-in only.
 PICKLE_FORMATS: dict[str, str] = {".pt": "TorchScript", ".ts": "TorchScript", ".pt2": "torch.export"}
 FER_CONFIG = "fer.json"
+# What the own e_FER reads (params.yaml train_fer.input): the face, or its change from the person's neutral face.
+FER_INPUTS = ("image", "change")
 
 
 def class_order(classes: Sequence[str], where: str) -> list[int]:
@@ -52,14 +54,31 @@ def class_order(classes: Sequence[str], where: str) -> list[int]:
     return [canon.index(c) for c in CLASS_NAMES]
 
 
+def change_image(faces01: torch.Tensor, neutral01: torch.Tensor) -> torch.Tensor:
+    """What an e_FER of `train_fer.input: change` reads: (face - neutral face) / 2 + 1/2, in [0,1] (a neutral face
+    reads as uniform grey): the expression without the person, who is in both faces."""
+    return (faces01 - neutral01) * 0.5 + 0.5
+
+
+def classify(efer: nn.Module, faces01: torch.Tensor, neutral01: torch.Tensor | None) -> torch.Tensor:
+    """e_FER's logits for faces (N,3,H,W) in [0,1]; an e_FER that reads the change from the neutral face
+    (`reference`) gets `neutral01` too, any other reads the faces alone."""
+    if getattr(efer, "reference", False):
+        return efer(faces01, neutral01)
+    return efer(faces01)
+
+
 class FrozenClassifier(nn.Module):
-    """A frozen e_FER: RGB (N,3,H,W) in [0,1] -> (N,7) logits in CLASS_NAMES order; gradients reach the input only."""
+    """A frozen e_FER: RGB (N,3,H,W) in [0,1] -> (N,7) logits in CLASS_NAMES order; gradients reach the input only.
+
+    With `reference` it reads a face's change from the person's neutral face (`change_image`; forward needs both)."""
 
     def __init__(self, net: nn.Module, order: Sequence[int] | None = None, size: int | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 differentiable: bool = True, source: str = ""):
+                 differentiable: bool = True, source: str = "", reference: bool = False):
         super().__init__()
         self.net = net
+        self.reference = reference
         self.size = size
         self.differentiable = differentiable
         self.source = source
@@ -87,13 +106,20 @@ class FrozenClassifier(nn.Module):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         return (x - self.mean) / self.std
 
-    def forward(self, rgb01: torch.Tensor) -> torch.Tensor:
-        """(N,3,H,W) in [0,1] -> (N,7) logits, CLASS_NAMES order."""
+    def forward(self, rgb01: torch.Tensor, neutral01: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,3,H,W) in [0,1] (and, for a `reference` e_FER, the neutral faces) -> (N,7) logits, CLASS_NAMES order."""
+        if self.reference:
+            if neutral01 is None or neutral01.shape != rgb01.shape:
+                raise EmoganError(f"{self.source or 'e_FER'}: this e_FER reads the change from the neutral face "
+                                  "(train_fer.input: change): give the neutral faces beside the faces "
+                                  "(training.models.efer.classify)")
+            rgb01 = change_image(rgb01, neutral01)
         return self.net(self._prep(rgb01)).index_select(1, self.order)
 
     def has_features(self) -> bool:
-        """Whether the wrapped net exposes intermediate features (for the perceptual fallback)."""
-        return callable(getattr(self.net, "features", None))
+        """Whether the wrapped net exposes intermediate features of a face (for the perceptual fallback): not when it
+        reads changes from the neutral face."""
+        return not self.reference and callable(getattr(self.net, "features", None))
 
     def features(self, rgb01: torch.Tensor) -> list[torch.Tensor]:
         """The wrapped net's intermediate activations for images in [0,1]."""
@@ -138,9 +164,14 @@ def _load_own(spec: dict[str, Any], fold: int | None) -> tuple[FrozenClassifier,
                           f"fold {fold}: it has seen the test subjects. Train one with `--fold {fold}`")
     net = build_from(meta["net"])
     net.load_state_dict(load_file(str(w_p)))
-    model = FrozenClassifier(net, class_order(meta["class_names"], str(d)), source=str(d))
+    fer_input = (meta.get("train_fer") or {}).get("input", "image")   # folders written before the switch: image
+    if fer_input not in FER_INPUTS:
+        raise EmoganError(f"{cfg_p}: train_fer.input {fer_input!r}; expected one of {', '.join(FER_INPUTS)}")
+    model = FrozenClassifier(net, class_order(meta["class_names"], str(d)), source=str(d),
+                             reference=fer_input == "change")
     return model, {"name": "own", "path": str(d), "sha256": file_sha256(w_p), "fold": meta.get("fold"),
-                   "stores": meta.get("stores"), "test_accuracy": meta.get("metrics", {}).get("test_accuracy")}
+                   "stores": meta.get("stores"), "input": fer_input,
+                   "test_accuracy": meta.get("metrics", {}).get("test_accuracy")}
 
 
 def unpickles(spec: dict[str, Any]) -> bool:
