@@ -66,11 +66,45 @@ def u8(x: torch.Tensor) -> np.ndarray:
     return ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
+def residual_classifier(gw: torch.nn.Module, tr: dict[str, torch.Tensor], te: dict[str, torch.Tensor], seed: int,
+                        log: Any, steps: int = 400) -> torch.nn.Module:
+    """A small image classifier of what the warp cannot explain: (face - warped neutral face) / 2 + 1/2 of the
+    training rows (mirrored at random, classes balanced), frozen; logs its accuracy on the training and held-out rows."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        res_tr = (tr["target_image"] - gw.warp(tr["flow_target"], tr["neutral"])[0]) * 0.5 + 0.5
+        res_te = (te["target_image"] - gw.warp(te["flow_target"], te["neutral"])[0]) * 0.5 + 0.5
+    y = tr["label"]
+    net = build("fer_cnn", size=res_tr.shape[-1], channels=[16, 32, 64, 128], dropout=0.3)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    w = 1.0 / torch.bincount(y, minlength=len(CLASS_NAMES)).clamp_min(1).float()
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, len(y), (32,), generator=gen)
+        x = res_tr[idx]
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        x[flip] = x[flip].flip(-1)
+        loss = F.cross_entropy(net(x), y[idx], weight=w / w.mean())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        a_tr = float((net(res_tr).argmax(1) == y).float().mean())
+        a_te = float((net(res_te).argmax(1) == te["label"]).float().mean())
+    log(f"residual classifier: accuracy {a_tr:.3f} on the training rows, {a_te:.3f} on the held-out rows")
+    return net
+
+
 def train_gw(tr: dict[str, torch.Tensor], t: Any, gw: torch.nn.Module, steps: int, fer: torch.nn.Module,
-             perc: Any, rep: str, clip: float, log: Any, focus: float = 0.0, adv: float = 0.0) -> None:
+             perc: Any, rep: str, clip: float, log: Any, focus: float = 0.0, adv: float = 0.0,
+             res_net: torch.nn.Module | None = None, res_weight: float = 0.0) -> None:
     """G_W on the ground-truth flows of the training image rows, the step's losses (plus, with `focus` > 0, an
     L_1 weighted where the warp alone misses the target; with `adv` > 0, that weight times a conditional PatchGAN's
-    adversarial loss, the discriminator trained beside it), t.optim.gw."""
+    adversarial loss, the discriminator trained beside it; with `res_net`, `res_weight` times the cross-entropy of
+    that classifier on G_W's correction (face - warp)), t.optim.gw."""
     opt = make_optimizer(gw.parameters(), t.optim.gw, fused=False)
     disc = build("dp", in_ch=6, ndf=32, n_layers=3, max_ch=256) if adv else None
     opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999)) if disc is not None else None
@@ -95,6 +129,9 @@ def train_gw(tr: dict[str, torch.Tensor], t: Any, gw: torch.nn.Module, steps: in
             d = (b["target_image"] - parts["warped"]).abs().mean(1, keepdim=True).detach()
             w = d / d.mean(dim=(2, 3), keepdim=True).clamp_min(1e-6)
             total = total + t.alphas[0] * focus * (w * (parts["out"] - b["target_image"]).abs()).mean()
+        if res_net is not None and "warped" in parts:
+            res = (parts["out"] - parts["warped"].detach()) * 0.5 + 0.5
+            total = total + res_weight * F.cross_entropy(res_net(res), b["label"])
         if disc is not None:
             # A conditional PatchGAN on (neutral face, face): real frontal apexes against G_W's; G_W is rewarded
             # for faces it calls real (texture a pixel or feature distance to one target does not ask for).
@@ -164,6 +201,9 @@ def main() -> None:
     ap.add_argument("--efer-path", default=None,
                     help="an own e_FER (`emogan train-fer` on this split, this --fold held out) for L_eFER; the third "
                          "--alphas weight (default 0) then weighs it. Without it L_eFER is off")
+    ap.add_argument("--residual-efer", type=float, default=0.0,
+                    help="weight of a cross-entropy on G_W's correction (face - warp) by a classifier trained here on "
+                         "the training rows' real residuals (face - warp of the neutral face): gw_warp only")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -203,7 +243,8 @@ def main() -> None:
     log = (lambda m: print(f"[{time.time() - t0:.0f}s] {m}", flush=True))
     log(f"train image rows {len(tr_rows)}, validation neutral->apex rows {len(te_rows)}, size {size}, G_W {spec}, "
         f"perceptual {perc_info['backbone']}")
-    train_gw(tr, t, gw, a.steps, efer, perc, rep, clip, log, a.focus, a.adv)
+    res_net = residual_classifier(gw, tr, te, t.seed, log) if a.residual_efer else None
+    train_gw(tr, t, gw, a.steps, efer, perc, rep, clip, log, a.focus, a.adv, res_net, a.residual_efer)
     res = score(gw, te, fer)
     rec = {"args": vars(a), "gw": spec, "perceptual": perc_info["backbone"], "train_rows": int(len(tr_rows)),
            "val_rows": int(len(te_rows)), "seconds": time.time() - t0, "faces": res}

@@ -1,8 +1,7 @@
 """`emogan report`: the cross-validation results as the paper shows them.
 
 Reads the per-fold outputs of `emogan evaluate` (EVAL_DIR/<variant>/fold_<k>/breakdown.json and
-samples.npz), aggregates every metric over folds (mean and sample standard deviation, as in
-Table II), and writes:
+samples.npz), aggregates every metric over folds (mean and sample standard deviation, as in Table II), and writes:
 - REPORT.md with tables shaped like Table I (EPE, SSIM, RMSE per method), Table II (FER accuracy
   per judge, methods x datasets and poses, with Delta), Table IV (ablations), the acceptance check,
   and figures like Fig. 1 (faces, input flow, frontal ground truth, frontalized flow, warped face;
@@ -476,10 +475,11 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
             lines += [f"![{caption}]({_rel(figs[key], out_md.parent)})", ""]
     judges = meta0.get("judges", {})
     lines += ["## Judges", "",
-              "- Flow-CNN: trained per fold on the training folds' frontal ground-truth flows (its held-out accuracy: the ceiling row).",
-              f"- e_FER: {judges.get('efer', {}).get('name', '?')}, trained per fold on the training folds' frontal faces"
-              + ("; reads each face's change from the frontal neutral face (train_fer.input: change)." if
-                 judges.get("efer", {}).get("input") == "change" else "."),
+              "- Flow-CNN: trained per fold on the frontal ground-truth flows of the training folds; its accuracy "
+              "on the held-out frontal ground truth is the ceiling row of the motion table.",
+              f"- e_FER: {judges.get('efer', {}).get('name', '?')} (trained per fold on the training folds' frontal faces"
+              + ("; it reads each face's change from the frontal neutral face: train_fer.input change)." if
+                 judges.get("efer", {}).get("input") == "change" else ")."),
               f"- FER2013: {_fer2013_line(judges.get('fer2013', {}))}.", ""]
     if params_record:
         lines += ["## Params that made this report", "", "```json", json.dumps(params_record, indent=1, sort_keys=True),

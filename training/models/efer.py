@@ -170,7 +170,7 @@ def _load_own(spec: dict[str, Any], fold: int | None) -> tuple[FrozenClassifier,
     model = FrozenClassifier(net, class_order(meta["class_names"], str(d)), source=str(d),
                              reference=fer_input == "change")
     return model, {"name": "own", "path": str(d), "sha256": file_sha256(w_p), "fold": meta.get("fold"),
-                   "stores": meta.get("stores"), "input": fer_input,
+                   "stores": meta.get("stores"), **({"input": fer_input} if fer_input != "image" else {}),
                    "test_accuracy": meta.get("metrics", {}).get("test_accuracy")}
 
 
