@@ -30,7 +30,7 @@ from pipeline.schema import CLASS_NAMES, STRATEGY_NAMES
 from pipeline.scoring import accuracy, confusion, per_class_accuracy
 from training.config import FerRunConfig
 from training.data import (FER_ARRAYS, MirrorDraws, StoreInfo, StreamingStoreDataset, check_compatible, check_store,
-                           iter_rows, make_loader, mirror_batch, select_rows, split_folds)
+                           iter_rows, make_loader, mirror_batch, raw_group, select_rows, split_folds)
 from training.models.efer import FER_CONFIG, FER_INPUTS, FER_WEIGHTS, change_image
 
 log = logging.getLogger(__name__)
@@ -159,8 +159,6 @@ def jitter_faces(x: torch.Tensor, amount: float, gen: torch.Generator) -> torch.
 def class_weights_of(infos: Sequence[StoreInfo], rows: Sequence[np.ndarray], add_neutral: bool) -> torch.Tensor:
     """(C,) inverse class frequency of the faces e_FER trains on (the rows' labels, plus one neutral face per
     neutral-apex row when `add_neutral`), scaled to mean 1 over the classes present; absent classes weigh 0."""
-    from training.data import raw_group
-
     counts = np.zeros(len(CLASS_NAMES), np.float64)
     apex = STRATEGY_NAMES.index("neutral_apex")
     for info, r in zip(infos, rows):
