@@ -12,8 +12,8 @@ subjects are read by nothing (the probe refuses a split that would train on them
 It trains as `train.<--config>` says (size, batch, G_W optimizer, L_1 and L_perc weights, image_steps, perceptual,
 hflip), G_W's flow the ground truth (gw_flow's first phase). The judge (FER2013) never trains the faces it reads:
 L_eFER is off, or, with --efer-path, comes from an own e_FER trained on the split (`emogan train-fer --fold`).
-Prints one JSON object: rows, seconds, and per face source (real frontal face, the neutral face, the warp alone for gw_warp, G_W of the
-ground-truth flow) the SSIM against the real frontal face, FER2013's accuracy and its ratio to the real faces',
+Prints one JSON object: rows, seconds, and per face source (real frontal face, the neutral face, the warp alone
+for gw_warp, G_W of the ground-truth flow) the SSIM against the real frontal face, FER2013's accuracy and its ratio to the real faces',
 and the checkerboard ratio (Nyquist share against the neutral face's).
 """
 from __future__ import annotations

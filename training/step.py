@@ -194,10 +194,11 @@ def update_gw(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRow
         return {k: torch.zeros((), device=c.device) for k in ("gw", "gw_l1", "gw_perc", "gw_fer", "gw_rows")}
     idx = rows.idx
     flow = (batch["flow_target"] if gw_update_flow(c.t, epoch) == "target" else fake.detach()).index_select(0, idx)
+    neutral = batch["neutral"].index_select(0, idx)
     with c.amp():
-        x_gen = c.wrapped["gw"](flow, batch["neutral"].index_select(0, idx))
+        x_gen = c.wrapped["gw"](flow, neutral)
     gw = _gw_losses(x_gen, batch["target_image"].index_select(0, idx), batch["label"].index_select(0, idx), c,
-                    batch["neutral"].index_select(0, idx))
+                    neutral)
     c.optims["gw"].zero_grad(set_to_none=True)
     (gw["gw"] * rows.weight).backward()
     c.optims["gw"].step()
@@ -223,10 +224,11 @@ def update_gf(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRow
     l_gw = None
     if connected and rows is not None:
         idx = rows.idx
+        neutral = batch["neutral"].index_select(0, idx)
         with c.amp():
-            x_gen = n["gw"](fake.index_select(0, idx), batch["neutral"].index_select(0, idx))
+            x_gen = n["gw"](fake.index_select(0, idx), neutral)
         l_gw = _gw_losses(x_gen, batch["target_image"].index_select(0, idx), labels.index_select(0, idx),
-                          c, batch["neutral"].index_select(0, idx))["gw"] * rows.weight
+                          c, neutral)["gw"] * rows.weight
     total = L.total_gf(gan, l_epe, l_char, l_gw, t.lambdas, connected)
     c.optims["gf"].zero_grad(set_to_none=True)
     # Only G_F's parameters: the discriminators' and G_W's gradients from this loss are not wanted.
