@@ -222,7 +222,7 @@ def update_gf(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRow
     l_epe = L.epe(fake_l, star_l, w_rows)
     l_char = L.charbonnier(fake_l, star_l, t.char_eps, w_rows)
     l_gw = None
-    if connected and rows is not None:
+    if connected and rows is not None and t.lambdas[3] != 0:   # L_GW at weight 0: G_W is not run for G_F's loss
         idx = rows.idx
         neutral = batch["neutral"].index_select(0, idx)
         with c.amp():

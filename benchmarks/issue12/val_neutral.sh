@@ -2,7 +2,8 @@
 # Issue #12 diagnosis on VALIDATION subjects (tuning split: folds 0-2 reserved, validation fold 3):
 # does G_F draw expression motion onto neutral sequences, and which GAN term makes it?
 # Run from the project folder after `make demo` (it reads data/stores/synth.zarr and the landmark baseline).
-# Variants: the small config (full), without L_DE (`--ablation no_de`), and the D_P term of L_GAN at 0 and
+# Variants: the small config (full), without L_DE (`--ablation no_de`), without L_GW in G_F's loss
+# (`--ablation no_gw`: G_W still trains on its own loss), and the D_P term of L_GAN at 0 and
 # 0.3 (train.small.gan_weights[0]; a params copy per variant). Scored by benchmarks/issue12/neutral_rows.py.
 #   benchmarks/issue12/val_neutral.sh OUT_DIR
 # Optional: VARIANTS="full dp0.3" (default: all four) and SEEDS="1 2" (training seeds; default: params.yaml's,
@@ -38,6 +39,7 @@ variant() {   # NAME SUFFIX [--seed N]
   case $v in
     full) run "full$x" params.yaml "$@" ;;
     no_de) run "no_de$x" params.yaml --ablation no_de "$@" ;;
+    no_gw) run "no_gw$x" params.yaml --ablation no_gw "$@" ;;
     dp0.0|dp0.3) run "$v$x" "$W/params_$v.yaml" "$@" ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac

@@ -117,6 +117,33 @@ def test_one_step_of_the_whole_gan_lowers_each_loss_on_a_fixed_batch():
         assert gf_loss(nets["gf"], nets) < gf_loss(before["gf"], nets)
 
 
+@pytest.mark.parametrize("lambda_gw", [0.0, 1.0])
+def test_gf_learns_from_gw_only_when_l_gw_weighs(lambda_gw):
+    """L_GW at weight 0 (the small config): G_F's update is the same whatever G_W is; at weight 1 it is not."""
+    raw = as_dict(params_of(TrainConfig, "train.paper"))
+    raw.update({"nets": TINY_NETS, "image_steps": [3, 5], "e_c": 0, "amp": "off", "flow_loss_space": "cartesian",
+                "lambdas": [1.0, 7.0, 3.0, lambda_gw]})
+    raw["optim"] = {r: {"kind": "adam", "lr": 1e-3, "betas": [0.5, 0.999]} for r in ("gf", "dp", "gw")}
+    raw["optim"]["de"] = {"kind": "sgd", "lr": 1e-3, "momentum": 0.9}
+    t = parse_train(raw, "test config")
+    efer = FrozenClassifier(build("fer_cnn", **{k: v for k, v in TINY_FER.items() if k != "name"}))
+    gf_after = []
+    for gw_seed in (1, 2):                  # the same G_F, D_P, D_E; two different G_W
+        torch.manual_seed(0)
+        nets = build_nets(TINY_NETS)
+        torch.manual_seed(gw_seed)
+        nets["gw"] = build_nets(TINY_NETS)["gw"]
+        opt = {r: make_optimizer(m.parameters(), getattr(t.optim, r), True) for r, m in nets.items()}
+        ctx = StepContext(nets, nets, opt, efer, efer.features, t, autocast_ctx(t, torch.device("cpu")), Dist(),
+                          torch.device("cpu"), "polar", 10.0)
+        torch.manual_seed(0)
+        out = gan_step(_batch(), epoch=0, c=ctx)
+        assert out["gw_rows"] > 0           # G_W itself trained on the image rows either way
+        gf_after.append(torch.cat([p.detach().flatten() for p in nets["gf"].parameters()]))
+    same = torch.equal(gf_after[0], gf_after[1])
+    assert same if lambda_gw == 0 else not same
+
+
 def test_gf_overfits_a_tiny_batch():
     torch.manual_seed(0)
     b = _batch(4)
