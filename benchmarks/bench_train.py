@@ -42,7 +42,7 @@ def _batch(n: int, store_size: int) -> dict[str, torch.Tensor]:
 
 def step_rate(params: dict[str, Any], name: str, steps: int, warmup: int, device: torch.device, amp: str,
               store_size: int = 128, batch_size: int | None = None) -> dict[str, Any]:
-    """Whole-GAN steps/s (D_P+D_E, G_W, G_F with L_GW connected) of a config on random store batches."""
+    """Whole-GAN steps/s (D_P+D_E, G_W, G_F with L_GW connected where its weight is not 0) of a config on random store batches."""
     t = train_config(params, name)
     t.amp = amp
     if batch_size:
