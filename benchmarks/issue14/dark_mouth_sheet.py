@@ -21,10 +21,10 @@ from tune_expressions import _apex_faces  # noqa: E402
 
 cv2.setNumThreads(1)
 fer = load_fer2013(weights_path("fer2013", load_params()))
-rows = {}
+rows, cache = {}, {}   # the people and backgrounds do not depend on the mouth's colours: rendered once
 for name, mouth, tongue in (("lit", (52, 18, 22), (150, 62, 66)), ("dark", rd.MOUTH_COLOUR, rd.TONGUE_COLOUR)):
     rd.MOUTH_COLOUR, rd.TONGUE_COLOUR = mouth, tongue
-    crops, _, _ = _apex_faces(132, 12, 256, ("surprise",), ("nothing", "yaw"), {}, {})
+    crops, _, _ = _apex_faces(132, 12, 256, ("surprise",), ("nothing", "yaw"), {}, cache)
     proba = predict_proba(np.stack(crops), fer)
     tiles = []
     for c, p in zip(crops, proba):

@@ -15,6 +15,7 @@ import cv2
 
 import pipeline.face_model as fm
 import pipeline.render as rd
+from pipeline.schema import CLASS_NAMES
 
 seeds = [int(s) for s in sys.argv[1].split(",")]
 settings = dict(a.split("=", 1) for a in sys.argv[2:])
@@ -43,7 +44,6 @@ for seed in seeds:
     res = judge(seed, 32, 256, classes, poses, recipes, cache)
     out["seeds"].append({"seed": seed, "per_class": res["per_class"]})
     conf_sum = res["confusion"] if conf_sum is None else [[a + b for a, b in zip(r, s)] for r, s in zip(conf_sum, res["confusion"])]
-from pipeline.schema import CLASS_NAMES  # noqa: E402
 out["recall"] = {c: round(conf_sum[k][k] / sum(conf_sum[k]), 3) for k, c in enumerate(CLASS_NAMES) if sum(conf_sum[k])}
 out["confusion"] = {c: conf_sum[k] for k, c in enumerate(CLASS_NAMES) if sum(conf_sum[k])}
 print(json.dumps(out))
