@@ -6,7 +6,8 @@
 # (`--ablation no_gw`: G_W still trains on its own loss), and the D_P term of L_GAN at 0 and
 # 0.3 (train.small.gan_weights[0]; a params copy per variant). Scored by benchmarks/issue12/neutral_rows.py.
 #   benchmarks/issue12/val_neutral.sh OUT_DIR
-# Optional: VARIANTS="full dp0.3" (default: all four) and SEEDS="1 2" (training seeds; default: params.yaml's,
+# Optional: VARIANTS="full dp0.3 long=FILE" (default: full no_de dp0.0 dp0.3; NAME=FILE trains with the params copy
+# FILE, e.g. one whose train.small block differs) and SEEDS="1 2" (training seeds; default: params.yaml's,
 # the variant's name unsuffixed; otherwise NAME_sSEED). The folds file, e_FER and Flow-CNN judge are made
 # once per OUT_DIR and reused, so a later call with other seeds scores against the same judge.
 set -e
@@ -41,12 +42,14 @@ variant() {   # NAME SUFFIX [--seed N]
     no_de) run "no_de$x" params.yaml --ablation no_de "$@" ;;
     no_gw) run "no_gw$x" params.yaml --ablation no_gw "$@" ;;
     dp0.0|dp0.3) run "$v$x" "$W/params_$v.yaml" "$@" ;;
+    *=*) run "${v%%=*}$x" "${v#*=}" "$@" ;;   # NAME=PARAMS_FILE: the small config of that params copy
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
 }
 names=()
 for v in ${VARIANTS:-full no_de dp0.0 dp0.3}; do
-  if [ -z "$SEEDS" ]; then variant "$v" ""; names+=("$v")
-  else for s in $SEEDS; do variant "$v" "_s$s" --seed "$s"; names+=("${v}_s$s"); done; fi
+  n=${v%%=*}
+  if [ -z "$SEEDS" ]; then variant "$v" ""; names+=("$n")
+  else for s in $SEEDS; do variant "$v" "_s$s" --seed "$s"; names+=("${n}_s$s"); done; fi
 done
 PYTHONPATH=$PWD python benchmarks/issue12/neutral_rows.py "$W" "${names[@]}"
