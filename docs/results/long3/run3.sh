@@ -1,0 +1,37 @@
+#!/bin/bash
+# Folds 0, 1, 2 (the reserved test folds) of the small config trained twice as long with a slower decay
+# (params_long.yaml beside this script: train.small.epochs 16, lr_gamma 0.85; chosen on validation fold 3 of
+# the tuning split, docs/EVALUATION.md "Session 10"), issues #12 and #13. The data stages first, then one lane
+# per fold (train-fer, train, evaluate, as dvc.yaml gives those commands) and one lane for the three Flow-CNN
+# judges, all side by side with one torch thread each; the report last.
+#   OUT=results docs/results/long3/run3.sh DEMO_CLONE      (a clone of the project after `make weights`)
+set -e
+P=$(cd "$(dirname "$0")" && pwd)/params_long.yaml
+cd "${1:?usage: run3.sh DEMO_CLONE}"
+export PATH=$PWD/.venv/bin:$PATH
+export OMP_NUM_THREADS=1
+OUT=${OUT:-results}
+t0=$(date +%s); tick() { echo "TIME $1 $(( $(date +%s) - t0 ))s $(date -u +%H:%M:%S)"; }
+dvc repro normalize baseline-landmark > data_repro.log 2>&1; tick data
+F="--folds-file data_manifests/synth_folds.csv --folds-file data_manifests/synth_ckplus_folds.csv"
+S="data/stores/synth.zarr data/stores/synth_ckplus.zarr"
+( for k in 0 1 2; do
+    emogan train-flowcnn $S --fold $k $F --out models/flowcnn_fold$k --metrics metrics/flowcnn_fold$k.json \
+      > flowcnn_fold$k.log 2>&1; touch models/flowcnn_fold$k.done; tick flowcnn$k
+  done ) &
+for k in 0 1 2; do
+  ( emogan train-fer $S --fold $k $F --out models/efer_fold$k --metrics metrics/train_fer_fold$k.json > train_fer_fold$k.log 2>&1
+    tick efer$k
+    emogan train $S --fold $k --config small $F --efer own --efer-path models/efer_fold$k --params "$P" \
+      --out models/emogan_small_fold$k --live-dir metrics/train_fold$k > train_fold$k.log 2>&1
+    tick train$k
+    while [ ! -f models/flowcnn_fold$k.done ]; do sleep 20; done
+    emogan evaluate models/emogan_small_fold$k $S --fold $k --flowcnn models/flowcnn_fold$k --params "$P" \
+      --landmark data/baselines/synth_landmark.npz --landmark data/baselines/synth_ckplus_landmark.npz \
+      $F --out $OUT/eval/full/fold_$k > evaluate_fold$k.log 2>&1
+    tick evaluate$k ) &
+done
+wait
+emogan report $OUT/eval --out $OUT/REPORT.md --metrics $OUT/cv.json --headline $OUT/headline.json --params "$P"
+tick report
+echo ALLDONE
