@@ -14,7 +14,9 @@ hflip), G_W's flow the ground truth (gw_flow's first phase). The judge (FER2013)
 L_eFER is off, or, with --efer-path, comes from an own e_FER trained on the split (`emogan train-fer --fold`).
 Prints one JSON object: rows, seconds, and per face source (real frontal face, the neutral face, the warp alone
 for gw_warp, G_W of the ground-truth flow) the SSIM against the real frontal face, FER2013's accuracy and its ratio to the real faces',
-and the checkerboard ratio (Nyquist share against the neutral face's).
+the checkerboard ratio (Nyquist share against the neutral face's), and the false colour: the mean absolute difference
+of the colour (each channel minus the pixel's mean of the three, grey levels 0-255) from the real frontal face's,
+which FER2013 and SSIM, both on grey, cannot see. --sheet PNG draws the first validation faces of each source.
 """
 from __future__ import annotations
 
@@ -64,6 +66,13 @@ def load_rows(store: str, rows: np.ndarray, size: int, rep: str, clip: float) ->
 
 def u8(x: torch.Tensor) -> np.ndarray:
     return ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def false_colour(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per face (N,3,H,W uint8): mean |chroma(x) - chroma(ref)| in grey levels, chroma = channel - mean of channels."""
+    cx = x.astype(np.float32) - x.astype(np.float32).mean(1, keepdims=True)
+    cr = ref.astype(np.float32) - ref.astype(np.float32).mean(1, keepdims=True)
+    return np.abs(cx - cr).mean(axis=(1, 2, 3))
 
 
 def residual_classifier(gw: torch.nn.Module, tr: dict[str, torch.Tensor], te: dict[str, torch.Tensor], seed: int,
@@ -150,9 +159,10 @@ def train_gw(tr: dict[str, torch.Tensor], t: Any, gw: torch.nn.Module, steps: in
 
 
 @torch.no_grad()
-def score(gw: torch.nn.Module, te: dict[str, torch.Tensor], fer: torch.nn.Module, batch: int = 32) -> dict[str, Any]:
+def score(gw: torch.nn.Module, te: dict[str, torch.Tensor], fer: torch.nn.Module,
+          batch: int = 32) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Per face source: SSIM vs the real frontal face, FER2013 accuracy (and / the real faces', and per class),
-    checkerboard."""
+    checkerboard, false colour; and the faces (uint8) per source."""
     gw.eval()
     faces: dict[str, list[np.ndarray]] = {"frontal_gt": [], "neutral": [], "gw_gt": []}
     if hasattr(gw, "warp"):
@@ -174,8 +184,28 @@ def score(gw: torch.nn.Module, te: dict[str, torch.Tensor], fer: torch.nn.Module
     return {k: {"ssim": float(ssim_u8(a[k], a["frontal_gt"]).mean()), "fer2013": acc[k],
                 "fer2013_vs_real": acc[k] / acc["frontal_gt"] if acc["frontal_gt"] else None,
                 "fer2013_recall": recall[k],
-                "checkerboard": float(nyquist_share(torch.from_numpy(a[k]).float()).mean()) / max(nyq_ref, 1e-12)}
-            for k in a}
+                "checkerboard": float(nyquist_share(torch.from_numpy(a[k]).float()).mean()) / max(nyq_ref, 1e-12),
+                "false_colour": float(false_colour(a[k], a["frontal_gt"]).mean())}
+            for k in a}, a
+
+
+def contact_sheet(faces: dict[str, np.ndarray], out: Path, n: int = 8) -> None:
+    """One row per face source, its first n faces side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(faces), n, figsize=(1.2 * n, 1.3 * len(faces)), squeeze=False)
+    for r, (k, v) in enumerate(faces.items()):
+        for j in range(n):
+            axes[r, j].imshow(v[min(j * (len(v) // n), len(v) - 1)].transpose(1, 2, 0))
+            axes[r, j].axis("off")
+        axes[r, 0].set_title(k, fontsize=7, loc="left")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -205,6 +235,7 @@ def main() -> None:
                     help="weight of a cross-entropy on G_W's correction (face - warp) by a classifier trained here on "
                          "the training rows' real residuals (face - warp of the neutral face): gw_warp only")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--sheet", default=None, help="PNG: the first 8 validation faces of each source")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.time()
@@ -245,14 +276,16 @@ def main() -> None:
         f"perceptual {perc_info['backbone']}")
     res_net = residual_classifier(gw, tr, te, t.seed, log) if a.residual_efer else None
     train_gw(tr, t, gw, a.steps, efer, perc, rep, clip, log, a.focus, a.adv, res_net, a.residual_efer)
-    res = score(gw, te, fer)
+    res, faces = score(gw, te, fer)
+    if a.sheet:
+        contact_sheet(faces, Path(a.sheet))
     rec = {"args": vars(a), "gw": spec, "perceptual": perc_info["backbone"], "train_rows": int(len(tr_rows)),
            "val_rows": int(len(te_rows)), "seconds": time.time() - t0, "faces": res}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(rec, indent=1) + "\n")
     for k, v in res.items():
         log(f"{k}: SSIM {v['ssim']:.3f} FER2013 {v['fer2013']:.3f} ({v['fer2013_vs_real'] or 0:.2f}x) "
-            f"checkerboard {v['checkerboard']:.2f}; "
+            f"checkerboard {v['checkerboard']:.2f} false colour {v['false_colour']:.2f}; "
             + " ".join(f"{c[:4]} {r:.2f}" for c, r in v["fer2013_recall"].items()))
 
 

@@ -5,21 +5,23 @@
 # per fold (train-fer, train, evaluate, as dvc.yaml gives those commands) and one lane for the three Flow-CNN
 # judges, all side by side with one torch thread each; the report last.
 #   OUT=results docs/results/long3/run3.sh DEMO_CLONE      (a clone of the project after `make weights`)
+# FOLDS="5 6 7" runs other folds (default "0 1 2"); the report covers every fold under $OUT/eval/full.
 set -e
 P=$(cd "$(dirname "$0")" && pwd)/params_long.yaml
 cd "${1:?usage: run3.sh DEMO_CLONE}"
 export PATH=$PWD/.venv/bin:$PATH
 export OMP_NUM_THREADS=1
 OUT=${OUT:-results}
+FOLDS=${FOLDS:-0 1 2}
 t0=$(date +%s); tick() { echo "TIME $1 $(( $(date +%s) - t0 ))s $(date -u +%H:%M:%S)"; }
 dvc repro normalize baseline-landmark > data_repro.log 2>&1; tick data
 F="--folds-file data_manifests/synth_folds.csv --folds-file data_manifests/synth_ckplus_folds.csv"
 S="data/stores/synth.zarr data/stores/synth_ckplus.zarr"
-( for k in 0 1 2; do
+( for k in $FOLDS; do
     emogan train-flowcnn $S --fold $k $F --out models/flowcnn_fold$k --metrics metrics/flowcnn_fold$k.json \
       > flowcnn_fold$k.log 2>&1; touch models/flowcnn_fold$k.done; tick flowcnn$k
   done ) &
-for k in 0 1 2; do
+for k in $FOLDS; do
   ( emogan train-fer $S --fold $k $F --out models/efer_fold$k --metrics metrics/train_fer_fold$k.json > train_fer_fold$k.log 2>&1
     tick efer$k
     emogan train $S --fold $k --config small $F --efer own --efer-path models/efer_fold$k --params "$P" \
