@@ -16,7 +16,7 @@ Prints one JSON object: rows, seconds, and per face source (real frontal face, t
 for gw_warp, G_W of the ground-truth flow) the SSIM against the real frontal face, FER2013's accuracy and its ratio to the real faces',
 the checkerboard ratio (Nyquist share against the neutral face's), and the false colour: the mean absolute difference
 of the colour (each channel minus the pixel's mean of the three, grey levels 0-255) from the real frontal face's,
-which FER2013 and SSIM, both on grey, cannot see. --sheet PNG draws the first validation faces of each source.
+which FER2013 and SSIM, both on grey, cannot see. --sheet PNG draws 8 validation faces of each source.
 """
 from __future__ import annotations
 
@@ -190,7 +190,8 @@ def score(gw: torch.nn.Module, te: dict[str, torch.Tensor], fer: torch.nn.Module
 
 
 def contact_sheet(faces: dict[str, np.ndarray], out: Path, n: int = 8) -> None:
-    """One row per face source, its first n faces side by side."""
+    """One row per face source: n of its faces side by side, evenly spaced through the set (the first n when it
+    holds fewer than 2n)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,7 +236,7 @@ def main() -> None:
                     help="weight of a cross-entropy on G_W's correction (face - warp) by a classifier trained here on "
                          "the training rows' real residuals (face - warp of the neutral face): gw_warp only")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--sheet", default=None, help="PNG: the first 8 validation faces of each source")
+    ap.add_argument("--sheet", default=None, help="PNG: 8 validation faces of each source, evenly spaced")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.time()

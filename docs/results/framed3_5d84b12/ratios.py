@@ -6,7 +6,7 @@ from pathlib import Path
 
 base = sys.argv[1]
 LARGE = {"yaw", "pitch", "roll", "diagonal"}
-FOLDS = sorted(int(d.name[5:]) for d in Path(sys.argv[1]).glob("fold_*"))  # every fold_K folder
+FOLDS = sorted(int(d.name[5:]) for d in Path(base).glob("fold_*"))  # every fold_K folder
 summary = {}
 for k in FOLDS:
     rows = [r for r in csv.DictReader(open(f"{base}/fold_{k}/rows.csv")) if r["dataset"] == "synth"]
