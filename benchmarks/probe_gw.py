@@ -40,7 +40,7 @@ from training import flowrep
 from training.config import fer2013_frame, train_config
 from training.data import MirrorDraws, check_store, fold_rows, mirror_batch, raw_group
 from training.distributed import Dist
-from training.evaluation.metrics import accuracy, ssim_u8
+from training.evaluation.metrics import accuracy, chroma_u8, ssim_u8
 from training.models.efer import load_efer, perceptual_backbone
 from training.models.fer2013 import load_fer2013
 from training.models.gw_warp import nyquist_share
@@ -66,13 +66,6 @@ def load_rows(store: str, rows: np.ndarray, size: int, rep: str, clip: float) ->
 
 def u8(x: torch.Tensor) -> np.ndarray:
     return ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-def false_colour(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per face (N,3,H,W uint8): mean |chroma(x) - chroma(ref)| in grey levels, chroma = channel - mean of channels."""
-    cx = x.astype(np.float32) - x.astype(np.float32).mean(1, keepdims=True)
-    cr = ref.astype(np.float32) - ref.astype(np.float32).mean(1, keepdims=True)
-    return np.abs(cx - cr).mean(axis=(1, 2, 3))
 
 
 def residual_classifier(gw: torch.nn.Module, tr: dict[str, torch.Tensor], te: dict[str, torch.Tensor], seed: int,
@@ -185,7 +178,7 @@ def score(gw: torch.nn.Module, te: dict[str, torch.Tensor], fer: torch.nn.Module
                 "fer2013_vs_real": acc[k] / acc["frontal_gt"] if acc["frontal_gt"] else None,
                 "fer2013_recall": recall[k],
                 "checkerboard": float(nyquist_share(torch.from_numpy(a[k]).float()).mean()) / max(nyq_ref, 1e-12),
-                "false_colour": float(false_colour(a[k], a["frontal_gt"]).mean())}
+                "false_colour": float(chroma_u8(a[k], a["frontal_gt"]).mean())}
             for k in a}, a
 
 

@@ -33,7 +33,7 @@ from pipeline.schema import CLASS_NAMES, POSE_NAMES, STRATEGY_NAMES
 from training.config import RunRecord
 from training.data import store_name
 from training.evaluation.metrics import (ALL, EPE_METHODS, FLOW_METHODS, IMAGE_METHODS, SIM_METHODS, breakdown,
-                                         concat_records, concat_samples, epe_px, headline, rmse_u8, ssim_u8,
+                                         chroma_u8, concat_records, concat_samples, epe_px, headline, rmse_u8, ssim_u8,
                                          write_rows_csv)
 
 log = logging.getLogger(__name__)
@@ -281,6 +281,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         if m in methods_img:
             rec[f"ssim_{m}"] = np.full(n_all, np.nan)
             rec[f"rmse_{m}"] = np.full(n_all, np.nan)
+            rec[f"chroma_{m}"] = np.full(n_all, np.nan)
     judges_img = {"efer": judges.efer, **({"fer2013": judges.fer2013} if judges.fer2013 is not None else {})}
     for j in judges_img:
         for m in methods_img:
@@ -354,6 +355,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
                 a = imgs[m].numpy()
                 rec[f"ssim_{m}"][at] = ssim_u8(a, tgt, p.ssim_window)
                 rec[f"rmse_{m}"][at] = rmse_u8(a, tgt)
+                rec[f"chroma_{m}"][at] = chroma_u8(a, tgt)
         neutral_img = _resize_img_u8(neutral_u8, size)
         for j, model in judges_img.items():
             for m, im in imgs.items():

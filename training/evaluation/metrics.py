@@ -28,6 +28,8 @@ SIM_METHODS: tuple[str, ...] = ("nonfrontal", "landmark", "emotiongan", "gw_gt")
 JUDGES: dict[str, tuple[str, ...]] = {"flowcnn": FLOW_METHODS, "efer": IMAGE_METHODS, "fer2013": IMAGE_METHODS}
 ROW_KEYS: tuple[str, ...] = ("dataset", "row", "subject", "sequence", "pose", "strategy", "step", "label")
 ALL = "all"
+# Per-row float columns of rows.csv (the rest are codes, predictions and names).
+METRIC_PREFIXES = ("epe_", "ssim_", "rmse_", "chroma_")
 
 
 # --- metrics on hand-checkable arrays ---------------------------------------------------------
@@ -53,6 +55,16 @@ def ssim_u8(pred: np.ndarray, target: np.ndarray, window: int = 7) -> np.ndarray
         out[i] = structural_similarity(np.asarray(a), np.asarray(b), channel_axis=0, data_range=255,
                                        win_size=window)
     return out
+
+
+def chroma_u8(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """False colour per image, (N,): mean |chroma(pred) - chroma(target)| in grey levels for (N,3,H,W) uint8 images,
+    chroma = each channel minus the mean of the three. Light, shade and expression move all channels alike and leave
+    it near 0; colour the target does not have (pink brows, green lips) raises it. Grey-level SSIM and FER2013 miss it."""
+    def chroma(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        return x - x.mean(axis=1, keepdims=True)
+    return np.abs(chroma(pred) - chroma(target)).reshape(len(pred), -1).mean(axis=1).astype(np.float64)
 
 
 def accuracy(labels: np.ndarray, preds: np.ndarray) -> float | None:
@@ -121,6 +133,7 @@ def summarize(records: Mapping[str, np.ndarray], mask: np.ndarray, with_confusio
     out["epe_px"] = {m: _mean(np.asarray(records[f"epe_{m}"])[mask]) for m in EPE_METHODS if f"epe_{m}" in records}
     out["ssim"] = {m: _mean(np.asarray(records[f"ssim_{m}"])[mask]) for m in SIM_METHODS if f"ssim_{m}" in records}
     out["rmse"] = {m: _mean(np.asarray(records[f"rmse_{m}"])[mask]) for m in SIM_METHODS if f"rmse_{m}" in records}
+    out["chroma"] = {m: _mean(np.asarray(records[f"chroma_{m}"])[mask]) for m in SIM_METHODS if f"chroma_{m}" in records}
     for judge, methods in JUDGES.items():
         acc, delta, gain, conf = {}, {}, {}, {}
         for m in methods:
@@ -159,7 +172,8 @@ def headline(bd: Mapping[str, Any]) -> dict[str, Any]:
         d, p, st = key.split("/")
         if st != ALL or (p != ALL and p not in ("large", "small")):
             continue
-        h: dict[str, Any] = {"n": s["n"], "epe_px": s["epe_px"], "ssim": s["ssim"], "rmse": s["rmse"]}
+        h: dict[str, Any] = {"n": s["n"], "epe_px": s["epe_px"], "ssim": s["ssim"], "rmse": s["rmse"],
+                                "chroma": s.get("chroma", {})}
         for judge in JUDGES:
             if judge in s:
                 h[judge] = {"accuracy": s[judge]["accuracy"], "delta_percent": s[judge]["delta_percent"],
@@ -201,7 +215,7 @@ def read_rows_csv(path: Path | str) -> dict[str, np.ndarray]:
     for k, v in cols.items():
         if k in ("dataset", "pose", "strategy", "subject"):
             out[k] = np.asarray(v, dtype=str)
-        elif k.startswith(("epe_", "ssim_", "rmse_")):
+        elif k.startswith(METRIC_PREFIXES):
             out[k] = np.asarray([float(x) if x != "" else np.nan for x in v])
         else:
             out[k] = np.asarray([int(x) for x in v], dtype=np.int64)
@@ -223,7 +237,7 @@ def concat_records(parts: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.nd
             n = len(q["label"])
             if k in q:
                 chunks.append(np.asarray(q[k]))
-            elif k.startswith(("epe_", "ssim_", "rmse_")):
+            elif k.startswith(METRIC_PREFIXES):
                 chunks.append(np.full(n, np.nan))
             else:
                 chunks.append(np.full(n, -1, np.int64))

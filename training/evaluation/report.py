@@ -2,7 +2,7 @@
 
 Reads the per-fold outputs of `emogan evaluate` (EVAL_DIR/<variant>/fold_<k>/breakdown.json and
 samples.npz), aggregates every metric over folds (mean and sample standard deviation, as in Table II), and writes:
-- REPORT.md with tables shaped like Table I (EPE, SSIM, RMSE per method), Table II (FER accuracy
+- REPORT.md with tables shaped like Table I (EPE, SSIM, RMSE, false colour per method), Table II (FER accuracy
   per judge, methods x datasets and poses, with Delta), Table IV (ablations), the acceptance check,
   and figures like Fig. 1 (faces, input flow, frontal ground truth, frontalized flow, warped face;
   colour wheel) and Fig. 5 (frontal view synthesis in the image domain);
@@ -144,20 +144,19 @@ def _col_label(c: str) -> str:
 
 
 def table1(aggs: Mapping[str, Any], rp: ReportParams) -> str:
-    """Table I: EPE (px), SSIM, RMSE (grey levels) per method, all rows of all datasets."""
+    """Table I: EPE (px), SSIM, RMSE and false colour (grey levels) per method, all rows of all datasets."""
     g = f"all/all/{rp.strategy}"
     full = aggs.get("full", {})
-    rows = []
-    for m in ("nonfrontal", "landmark"):
-        rows.append([METHOD_LABELS[m], cell(full, g, f"epe_px.{m}", decimals=rp.decimals),
-                     cell(full, g, f"ssim.{m}", decimals=rp.decimals + 1), cell(full, g, f"rmse.{m}", decimals=rp.decimals)])
-    for v, agg in aggs.items():
-        rows.append([VARIANT_LABELS.get(v, v), cell(agg, g, "epe_px.emotiongan", decimals=rp.decimals),
-                     cell(agg, g, "ssim.emotiongan", decimals=rp.decimals + 1),
-                     cell(agg, g, "rmse.emotiongan", decimals=rp.decimals)])
-    rows.append([METHOD_LABELS["gw_gt"] + " (upper bound)", "0", cell(full, g, "ssim.gw_gt", decimals=rp.decimals + 1),
-                 cell(full, g, "rmse.gw_gt", decimals=rp.decimals)])
-    return md_table(["Method", "EPE (px) ↓", "SSIM ↑", "RMSE ↓"], rows)
+
+    def img(agg: Mapping[str, Any], m: str) -> list[str]:
+        return [cell(agg, g, f"ssim.{m}", decimals=rp.decimals + 1), cell(agg, g, f"rmse.{m}", decimals=rp.decimals),
+                cell(agg, g, f"chroma.{m}", decimals=rp.decimals)]
+    rows = [[METHOD_LABELS[m], cell(full, g, f"epe_px.{m}", decimals=rp.decimals)] + img(full, m)
+            for m in ("nonfrontal", "landmark")]
+    rows += [[VARIANT_LABELS.get(v, v), cell(agg, g, "epe_px.emotiongan", decimals=rp.decimals)] + img(agg, "emotiongan")
+             for v, agg in aggs.items()]
+    rows.append([METHOD_LABELS["gw_gt"] + " (upper bound)", "0"] + img(full, "gw_gt"))
+    return md_table(["Method", "EPE (px) ↓", "SSIM ↑", "RMSE ↓", "false colour ↓"], rows)
 
 
 def table2(agg: Mapping[str, Any], judge: str, methods: Sequence[str], rp: ReportParams) -> str:
@@ -451,8 +450,9 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
               "frame-to-frame rows are shown separately (a frame-to-frame majority can hide neutral-apex pairs that "
               "are not frontalized); gap closure = (acc − acc_input) / (acc_truth − acc_input); a frontalizer that "
               "erases the motion scores the zero flow's EPE.", ""]
-    lines += ["## Table I: flows (EPE) and images (SSIM, RMSE) against the frontal ground truth", "",
-              table1(aggs, rp), ""]
+    lines += ["## Table I: flows (EPE) and images (SSIM, RMSE, false colour) against the frontal ground truth", "",
+              "False colour: mean |chroma − the frontal face's chroma| in grey levels (chroma = a channel minus the "
+              "mean of the three), colour no face has; grey SSIM and FER2013 do not see it.", "", table1(aggs, rp), ""]
     lines += ["## Table II: FER accuracy (%) per judge, methods x datasets and poses", ""]
     for judge, methods in (("flowcnn", ["frontal_gt", "nonfrontal", "landmark", "emotiongan", "gf_direct"]),
                            ("efer", ["frontal_gt", "nonfrontal", "landmark", "emotiongan", "gw_gt"]),

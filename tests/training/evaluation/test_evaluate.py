@@ -52,6 +52,24 @@ def test_ssim_and_rmse_of_images():
     assert (s_noisy < s_b).all() and (s_b < 1.0).all()
 
 
+def test_false_colour_sees_a_tint_that_grey_metrics_do_not():
+    rng = np.random.default_rng(1)
+    face = rng.integers(40, 200, (2, 3, 32, 32), dtype=np.uint8)
+    assert mt.chroma_u8(face, face) == pytest.approx([0.0, 0.0])
+    brighter = face + np.uint8(30)                    # light: every channel alike, no colour
+    assert mt.chroma_u8(brighter, face) == pytest.approx([0.0, 0.0], abs=1e-4)
+    pink = face.astype(int)
+    pink[:, 0, 8:16, :] += 30                         # a red band over a quarter of the face (R +30, G and B kept)
+    pink[:, 1, 8:16, :] -= 15
+    pink[:, 2, 8:16, :] -= 15
+    pink = pink.astype(np.uint8)
+    # chroma moves by (+30, -15, -15) on a quarter of the pixels: (30 + 15 + 15) / 3 / 4 = 5 grey levels
+    assert mt.chroma_u8(pink, face) == pytest.approx([5.0, 5.0])
+    assert (mt.chroma_u8(pink, face) > 10 * mt.chroma_u8(brighter, face) + 1).all()
+    grey = lambda x: x.astype(float).mean(1, keepdims=True)  # noqa: E731
+    assert np.allclose(grey(pink), grey(face))        # what a grey judge reads is unchanged
+
+
 def test_delta_accuracy_and_confusion_arithmetic():
     assert mt.delta_percent(0.6, 0.4) == pytest.approx(50.0)
     assert mt.delta_percent(0.3, 0.4) == pytest.approx(-25.0)
@@ -306,6 +324,9 @@ def test_report_renders_from_a_tiny_run(tiny):
 
     headline = json.loads((d / "metrics/headline.json").read_text())   # what `dvc metrics show` lists
     assert headline["folds"] == 2 and "pooled" in headline and 10 <= count_numbers(headline) <= 40
+    # Table I shows G_W's false colour beside SSIM and RMSE (fold mean, as every cell).
+    chroma = cv["variants"]["full"]["all/all/all"]["chroma.emotiongan"]
+    assert "false colour ↓" in md and f"{chroma['mean']:.2f} ± {chroma['std']:.2f}" in md
     # Table I's numbers are the fold mean of the per-fold metrics.
     per_fold = [json.loads((d / f"metrics/eval/full/fold_{k}/metrics.json").read_text())["all"]["all"]["epe_px"]
                 ["nonfrontal"] for k in (0, 1)]
@@ -400,6 +421,7 @@ def test_evaluate_scores_a_perfect_landmark_flow_like_the_ground_truth(tiny):
     assert np.array_equal(rows["flowcnn_landmark"], rows["flowcnn_frontal_gt"])
     assert np.array_equal(rows["efer_landmark"], rows["efer_frontal_gt"])
     assert np.allclose(rows["ssim_landmark"], 1.0) and np.allclose(rows["rmse_landmark"], 0.0)
+    assert np.allclose(rows["chroma_landmark"], 0.0) and (rows["chroma_nonfrontal"][rows["pose"] != "nothing"] > 1).all()
     # Rows the baseline did not compute are left out of its scores, not scored as something else.
     assert np.isnan(all_rows["epe_landmark"][~apex]).all() and (all_rows["flowcnn_landmark"][~apex] == -1).all()
     bd = json.loads((tiny["dir"] / "metrics/eval/full/fold_0/breakdown.json").read_text())["groups"]
