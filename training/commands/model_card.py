@@ -156,6 +156,11 @@ def render(params: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Write docs/MODEL.md (or the path given) from params.yaml."""
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0].startswith("-"):
+        print("usage: python -m training.commands.model_card [OUT.md]   (default docs/MODEL.md; reads params.yaml)")
+        if args[0] not in ("-h", "--help"):
+            sys.exit(f"error: unknown option {args[0]}")
+        return
     dest = Path(args[0]) if args else Path("docs/MODEL.md")
     dest.write_text(render(load_params("params.yaml")))
     print(f"wrote {dest}")

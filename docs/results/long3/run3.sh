@@ -6,8 +6,12 @@
 # judges, all side by side with one torch thread each; the report last.
 #   OUT=results docs/results/long3/run3.sh DEMO_CLONE      (a clone of the project after `make weights`)
 # FOLDS="5 6 7" runs other folds (default "0 1 2"); the report covers every fold under $OUT/eval/full.
+# PARAMS=FILE trains and evaluates with another params file, TAG=NAME names the generators models/emogan_NAME_foldK
+# (default small) and their logs; Flow-CNN judges and e_FERs already in the clone (models/flowcnn_foldK.done,
+# models/efer_foldK/) are kept, as neither reads train.small (docs/results/long3_noefer/ was made this way).
 set -e
-P=$(cd "$(dirname "$0")" && pwd)/params_long.yaml
+P=$(realpath "${PARAMS:-$(dirname "$0")/params_long.yaml}")
+TAG=${TAG:-small}
 cd "${1:?usage: run3.sh DEMO_CLONE}"
 export PATH=$PWD/.venv/bin:$PATH
 export OMP_NUM_THREADS=1
@@ -18,19 +22,21 @@ dvc repro normalize baseline-landmark > data_repro.log 2>&1; tick data
 F="--folds-file data_manifests/synth_folds.csv --folds-file data_manifests/synth_ckplus_folds.csv"
 S="data/stores/synth.zarr data/stores/synth_ckplus.zarr"
 ( for k in $FOLDS; do
+    [ -f models/flowcnn_fold$k.done ] && continue
     emogan train-flowcnn $S --fold $k $F --out models/flowcnn_fold$k --metrics metrics/flowcnn_fold$k.json \
       > flowcnn_fold$k.log 2>&1; touch models/flowcnn_fold$k.done; tick flowcnn$k
   done ) &
 for k in $FOLDS; do
-  ( emogan train-fer $S --fold $k $F --out models/efer_fold$k --metrics metrics/train_fer_fold$k.json > train_fer_fold$k.log 2>&1
-    tick efer$k
+  ( [ -d models/efer_fold$k ] || {
+      emogan train-fer $S --fold $k $F --out models/efer_fold$k --metrics metrics/train_fer_fold$k.json \
+        > train_fer_fold$k.log 2>&1; tick efer$k; }
     emogan train $S --fold $k --config small $F --efer own --efer-path models/efer_fold$k --params "$P" \
-      --out models/emogan_small_fold$k --live-dir metrics/train_fold$k > train_fold$k.log 2>&1
+      --out models/emogan_${TAG}_fold$k --live-dir metrics/train_${TAG}_fold$k > train_${TAG}_fold$k.log 2>&1
     tick train$k
     while [ ! -f models/flowcnn_fold$k.done ]; do sleep 20; done
-    emogan evaluate models/emogan_small_fold$k $S --fold $k --flowcnn models/flowcnn_fold$k --params "$P" \
+    emogan evaluate models/emogan_${TAG}_fold$k $S --fold $k --flowcnn models/flowcnn_fold$k --params "$P" \
       --landmark data/baselines/synth_landmark.npz --landmark data/baselines/synth_ckplus_landmark.npz \
-      $F --out $OUT/eval/full/fold_$k > evaluate_fold$k.log 2>&1
+      $F --out $OUT/eval/full/fold_$k > evaluate_${TAG}_fold$k.log 2>&1
     tick evaluate$k ) &
 done
 wait
