@@ -486,10 +486,16 @@ def test_external_efer_files_are_reordered_to_the_projects_classes(env, tmp_path
     assert not info["differentiable"]
     with pytest.raises(EmoganError, match="lack neutral"):
         load_efer({"name": "file", "path": str(p), "classes": ["happy"] * 8})
-    # Training needs L_eFER's gradient: an ONNX e_FER is refused with the reason.
+    # L_eFER needs the e_FER's gradient: with it on (alphas[2] > 0; the small config's default is 0), an ONNX
+    # e_FER is refused with the reason.
+    prm = yaml.safe_load(Path(env["params"]).read_text())
+    for cfg in ("paper", "medium", "small"):
+        prm["train"][cfg]["alphas"][2] = 1.0
+    with_efer = tmp_path / "params_efer.yaml"
+    with_efer.write_text(yaml.safe_dump(prm))
     r = CliRunner().invoke(app, ["train", str(env["store"]), "--fold", "0", "--out", str(tmp_path / "run"),
                                  "--efer", "file", "--efer-path", str(p), "--efer-classes", ",".join(order),
-                                 "--params", str(env["params"])])
+                                 "--params", str(with_efer)])
     assert r.exit_code != 0 and "cannot pass gradients" in str(r.exception)
 
 
