@@ -5,7 +5,7 @@ counts printed in docs/MODEL.md no longer match the code.
 """
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -155,13 +155,10 @@ def render(params: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Write docs/MODEL.md (or the path given) from params.yaml."""
-    args = sys.argv[1:] if argv is None else argv
-    if args and args[0].startswith("-"):
-        print("usage: python -m training.commands.model_card [OUT.md]   (default docs/MODEL.md; reads params.yaml)")
-        if args[0] not in ("-h", "--help"):
-            sys.exit(f"error: unknown option {args[0]}")
-        return
-    dest = Path(args[0]) if args else Path("docs/MODEL.md")
+    ap = argparse.ArgumentParser(prog="python -m training.commands.model_card",
+                                 description="Write the model card from the code and params.yaml.")
+    ap.add_argument("out", nargs="?", default="docs/MODEL.md", help="where to write it (default: docs/MODEL.md)")
+    dest = Path(ap.parse_args(argv).out)
     dest.write_text(render(load_params("params.yaml")))
     print(f"wrote {dest}")
 

@@ -130,10 +130,9 @@ def summarize(records: Mapping[str, np.ndarray], mask: np.ndarray, with_confusio
     """Metrics of the rows in `mask`: n, EPE, SSIM, RMSE means; accuracies, Delta and gains per judge."""
     lab = np.asarray(records["label"])[mask]
     out: dict[str, Any] = {"n": int(mask.sum()), "labeled": int((lab >= 0).sum())}
-    out["epe_px"] = {m: _mean(np.asarray(records[f"epe_{m}"])[mask]) for m in EPE_METHODS if f"epe_{m}" in records}
-    out["ssim"] = {m: _mean(np.asarray(records[f"ssim_{m}"])[mask]) for m in SIM_METHODS if f"ssim_{m}" in records}
-    out["rmse"] = {m: _mean(np.asarray(records[f"rmse_{m}"])[mask]) for m in SIM_METHODS if f"rmse_{m}" in records}
-    out["chroma"] = {m: _mean(np.asarray(records[f"chroma_{m}"])[mask]) for m in SIM_METHODS if f"chroma_{m}" in records}
+    for key, prefix, methods in (("epe_px", "epe_", EPE_METHODS), ("ssim", "ssim_", SIM_METHODS),
+                                 ("rmse", "rmse_", SIM_METHODS), ("chroma", "chroma_", SIM_METHODS)):
+        out[key] = {m: _mean(np.asarray(records[prefix + m])[mask]) for m in methods if prefix + m in records}
     for judge, methods in JUDGES.items():
         acc, delta, gain, conf = {}, {}, {}, {}
         for m in methods:
@@ -172,8 +171,7 @@ def headline(bd: Mapping[str, Any]) -> dict[str, Any]:
         d, p, st = key.split("/")
         if st != ALL or (p != ALL and p not in ("large", "small")):
             continue
-        h: dict[str, Any] = {"n": s["n"], "epe_px": s["epe_px"], "ssim": s["ssim"], "rmse": s["rmse"],
-                                "chroma": s.get("chroma", {})}
+        h: dict[str, Any] = {"n": s["n"], **{k: s[k] for k in ("epe_px", "ssim", "rmse", "chroma")}}
         for judge in JUDGES:
             if judge in s:
                 h[judge] = {"accuracy": s[judge]["accuracy"], "delta_percent": s[judge]["delta_percent"],
