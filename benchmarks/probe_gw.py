@@ -217,6 +217,8 @@ def main() -> None:
                     help="central fraction of the faces the FER2013 perceptual backbone reads (default: training's, "
                          "training.config.fer2013_frame; 1 = the whole crop, as training read it before)")
     ap.add_argument("--seed", type=int, default=None, help="G_W's seed (default: the config's)")
+    ap.add_argument("--judge-grad", default=None, choices=("rgb", "grey"),
+                    help="the gradient L_perc and L_eFER send back (default: the config's judge_grad)")
     ap.add_argument("--alphas", default=None, help="L_1,L_perc weights (default: the config's alphas)")
     ap.add_argument("--focus", type=float, default=0.0,
                     help="weight of an extra L_1 focused where the warp alone misses the target (gw_warp only)")
@@ -241,7 +243,8 @@ def main() -> None:
     a1, a2, *a3 = (float(v) for v in a.alphas.split(",")) if a.alphas else t.alphas[:2]
     if a3 and a3[0] and not a.efer_path:
         raise SystemExit("--alphas gives L_eFER a weight: give --efer-path too (FER2013 is the judge, not e_FER)")
-    t = dataclasses.replace(t, alphas=(a1, a2, a3[0] if a3 else 0.0), seed=t.seed if a.seed is None else a.seed)
+    t = dataclasses.replace(t, alphas=(a1, a2, a3[0] if a3 else 0.0), seed=t.seed if a.seed is None else a.seed,
+                            judge_grad=a.judge_grad or t.judge_grad)
     if a.perc_frame is None:
         a.perc_frame = fer2013_frame(params)
     info = check_store(a.store)

@@ -80,6 +80,8 @@ EFER_OPTIONAL = ("path", "classes", "size", "mean", "std", "frame")  # not every
 PERCEPTUAL_KINDS: tuple[str, ...] = ("auto", "vgg16", "fer2013", "efer")   # models/efer.py perceptual_backbone
 # Which flow G_W's own update warps: the ground truth until e_c then G_F's output, always G_F's, always the truth.
 GW_FLOWS: tuple[str, ...] = ("target_then_generated", "generated", "target")
+# The gradient the frozen judges of G_W's faces (L_perc, L_eFER) send back: as computed, or its grey part only.
+JUDGE_GRADS: tuple[str, ...] = ("rgb", "grey")
 
 
 @dataclass
@@ -93,6 +95,7 @@ class TrainConfig:
     lambdas: tuple[float, ...]        # L_GAN, L_epe, L_char, L_GW in L_GF
     gan_weights: tuple[float, ...]    # D_P and D_E terms inside L_GAN (ablation w/o L_DE: D_E 0)
     alphas: tuple[float, ...]         # L_1, L_perc, L_eFER in L_GW
+    judge_grad: str                   # rgb | grey: L_perc and L_eFER may change a face's brightness only, not its colour
     char_eps: float
     flow_loss_space: str              # L_epe/L_char on (u, v)/clip, or on the store's `representation`
     flow_loss_weighting: str          # none | step: L_epe/L_char rows weighted so that every pair step counts alike
@@ -263,6 +266,8 @@ def validate(cfg: TrainConfig, where: str) -> None:
         bad("flow_loss_space is cartesian or representation")
     if cfg.gw_flow not in GW_FLOWS:
         bad(f"gw_flow is one of {', '.join(GW_FLOWS)}")
+    if cfg.judge_grad not in JUDGE_GRADS:
+        bad(f"judge_grad is one of {', '.join(JUDGE_GRADS)}")
     if cfg.amp not in ("auto", "on", "off"):
         bad("amp is auto, on or off")
     if cfg.perceptual not in PERCEPTUAL_KINDS:

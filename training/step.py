@@ -157,9 +157,10 @@ def _gw_losses(x_gen: torch.Tensor, x_star: torch.Tensor, labels: torch.Tensor, 
     x_gen = x_gen.float()
     gen01, star01 = (x_gen + 1) * 0.5, (x_star + 1) * 0.5
     l1 = L.l1_image(x_gen, x_star)
+    judged01 = L.grey_gradient(gen01) if c.t.judge_grad == "grey" else gen01   # what L_perc and L_eFER read
     with c.amp():
-        perc = L.perceptual(c.perc, gen01, star01) if a[1] else x_gen.new_zeros(())
-        fer = (L.efer_loss(classify(c.efer, gen01, (neutral.float() + 1) * 0.5), labels) if a[2]
+        perc = L.perceptual(c.perc, judged01, star01) if a[1] else x_gen.new_zeros(())
+        fer = (L.efer_loss(classify(c.efer, judged01, (neutral.float() + 1) * 0.5), labels) if a[2]
                else x_gen.new_zeros(()))
     return {"gw_l1": l1, "gw_perc": perc.float(), "gw_fer": fer.float(),
             "gw": L.total_gw(l1, perc.float(), fer.float(), a)}

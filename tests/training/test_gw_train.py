@@ -165,3 +165,36 @@ def test_one_short_epoch_of_the_medium_config_runs_end_to_end(stores, tmp_path):
     assert r.exit_code == 0, r.output + repr(r.exception)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config_name"] == "medium" and cfg["train"]["epochs"] == 1 and (out / "weights").is_dir()
+
+
+def test_judge_grad_grey_keeps_colour_out_of_what_the_judges_teach_gw():
+    """A grey judge (FER2013 reads 0.299 R + 0.587 G + 0.114 B) and an e_FER that reads red: with `judge_grad: rgb`
+    the gradient they send G_W's faces has colour (a step would tint them, issue #13's false colour); with `grey`
+    it has none, and the losses' values are the same."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from training.step import _gw_losses
+
+    lum = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    perc = lambda x: [(x * lum).sum(1, keepdim=True)]  # noqa: E731 - a one-layer grey feature extractor
+    efer = lambda x: x[:, :1].mean((2, 3)) * torch.arange(7.0)  # noqa: E731 - logits from the red channel
+    torch.manual_seed(0)
+    x_star, neutral = torch.rand(4, 3, 8, 8) * 2 - 1, torch.rand(4, 3, 8, 8) * 2 - 1
+    labels = torch.tensor([0, 3, 5, 6])
+    out = {}
+    for mode in ("rgb", "grey"):
+        x_gen = (torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1).requires_grad_()
+        t = _cfg(alphas=[0.0, 7.0, 1.0], judge_grad=mode)
+        c = SimpleNamespace(t=t, amp=contextlib.nullcontext, perc=perc, efer=efer)
+        losses = _gw_losses(x_gen, x_star, labels, c, neutral)
+        losses["gw"].backward()
+        chroma = (x_gen.grad - x_gen.grad.mean(1, keepdim=True)).abs().max().item()
+        out[mode] = (chroma, x_gen.grad.abs().max().item(), losses["gw_perc"].item(), losses["gw_fer"].item())
+    assert out["rgb"][0] > 0.1 * out["rgb"][1] > 0            # rgb: the judges pay for colour
+    assert out["grey"][0] < 1e-6 < out["grey"][1]              # grey: brightness only, and still a gradient
+    assert out["grey"][2:] == pytest.approx(out["rgb"][2:])   # the same faces read, the same losses
+    with pytest.raises(Exception, match="judge_grad is one of rgb, grey"):
+        from training.config import validate
+
+        validate(_cfg(judge_grad="luma"), "train.paper")

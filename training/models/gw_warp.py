@@ -10,7 +10,10 @@ source crop (`source_size`, default 512); at the model's side S they are scaled 
 The refinement is a small U-Net on (warped face, neutral face, flow) whose decoder upsamples by resize-convolution
 (x2 nearest or bilinear, then a 3x3 conv: no checkerboard, Odena et al. 2016). It predicts an occlusion mask m
 and a correction: `residual` out = warped + m * r (teeth, mouth interior, creases added where the warp falls
-short), `blend` out = (1 - m) * warped + m * c (inpainting), `none` out = warped (the pure warp, an ablation).
+short), `shading` one grey amount t in (-1, 1) that moves each pixel toward white (t > 0: out = warped + t (1 -
+warped)) or toward black (t < 0: warped + t (warped + 1)): mouth interior, teeth, creases as light and shadow,
+never a colour the warped face does not have (the colour is the person's, carried by the warp), `blend` out = (1 - m) * warped + m * c
+(inpainting), `none` out = warped (the pure warp, an ablation).
 Its heads start at zero, so an untrained G_W returns the warped face: the person is kept from the first step.
 
 `checkerboard_ratio` measures what transposed convolutions leave: the share of an image's spectral energy on the
@@ -27,7 +30,7 @@ from torch import nn
 from pipeline.errors import EmoganError
 
 UPSAMPLE_MODES = ("nearest", "bilinear", "transposed")   # transposed: the checkerboard regression, for tests only
-REFINE_MODES = ("residual", "blend", "none")
+REFINE_MODES = ("residual", "shading", "blend", "none")
 REPRESENTATIONS = ("polar", "cartesian")
 
 
@@ -174,7 +177,8 @@ class WarpRefineGenerator(nn.Module):
         self.mid = nn.Sequential(*[_Res(chans[-1]) for _ in range(n_res)])
         self.up = nn.ModuleList(_Up(b, a, upsample) for a, b in zip(chans[:-1][::-1], chans[1:][::-1]))
         self.fuse = nn.ModuleList(_conv(2 * a, a) for a in chans[:-1][::-1])
-        self.head = nn.Conv2d(ngf, 4, 3, padding=1, padding_mode="reflect")   # mask logit, 3 correction channels
+        # mask logit and 3 correction channels (`shading`: 1 grey correction)
+        self.head = nn.Conv2d(ngf, 2 if refine == "shading" else 4, 3, padding=1, padding_mode="reflect")
         with torch.no_grad():
             # Start as the pure warp: no correction, a mostly closed mask.
             self.head.weight.zero_()
@@ -206,6 +210,10 @@ class WarpRefineGenerator(nn.Module):
         if self.refine == "residual":
             corr = 2.0 * torch.tanh(h[:, 1:])      # a correction can span the whole [-1, 1] range
             out = (warped + m * corr).clamp(-1.0, 1.0)
+        elif self.refine == "shading":
+            t = m * torch.tanh(h[:, 1:])           # (N,1,S,S): toward white where > 0, toward black where < 0
+            corr = torch.where(t >= 0, t * (1.0 - warped), t * (warped + 1.0))   # stays inside [-1, 1]
+            out = warped + corr
         else:
             corr = torch.tanh(h[:, 1:])            # inpainted content
             out = (1.0 - m) * warped + m * corr

@@ -70,6 +70,15 @@ def l1_image(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
     return _masked_mean((pred - target).abs().flatten(1).mean(1), mask)
 
 
+def grey_gradient(images01: torch.Tensor) -> torch.Tensor:
+    """`images01` (N,3,H,W) unchanged, but the gradient that flows back through it keeps only its grey part: each
+    pixel's three channel gradients are replaced by their mean. A loss read through it can make a pixel brighter or
+    darker, never change its colour (`judge_grad: grey`: the frozen judges of G_W's faces, L_perc and L_eFER, read
+    grey or colour that no face has could pay them; L_1 alone then sets the colour)."""
+    grey = images01.mean(1, keepdim=True)
+    return images01.detach() + (grey - grey.detach()).expand_as(images01)
+
+
 def perceptual(features: Callable[[torch.Tensor], Sequence[torch.Tensor]], pred01: torch.Tensor,
                target01: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """L_perc: sum over layers of the mean absolute difference of frozen features; images in [0,1]."""

@@ -91,6 +91,35 @@ def test_an_untrained_gw_warp_returns_the_warped_neutral_face():
     assert float((p["out"] - img).abs().mean().detach()) < 0.1
 
 
+@pytest.mark.parametrize("refine", ["residual", "shading"])
+def test_shading_refinement_adds_light_and_shadow_but_no_colour(refine):
+    """`refine: shading` moves pixels toward white or black only: whatever its weights, no pixel of the output has
+    more colour (a channel minus the pixel's grey) than the warped face there, and it stays in [-1, 1]; `residual`,
+    with three free correction channels, can paint any colour (issue #13's false colour)."""
+    torch.manual_seed(0)
+    net = build("gw_warp", representation="cartesian", clip=10.0, source_size=64, refine=refine, **{
+        k: v for k, v in TINY_GW.items() if k != "name"})
+    img, flow = face(32), torch.randn(1, 2, 32, 32) * 0.05
+    p = net.parts(flow, img)
+    assert torch.equal(p["out"], p["warped"])                         # untrained: the warped face itself
+    p["out"].sum().backward()
+    assert net.head.weight.grad.abs().sum() > 0                       # and it learns from the first step
+    with torch.no_grad():
+        for seed in range(3):                                         # random heads: a trained net's
+            torch.manual_seed(seed)
+            torch.nn.init.normal_(net.head.weight, std=2.0)
+            torch.nn.init.normal_(net.head.bias, std=2.0)
+            p = net.parts(flow, img)
+            colour = lambda x: x - x.mean(1, keepdim=True)  # noqa: E731 - each channel minus the pixel's grey
+            gain = colour(p["out"]).abs() - colour(p["warped"]).abs()
+            assert p["out"].min() >= -1 and p["out"].max() <= 1
+            assert (p["out"] - p["warped"]).abs().max() > 0.5         # the refinement does change the face
+            if refine == "shading":
+                assert gain.max() < 1e-5
+            else:
+                assert gain.max() > 0.1
+
+
 @pytest.mark.parametrize("rep", ["cartesian", "polar"])
 def test_warping_by_a_zero_flow_returns_the_neutral_face(rep):
     torch.manual_seed(0)

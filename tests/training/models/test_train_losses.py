@@ -59,3 +59,17 @@ def test_perceptual_compares_features_of_both_images():
     assert L.perceptual(feats, a, a).item() == 0.0
     assert math.isclose(L.perceptual(feats, a, b).item(), 2.0, rel_tol=1e-6)
     assert math.isclose(L.l1_image(a, b).item(), 1.0)
+
+
+def test_grey_gradient_passes_the_images_and_only_the_grey_part_of_their_gradient():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 5, 5, requires_grad=True)
+    y = L.grey_gradient(x)
+    assert torch.equal(y, x)                                   # the judges read the very same faces
+    w = torch.randn(2, 3, 5, 5)
+    (y * w).sum().backward()
+    # each pixel's three channel gradients replaced by their mean: a step along it changes brightness, not colour
+    assert torch.allclose(x.grad, w.mean(1, keepdim=True).expand_as(w))
+    x.grad = None
+    (x * w).sum().backward()
+    assert not torch.allclose(x.grad, x.grad.mean(1, keepdim=True))   # without it the gradient has colour
