@@ -9,6 +9,8 @@
 # PARAMS=FILE trains and evaluates with another params file, TAG=NAME names the generators models/emogan_NAME_foldK
 # (default small) and their logs; Flow-CNN judges and e_FERs already in the clone (models/flowcnn_foldK.done,
 # models/efer_foldK/) are kept, as neither reads train.small (docs/results/long3_noefer/ was made this way).
+# EFER=NAME trains (or keeps) the own e_FERs as models/efer_NAME_foldK with PARAMS's train_fer (default: efer_foldK),
+# e.g. an e_FER that reads the change from the neutral face (docs/results/long3_cefer/).
 set -e
 P=$(realpath "${PARAMS:-$(dirname "$0")/params_long.yaml}")
 TAG=${TAG:-small}
@@ -16,6 +18,7 @@ cd "${1:?usage: run3.sh DEMO_CLONE}"
 export PATH=$PWD/.venv/bin:$PATH
 export OMP_NUM_THREADS=1
 OUT=${OUT:-results}
+E=models/efer${EFER:+_$EFER}_fold
 FOLDS=${FOLDS:-0 1 2}
 t0=$(date +%s); tick() { echo "TIME $1 $(( $(date +%s) - t0 ))s $(date -u +%H:%M:%S)"; }
 dvc repro normalize baseline-landmark > data_repro.log 2>&1; tick data
@@ -27,10 +30,10 @@ S="data/stores/synth.zarr data/stores/synth_ckplus.zarr"
       > flowcnn_fold$k.log 2>&1; touch models/flowcnn_fold$k.done; tick flowcnn$k
   done ) &
 for k in $FOLDS; do
-  ( [ -d models/efer_fold$k ] || {
-      emogan train-fer $S --fold $k $F --out models/efer_fold$k --metrics metrics/train_fer_fold$k.json \
-        > train_fer_fold$k.log 2>&1; tick efer$k; }
-    emogan train $S --fold $k --config small $F --efer own --efer-path models/efer_fold$k --params "$P" \
+  ( [ -d $E$k ] || {
+      emogan train-fer $S --fold $k $F --out $E$k --metrics metrics/train_fer${EFER:+_$EFER}_fold$k.json \
+        --params "$P" > train_fer${EFER:+_$EFER}_fold$k.log 2>&1; tick efer$k; }
+    emogan train $S --fold $k --config small $F --efer own --efer-path $E$k --params "$P" \
       --out models/emogan_${TAG}_fold$k --live-dir metrics/train_${TAG}_fold$k > train_${TAG}_fold$k.log 2>&1
     tick train$k
     while [ ! -f models/flowcnn_fold$k.done ]; do sleep 20; done
