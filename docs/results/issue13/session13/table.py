@@ -8,9 +8,11 @@ S11 = HERE.parent / "session11"
 RUNS = [("residual, rgb gradient (session 11)", [S11 / "a2-7.json", S11 / "a2-7_s1.json"]),
         ("residual, L_1 alone (session 11)", [S11 / "a2-0.json", S11 / "a2-0_s1.json"]),
         ("residual, judge_grad grey", [HERE / "g2-7.json", HERE / "g2-7_s1.json"]),
-        ("residual, judge_grad grey, L_eFER 1", [HERE / "g2-7-1.json"]),
+        ("residual, judge_grad grey, L_eFER 1 (the default own e_FER)", [HERE / "g2-7-1.json"]),
+        ("residual, L_eFER 1 (an own e_FER that reads the change)", [HERE / "r2-7-1c.json"]),
         ("shading", [HERE / "s2-7.json", HERE / "s2-7_s1.json"]),
-        ("shading, L_eFER 1", [HERE / "s2-7-1.json"])]
+        ("shading, L_eFER 1 (the default own e_FER, reads faces)", [HERE / "s2-7-1.json"]),
+        ("shading, L_eFER 1 (an own e_FER that reads the change)", [HERE / "s2-7-1c.json", HERE / "s2-7-1c_s1.json"])]
 print("| G_W (L_1 2, L_perc 7) | seeds | SSIM | FER2013 / real faces | false colour | checkerboard |")
 print("|---|---|---:|---:|---:|---:|")
 for name, files in RUNS:
