@@ -95,7 +95,7 @@ class TrainConfig:
     lambdas: tuple[float, ...]        # L_GAN, L_epe, L_char, L_GW in L_GF
     gan_weights: tuple[float, ...]    # D_P and D_E terms inside L_GAN (ablation w/o L_DE: D_E 0)
     alphas: tuple[float, ...]         # L_1, L_perc, L_eFER in L_GW
-    judge_grad: str                   # rgb | grey: L_perc and L_eFER may change a face's brightness only, not its colour
+    judge_grad: str                   # rgb | grey: L_perc's and L_eFER's gradient at the faces, or its grey part only
     char_eps: float
     flow_loss_space: str              # L_epe/L_char on (u, v)/clip, or on the store's `representation`
     flow_loss_weighting: str          # none | step: L_epe/L_char rows weighted so that every pair step counts alike

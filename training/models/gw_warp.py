@@ -12,8 +12,8 @@ The refinement is a small U-Net on (warped face, neutral face, flow) whose decod
 and a correction: `residual` out = warped + m * r (teeth, mouth interior, creases added where the warp falls
 short), `shading` one grey amount t in (-1, 1) that moves each pixel toward white (t > 0: out = warped + t (1 -
 warped)) or toward black (t < 0: warped + t (warped + 1)): mouth interior, teeth, creases as light and shadow,
-never a colour the warped face does not have (the colour is the person's, carried by the warp), `blend` out = (1 - m) * warped + m * c
-(inpainting), `none` out = warped (the pure warp, an ablation).
+never a colour the warped face does not have (the colour is the person's, carried by the warp), `blend`
+out = (1 - m) * warped + m * c (inpainting), `none` out = warped (the pure warp, an ablation).
 Its heads start at zero, so an untrained G_W returns the warped face: the person is kept from the first step.
 
 `checkerboard_ratio` measures what transposed convolutions leave: the share of an image's spectral energy on the

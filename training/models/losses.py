@@ -72,9 +72,9 @@ def l1_image(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
 
 def grey_gradient(images01: torch.Tensor) -> torch.Tensor:
     """`images01` (N,3,H,W) unchanged, but the gradient that flows back through it keeps only its grey part: each
-    pixel's three channel gradients are replaced by their mean. A loss read through it can make a pixel brighter or
-    darker, never change its colour (`judge_grad: grey`: the frozen judges of G_W's faces, L_perc and L_eFER, read
-    grey or colour that no face has could pay them; L_1 alone then sets the colour)."""
+    pixel's three channel gradients are replaced by their mean, so a loss read through it asks for brighter or
+    darker pixels, never for another colour (`judge_grad: grey`, for L_perc and L_eFER). What the optimizer then
+    does with G_W's weights can still make colour: on validation it did (docs/EVALUATION.md, session 13)."""
     grey = images01.mean(1, keepdim=True)
     return images01.detach() + (grey - grey.detach()).expand_as(images01)
 
