@@ -3,9 +3,11 @@ flow until e_c, an image-row filter that selects nothing stops the run, one epoc
 default-layout data trains G_W, and `--efer fer2013` trains without VGG16 (FER2013 perceptual features)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,13 +18,13 @@ from typer.testing import CliRunner
 from conftest import TINY_NETS, dump_params, project_params
 from emogan.cli import app
 from pipeline.errors import EmoganError
-from pipeline.params import as_dict
-from training.config import parse_train
+from pipeline.params import ParamsError, as_dict
+from training.config import parse_train, validate
 from training.data import check_store
 from training.fixture import write_fixture_store
 from training.models.fer2013 import frame_for
 from training.models.networks import build_from, complete_gw_spec
-from training.step import check_image_rows, gw_update_flow
+from training.step import _gw_losses, check_image_rows, gw_update_flow
 
 torch.set_num_threads(1)
 TINY_GW = {"name": "gw_warp", "ngf": 8, "max_ch": 16, "n_down": 2, "n_res": 1}
@@ -171,11 +173,6 @@ def test_judge_grad_grey_keeps_colour_out_of_what_the_judges_teach_gw():
     """A grey judge (FER2013 reads 0.299 R + 0.587 G + 0.114 B) and an e_FER that reads red: with `judge_grad: rgb`
     the gradient they send G_W's faces has colour (a step would tint them, issue #13's false colour); with `grey`
     it has none, and the losses' values are the same."""
-    import contextlib
-    from types import SimpleNamespace
-
-    from training.step import _gw_losses
-
     lum = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     perc = lambda x: [(x * lum).sum(1, keepdim=True)]  # noqa: E731 - a one-layer grey feature extractor
     efer = lambda x: x[:, :1].mean((2, 3)) * torch.arange(7.0)  # noqa: E731 - logits from the red channel
@@ -194,7 +191,5 @@ def test_judge_grad_grey_keeps_colour_out_of_what_the_judges_teach_gw():
     assert out["rgb"][0] > 0.1 * out["rgb"][1] > 0            # rgb: the judges pay for colour
     assert out["grey"][0] < 1e-6 < out["grey"][1]              # grey: brightness only, and still a gradient
     assert out["grey"][2:] == pytest.approx(out["rgb"][2:])   # the same faces read, the same losses
-    with pytest.raises(Exception, match="judge_grad is one of rgb, grey"):
-        from training.config import validate
-
+    with pytest.raises(ParamsError, match="judge_grad is one of rgb, grey"):
         validate(_cfg(judge_grad="luma"), "train.paper")
