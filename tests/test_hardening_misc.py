@@ -212,9 +212,6 @@ def _corrupt_first_chunk(store: Path, array: str) -> Path:
 
 def test_a_corrupt_chunk_is_one_line_naming_its_file(tmp_path):
     """A damaged Zarr chunk gave `RuntimeError: error during blosc decompression: -1`, naming no file."""
-    from typer.testing import CliRunner
-
-    from emogan.cli import app
     from pipeline.errors import EmoganError
     from pipeline.normalize import NormalizeParams, normalize_store
     from training.fixture import write_fixture_store
@@ -229,30 +226,32 @@ def test_a_corrupt_chunk_is_one_line_naming_its_file(tmp_path):
 
     store = write_fixture_store(tmp_path / "t.zarr", n_subjects=4, rows_per_subject=8, size=32, chunk_mib=0.01)
     chunk = _corrupt_first_chunk(store, "flow_target")
-    prm = tiny_trainer_params()
-    prm["evaluate"]["flowcnn"].update({"batch_size": 4, "workers": 0})   # batches that read the damaged chunk
-    params = dump_params(prm, tmp_path / "p.yaml")
-    r = CliRunner().invoke(app, ["train-flowcnn", str(store), "--fold", "0", "--out", str(tmp_path / "fc"),
-                                 "--params", str(params)])
+    r = _train_flowcnn(store, tmp_path, batch_size=4)   # batches that read the damaged chunk
     assert isinstance(r.exception, EmoganError), r.output + repr(r.exception)
     assert str(chunk) in str(r.exception) and "unreadable chunk" in str(r.exception)
+
+
+def _train_flowcnn(store: Path, tmp_path: Path, batch_size: int):
+    """`emogan train-flowcnn` on fold 0 of `store` with the Flow-CNN's batch size set (no workers); the CLI result."""
+    from typer.testing import CliRunner
+
+    from emogan.cli import app
+
+    prm = tiny_trainer_params()
+    prm["evaluate"]["flowcnn"].update({"batch_size": batch_size, "workers": 0})
+    params = dump_params(prm, tmp_path / "p.yaml")
+    return CliRunner().invoke(app, ["train-flowcnn", str(store), "--fold", "0", "--out", str(tmp_path / "fc"),
+                                    "--params", str(params)])
 
 
 def test_training_rows_that_make_no_batch_stop_with_a_line_saying_so(tmp_path):
     """A store whose training rows do not fill one batch trained nothing, silently (a warning from the learning-rate
     scheduler was the only trace); the classifier judges now stop with a line naming the numbers."""
-    from typer.testing import CliRunner
-
-    from emogan.cli import app
     from pipeline.errors import EmoganError
     from training.fixture import write_fixture_store
 
     store = write_fixture_store(tmp_path / "t.zarr", n_subjects=4, rows_per_subject=8, size=32, chunk_mib=0.01)
-    prm = tiny_trainer_params()
-    prm["evaluate"]["flowcnn"].update({"batch_size": 512, "workers": 0})
-    params = dump_params(prm, tmp_path / "p.yaml")
-    r = CliRunner().invoke(app, ["train-flowcnn", str(store), "--fold", "0", "--out", str(tmp_path / "fc"),
-                                 "--params", str(params)])
+    r = _train_flowcnn(store, tmp_path, batch_size=512)
     assert isinstance(r.exception, EmoganError), r.output + repr(r.exception)
     assert "make no batch of 512" in str(r.exception) and "lower batch_size" in str(r.exception)
     assert not (tmp_path / "fc" / "flowcnn.safetensors").exists()

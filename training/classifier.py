@@ -74,12 +74,7 @@ def fit_classifier(model: torch.nn.Module, spec: ClassifierSpec, infos: Sequence
     for epoch in range(spec.epochs):
         ds.set_epoch(epoch)
         mirror.start_epoch(epoch)
-        n_batches = ds.batches_per_epoch(epoch)
-        if spec.steps_per_epoch:
-            n_batches = min(n_batches, spec.steps_per_epoch)
-        if n_batches == 0:   # batches are full: fewer rows than a batch would train nothing, silently
-            raise EmoganError(f"{where}: {sum(len(r) for r in rows)} training rows make no batch of {spec.batch_size} "
-                              f"in epoch {epoch + 1}; lower batch_size or train on more rows")
+        n_batches = ds.steps_in_epoch(epoch, spec.steps_per_epoch, where)
         model.train()
         tot, n, t0 = 0.0, 0, time.time()
         bar = tqdm(total=n_batches, desc=f"{where.rsplit(': ', 1)[-1]} epoch {epoch + 1}/{spec.epochs}", unit="step", leave=False,

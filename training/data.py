@@ -310,6 +310,17 @@ class StreamingStoreDataset(IterableDataset):
         lim = self._limits(slots)
         return sum(lim[w * self.world + self.rank] for w in range(max(1, self.workers)))
 
+    def steps_in_epoch(self, epoch: int, cap: int | None, where: str) -> int:
+        """Batches a training loop runs in `epoch`: this rank's, at most `cap` (None: all). None at all is an error
+        naming `where`: with full batches (drop_last), fewer rows than a batch would train nothing, silently."""
+        n = self.batches_per_epoch(epoch)
+        if cap:
+            n = min(n, int(cap))
+        if n == 0:
+            raise EmoganError(f"{where}: {self.n_rows} training rows make no batch of {self.batch_size} in epoch "
+                              f"{epoch + 1}; lower batch_size or train on more rows")
+        return n
+
     def _open(self) -> list[Any]:
         if self._groups is None:
             self._groups = [raw_group(p) for p in self.paths]

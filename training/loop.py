@@ -361,9 +361,7 @@ def train_epoch(s: Session, ds: StreamingStoreDataset, loader: Any, epoch: int, 
     """One epoch of GAN steps: (global step after it, mean losses, batches run)."""
     ds.set_epoch(epoch)
     s.mirror.start_epoch(epoch)
-    n_batches = ds.batches_per_epoch(epoch)
-    if s.t.steps_per_epoch:
-        n_batches = min(n_batches, int(s.t.steps_per_epoch))
+    n_batches = ds.steps_in_epoch(epoch, s.t.steps_per_epoch, f"{s.out}: train")
     sums = {k: 0.0 for k in LOSS_NAMES}
     gw_rows = 0.0
     bar = tqdm(total=n_batches, desc=f"train epoch {epoch + 1}/{s.t.epochs}", unit="step", leave=False,

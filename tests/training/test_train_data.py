@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from emogan.cli import app
 from conftest import ROOT
 from pipeline.folds import write_folds
+from pipeline.errors import EmoganError
 from pipeline.normalize import denormalize, normalize_flow
 from pipeline.store import StoreError
 from training import flowrep
@@ -140,6 +141,19 @@ def test_shuffles_are_deterministic_per_epoch_and_differ_between_epochs(store):
     plain = _ds(store, rows, batch_size=4, shuffle=False)
     assert _epoch(plain, 0) == sorted(_epoch(plain, 0))
 
+
+
+def test_steps_in_epoch_caps_the_batches_and_stops_when_the_rows_make_none(store):
+    """What every training loop (the GAN trainer, the Flow-CNN and e_FER judges) runs per epoch: its batches, at most
+    the cap; rows that fill no batch stop with a line naming the rows and the batch size, not an empty epoch."""
+    rows = fold_rows(check_store(store), 0, "train", None, 3)
+    ds = _ds(store, rows, batch_size=4)
+    assert ds.steps_in_epoch(0, None, "here") == ds.batches_per_epoch(0) > 2
+    assert ds.steps_in_epoch(0, 2, "here") == 2
+    big = _ds(store, rows, batch_size=len(rows) + 1)
+    with pytest.raises(EmoganError, match=f"here: {len(rows)} training rows make no batch of {len(rows) + 1} in "
+                                          "epoch 1; lower batch_size"):
+        big.steps_in_epoch(0, None, "here")
 
 def test_ddp_ranks_get_disjoint_rows_and_the_same_number_of_batches(store):
     rows = fold_rows(check_store(store), 0, "train", None, 3)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 
-def profile(eval_dir: Path, key: str) -> tuple[float, float, float, float]:
-    d = np.load(eval_dir / "samples.npz")
-    diff = d[key].astype(float).mean(1) - d["image_frontal_gt"].astype(float).mean(1)   # (N, H, W) grey
+def profile(faces: np.ndarray, real: np.ndarray) -> tuple[float, float, float, float]:
+    """Left-border, right-border and centre mean difference and mean |difference| of (N,3,H,W) faces from `real`."""
+    diff = faces.astype(float).mean(1) - real   # (N, H, W) grey
     cols = diff.mean((0, 1))
     return cols[:8].mean(), cols[-8:].mean(), cols[24:40].mean(), np.abs(diff).mean()
 
@@ -27,8 +27,10 @@ def main(args: list[str]) -> None:
     print("|---|---|---:|---:|---:|---:|")
     for arg in args:
         label, path = arg.split("=", 1)
+        d = np.load(Path(path) / "samples.npz")
+        real = d["image_frontal_gt"].astype(float).mean(1)
         for key, name in (("image_emotiongan", "G_F's flow"), ("image_gw_gt", "truth's flow")):
-            left, right, centre, mad = profile(Path(path), key)
+            left, right, centre, mad = profile(d[key], real)
             print(f"| {label} | {name} | {left:+.1f} | {right:+.1f} | {centre:+.1f} | {mad:.2f} |")
 
 
