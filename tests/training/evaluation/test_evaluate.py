@@ -394,7 +394,12 @@ def test_landmark_baseline_command_on_a_tiny_crops_folder(tmp_path):
     out = tmp_path / "lm.npz"
     meta = landmark_baseline(str(tmp_path / "tiny.zarr"), tmp_path / "crops", np.arange(n),
                              params_of(LandmarkParams, "evaluate.landmark", size=size, workers=1), fp, out, progress=False)
-    assert meta["rows"] == 2 and meta["ok_fraction"] == 1.0
+    assert meta["rows"] == 2 and meta["ok_fraction"] == 1.0 and meta["seconds"] > 0
+    # a re-run writes the same bytes (the file held the run's wall-clock seconds: every run hashed anew for DVC)
+    first = out.read_bytes()
+    landmark_baseline(str(tmp_path / "tiny.zarr"), tmp_path / "crops", np.arange(n),
+                      params_of(LandmarkParams, "evaluate.landmark", size=size, workers=1), fp, out, progress=False)
+    assert out.read_bytes() == first
     z = np.load(out)
     assert list(z["rows"]) == [0, 1] and z["flow"].shape == (2, 2, size, size) and z["image"].shape == (2, 3, size, size)
     mag_lm = np.hypot(*denormalize(z["flow"].astype(np.float32), "cartesian", 40.0).transpose(1, 0, 2, 3))
