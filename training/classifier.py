@@ -8,8 +8,8 @@ MirrorDraws, the project's one seeding rule), a non-finite loss stops the run na
 `run_train_fer` writes the e_FER's output folder: fer.safetensors (state_dict), fer.json (net config,
 class names, fold, stores, metrics), log.jsonl, metrics.json, without wall-clock time (a re-run writes the same
 bytes; the seconds per epoch are in the returned metrics, which `--metrics` writes outside the folder). It is
-trained on the frontal expressive faces of the training folds only (the held-out fold's subjects are never seen), then saved frozen for the GAN and
-loaded by `training.models.efer.load_efer({"name": "own", "path": DIR})`.
+trained on the frontal expressive faces of the training folds only (the held-out fold's subjects are never
+seen), then saved frozen for the GAN and loaded by `training.models.efer.load_efer({"name": "own", "path": DIR})`.
 """
 from __future__ import annotations
 
