@@ -138,7 +138,9 @@ def export_bundle(run_dir: Path | str, out: Path | str, params: dict[str, Any], 
         tensors[AVERAGE_FACE_KEY] = torch.from_numpy(np.ascontiguousarray(average_face.image, dtype=np.uint8))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": BUNDLE_FORMAT, "format_version": str(BUNDLE_VERSION)})
+    # One metadata key: safetensors writes the metadata map in a per-process hash order, so two keys made the same
+    # weights a file of other bytes on every other export (and DVC re-ran the evaluation after it).
+    save_file(tensors, str(tmp), metadata={"format": f"{BUNDLE_FORMAT}/{BUNDLE_VERSION}"})
     os.replace(tmp, out)
     meta = {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION,

@@ -358,6 +358,19 @@ def test_transfer_through_the_warping_gw_keeps_the_targets_identity(model, tmp_p
         assert mine < 0.35 * others, (name, mine, others)
 
 
+def test_an_export_writes_the_same_bytes_every_time(model, tmp_path):
+    """The bundle carried two metadata keys, which safetensors writes in a per-process hash order: the same weights
+    gave another file on every other export, so DVC saw a new model and re-ran the evaluation after it."""
+    from safetensors import safe_open
+
+    first = model["bundle"].read_bytes()
+    for k in range(3):
+        ok("export", model["dir"] / "run", "--out", tmp_path / f"again{k}.safetensors", "--params", model["params"])
+        assert (tmp_path / f"again{k}.safetensors").read_bytes() == first
+    with safe_open(str(model["bundle"]), "pt") as f:
+        assert f.metadata() == {"format": "emogan-bundle/1"}
+
+
 # ---------------------------------------------------------------- average face
 
 def test_average_face_of_the_synthetic_store(model, tmp_path):
