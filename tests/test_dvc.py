@@ -165,3 +165,34 @@ def test_make_demo_relinks_dvc_outputs_so_they_are_one_copy_on_disk(tmp_path):
     dvc("checkout", "--relink", "-q")
     assert (tmp_path / "out" / "a.txt").read_text() == "motion\n"
     assert links == 1 and (tmp_path / "out" / "a.txt").stat().st_nlink == 2, f"links before, after: {links}"
+
+
+def test_writer_locks_are_not_part_of_the_folders_stages_depend_on(tmp_path):
+    """An output's writer lock (pipeline/lock.py) sits beside it, holding the writer's pid: inside metrics/eval/full,
+    which `report` depends on, so every evaluation's pid changed the report's dependency (the demo re-ran it on
+    every `dvc repro`). The project's .dvcignore leaves lock files out of DVC's hashes."""
+    import shutil
+    import subprocess
+    import sys
+
+    from pipeline.lock import lock_path, writer_lock
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / ".dvc").mkdir()
+    shutil.copy(ROOT / ".dvc" / "config", tmp_path / ".dvc" / "config")
+    shutil.copy(ROOT / ".dvcignore", tmp_path / ".dvcignore")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  make:\n    cmd: mkdir -p res/part && echo motion > res/part/a.txt\n"
+                                       "    outs:\n      - res/part\n"
+                                       "  use:\n    cmd: cat res/part/a.txt > b.txt\n    deps:\n      - res\n"
+                                       "    outs:\n      - b.txt\n")
+
+    def dvc(*args):
+        r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    with writer_lock(tmp_path / "res" / "part"):   # as `emogan evaluate --out res/part` takes it
+        dvc("repro", "-q")
+    assert lock_path(tmp_path / "res" / "part").read_text().strip().isdigit()
+    lock_path(tmp_path / "res" / "part").write_text("99999\n")   # the next writer's pid
+    assert "up to date" in dvc("status"), dvc("status")
