@@ -18,8 +18,7 @@ from pipeline.errors import EmoganError
 
 
 def lock_path(out: Path | str) -> Path:
-    """The lock file of an output: a hidden sibling, so it is never part of a DVC output (and .dvcignore keeps it
-    out of the folders that hold outputs, which later stages depend on: it holds the last writer's pid)."""
+    """The lock file of an output: a hidden sibling, so it is never part of a DVC output."""
     out = Path(out)
     return out.parent / f".{out.name}.lock"
 
