@@ -101,6 +101,12 @@ def fit_classifier(model: torch.nn.Module, spec: ClassifierSpec, infos: Sequence
     return history
 
 
+def split_seconds(history: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[float]]:
+    """A fit's epoch records without their wall-clock seconds (what an output folder may hold: a re-run then writes
+    the same bytes, and DVC does not re-run the stages after it) and the seconds (for the `--metrics` file)."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history], [r["seconds"] for r in history]
+
+
 @torch.no_grad()
 def confusion_of(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                  device: torch.device) -> np.ndarray:
@@ -227,8 +233,8 @@ def run_train_fer(c: FerRunConfig) -> dict[str, Any]:
         log.info("e_FER epoch %d/%d: loss %.4f, held-out accuracy %.3f (balanced %.3f), %.1f s", epoch + 1, f.epochs,
                  rec["loss"], ev["accuracy"], ev["balanced_accuracy"], rec["seconds"])
 
-    history = fit_classifier(model, f, infos, train_rows, FER_ARRAYS, prepare, device, f"{out}: e_FER (train_fer)",
-                             after_epoch, weights)
+    _, seconds = split_seconds(fit_classifier(model, f, infos, train_rows, FER_ARRAYS, prepare, device,
+                                              f"{out}: e_FER (train_fer)", after_epoch, weights))
     save_weights(model, out / FER_WEIGHTS)
     metrics = {"test_accuracy": ev["accuracy"], "test_balanced_accuracy": ev["balanced_accuracy"],
                "test_per_class": ev["per_class"], "test_rows": ev["rows"],
@@ -236,6 +242,4 @@ def run_train_fer(c: FerRunConfig) -> dict[str, Any]:
     meta = {**as_dict(c), "net": f.net, "class_names": list(CLASS_NAMES), "metrics": {**metrics, "confusion": ev["confusion"]}}
     (out / FER_CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    # Wall-clock seconds go to the caller's metrics only (`--metrics`, outside the folder): the folder holds what
-    # the seed and data determine, so a re-run writes it byte for byte and DVC does not retrain the GAN after it.
-    return {**metrics, "epoch_seconds": [rec["seconds"] for rec in history]}
+    return {**metrics, "epoch_seconds": seconds}   # the seconds: for `--metrics`, outside the folder

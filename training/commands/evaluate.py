@@ -61,8 +61,7 @@ def train_flowcnn_command(
         m = train_flowcnn([str(s) for s in stores], fold, _folds_files(prm, stores, folds), _k(prm), p, out, device)
     if metrics is not None:
         metrics.parent.mkdir(parents=True, exist_ok=True)
-        m_out = {**{k: v for k, v in m.items() if k != "history"}, "epoch_seconds": [h["seconds"] for h in m["history"]]}
-        metrics.write_text(json.dumps(m_out, indent=2, sort_keys=True) + "\n")
+        metrics.write_text(json.dumps({k: v for k, v in m.items() if k != "history"}, indent=2, sort_keys=True) + "\n")
     acc = m["test_accuracy_frontal_gt"]
     typer.echo(f"Flow-CNN fold {fold}: {m['train_rows']} training rows; held-out frontal ground truth accuracy "
                f"{'n/a' if acc is None else f'{acc:.3f}'} on {m['test_rows']} rows -> {out}")

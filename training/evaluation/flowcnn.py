@@ -97,7 +97,7 @@ def train_flowcnn(stores: Sequence[str], fold: int, folds_files: Sequence[str | 
     import torch
 
     from pipeline.params import as_dict
-    from training.classifier import confusion_of, fit_classifier, save_weights
+    from training.classifier import confusion_of, fit_classifier, save_weights, split_seconds
     from training.data import check_compatible, check_store, iter_rows, mirror_batch, select_rows, split_folds, subjects_of
     from training.flowrep import resize_flow
     from training.models.networks import build_from
@@ -128,8 +128,8 @@ def train_flowcnn(stores: Sequence[str], fold: int, folds_files: Sequence[str | 
         log.info("Flow-CNN fold %d epoch %d/%d: loss %.4f (%d batches, %.1f s)", fold, epoch + 1, p.epochs,
                  rec["loss"], rec["batches"], rec["seconds"])
 
-    history = fit_classifier(net, p, infos, train_rows, ARRAYS, prepare, dev, f"{out}: Flow-CNN (evaluate.flowcnn)",
-                             after_epoch)
+    history, seconds = split_seconds(fit_classifier(net, p, infos, train_rows, ARRAYS, prepare, dev,
+                                                    f"{out}: Flow-CNN (evaluate.flowcnn)", after_epoch))
     # Accuracy on the held-out fold's frontal ground truth: the judge's ceiling, reported, never used to select.
     batches = ((judge_input(b["flow_target"], p.size, rep, clip, p.input), b["label"])
                for info, rows in zip(infos, test_rows) if len(rows) for b in iter_rows(info.path, rows, ARRAYS, 256))
@@ -141,9 +141,6 @@ def train_flowcnn(stores: Sequence[str], fold: int, folds_files: Sequence[str | 
     meta = {"net": p.net, "size": p.size, "input": p.input, "representation": rep, "clip": clip, "fold": fold,
             "stores": [i.path for i in infos], "folds_files": [str(f) if f else None for f in folds_files], "folds_k": k,
             "train_subjects": {i.path: subjects_of(i.path, r) for i, r in zip(infos, train_rows)},
-            "class_names": list(CLASS_NAMES), "params": as_dict(p),
-            # no wall-clock seconds in the judge's folder: a re-run writes the same bytes (evaluate is not re-run)
-            "metrics": {**metrics, "history": [{k: v for k, v in r.items() if k != "seconds"} for r in history],
-                        "confusion": conf.tolist()}}
+            "class_names": list(CLASS_NAMES), "params": as_dict(p), "metrics": {**metrics, "confusion": conf.tolist()}}
     (out / CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return metrics
+    return {**metrics, "epoch_seconds": seconds}   # the seconds: for `--metrics`, outside the folder

@@ -139,7 +139,7 @@ def export_bundle(run_dir: Path | str, out: Path | str, params: dict[str, Any], 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     # One metadata key: safetensors writes the metadata map in a per-process hash order, so two keys made the same
-    # weights a file of other bytes on every other export (and DVC re-ran the evaluation after it).
+    # weights a file of other bytes on about every other export (a new hash for the export stage's output).
     save_file(tensors, str(tmp), metadata={"format": f"{BUNDLE_FORMAT}/{BUNDLE_VERSION}"})
     os.replace(tmp, out)
     meta = {

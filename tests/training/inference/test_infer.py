@@ -360,7 +360,7 @@ def test_transfer_through_the_warping_gw_keeps_the_targets_identity(model, tmp_p
 
 def test_an_export_writes_the_same_bytes_every_time(model, tmp_path):
     """The bundle carried two metadata keys, which safetensors writes in a per-process hash order: the same weights
-    gave another file on every other export, so DVC saw a new model and re-ran the evaluation after it."""
+    gave another file on about every other export, so DVC recorded a new model for equal weights."""
     from safetensors import safe_open
 
     first = model["bundle"].read_bytes()
