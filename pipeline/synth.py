@@ -67,10 +67,14 @@ CKPLUS_CODES = {"neutral": 0, "anger": 1, "disgust": 3, "fear": 4, "happiness": 
 # lids (AU43), lips parted wider (AU25), a bigger oval (AU27), corners drawn down (AU12) - the directions
 # two searches agreed on, kept within 1.5x of the third round's weights because larger moves warped
 # cheeks and mouths into shapes no face makes, which the judge still read - 0.19 -> 0.28 on 122-124.
+# Sixth round (issue #14, 2026-12-03; benchmarks/issue14/surprise_trial.py, tuning seeds 132-137 only): the
+# outer brows raised far above the inner ones (AU2 1.61, AU1 0.28) slanted the brows into anger's V on many
+# people; level brows (AU1 0.5, AU2 0.7) read as surprise 0.368 -> 0.450 on 132-134 (chosen there among seven
+# brow weightings) and 0.366 -> 0.455 on 135-137 (checked), every seed up.
 EXPRESSION_AUS: dict[str, list[tuple[str, float, float]]] = {
     "neutral": [],
     "happiness": [("AU6", 1.0, 1.0), ("AU12", 1.3, 1.0), ("AU25", 0.7, 0.85), ("AU26", 0.3, 0.2)],
-    "surprise": [("AU1", 0.28, 1.0), ("AU2", 1.61, 1.0), ("AU5", 2.27, 1.0), ("AU43", -0.9, 1.0), ("AU25", 0.8, 1.0),
+    "surprise": [("AU1", 0.5, 1.0), ("AU2", 0.7, 1.0), ("AU5", 2.27, 1.0), ("AU43", -0.9, 1.0), ("AU25", 0.8, 1.0),
                  ("AU26", 0.3, 1.0), ("AU27", 1.32, 1.0), ("AU20", -0.4, 1.0), ("AU10", 0.72, 1.0), ("AU12", -0.6, 1.0),
                  ("AU16", 0.4, 1.0)],
     "sadness": [("AU1", 1.08, 1.0), ("AU2", -1.17, 1.0), ("AU4", 0.79, 1.0), ("AU6", 0.91, 1.0), ("AU15", 0.7, 1.0),
