@@ -173,9 +173,9 @@ def open_session(c: RunConfig) -> Session:
     check_compatible(infos)
     train_rows, test_rows = split_folds(infos, c.fold, c.folds_files, c.folds_k)
     rep, clip = infos[0].representation, infos[0].clip
-    if t.nets.gf.get("output", "direct") == "residual" and rep != "cartesian":
-        raise EmoganError(f"{infos[0].path}: nets.gf.output residual adds and subtracts flows, which needs a "
-                          f"cartesian store, not {rep}")
+    if t.nets.gf.get("output", "direct") in ("residual", "gated") and rep != "cartesian":
+        raise EmoganError(f"{infos[0].path}: nets.gf.output {t.nets.gf['output']} adds and subtracts flows, which "
+                          f"needs a cartesian store, not {rep}")
     if t.size is not None and infos[0].size % t.size:
         raise EmoganError(f"train.size {t.size} does not divide the stores' size {infos[0].size}")
 

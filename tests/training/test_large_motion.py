@@ -34,10 +34,10 @@ def tiny(tmp_path_factory):
 
 
 def test_trained_gf_brings_neutral_apex_flows_closer_to_the_truth_than_a_zero_flow(tiny):
-    # The small config's direct G_F; the residual one (nets.gf.output) stayed above a zero flow's EPE at this budget
-    # (0.56 against 0.49 px, 300 GAN steps; docs/EVALUATION.md).
+    # The small config's G_F output (gated since session 16, direct before); the residual one stayed above a zero
+    # flow's EPE at this budget (0.56 against 0.49 px, 300 GAN steps; docs/EVALUATION.md).
     d, store = tiny
-    output = "direct"
+    output = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["small"]["nets"]["gf"].get("output", "direct")
     gf = {"name": "gf", "ngf": 16, "max_ch": 32, "n_down": 2, "n_res_enc": 1, "n_res_dec": 1, "output": output}
     optim = {**yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["small"]["optim"]}
     optim["gf"] = {**optim["gf"], "lr": 5.0e-4}

@@ -114,6 +114,10 @@ class FlowGenerator(nn.Module):
     upsampled (a head turn moves the face smoothly: a coarse field cannot remove the expression), from the
     bottleneck and the input averaged down to the bottleneck's side (its means: a translation), `expr`
     the decoder's tanh output; both start at zero, so G_F starts as the identity, not as noise.
+    `gated` (Cartesian stores): g x + (1 - g) d, the decoder's drawing d blended with the input x by a
+    smooth gate g in (0, 1) predicted, as `residual`'s head, from the bottleneck and the input averaged down
+    to its side and bilinearly upsampled; g starts near 0 (sigmoid(-2)), so G_F starts as `direct`, and can
+    learn to pass a frontal input through unchanged (pose `nothing`), which `direct` can only redraw.
     `scale: input_rms` multiplies what the decoder and the head draw by the input's root-mean-square
     magnitude (per sample): the encoder's InstanceNorm makes its features blind to the input's scale,
     so without it the output cannot grow with the motion.
@@ -123,13 +127,19 @@ class FlowGenerator(nn.Module):
                  n_res_enc: int = 2, n_res_dec: int = 5, stem_kernel: int = 7, output: str = "direct",
                  scale: str = "none"):
         super().__init__()
-        if output not in ("direct", "residual"):
-            raise EmoganError(f"gf output is direct or residual, not {output!r}")
+        if output not in ("direct", "residual", "gated"):
+            raise EmoganError(f"gf output is direct, residual or gated, not {output!r}")
         if scale not in ("none", "input_rms"):
             raise EmoganError(f"gf scale is none or input_rms, not {scale!r}")
         self.output, self.scale = output, scale
         self.encoder = Encoder(in_ch, ngf, max_ch, n_down, n_res_enc, stem_kernel)
         self.decoder = Decoder(self.encoder.channels, out_ch, n_res_dec, stem_kernel)
+        if output == "gated":
+            ch = self.encoder.out_ch
+            self.gate = nn.Sequential(nn.Conv2d(ch + in_ch, ch, 3, padding=1, padding_mode="reflect"), nn.ReLU(inplace=True),
+                                      nn.Conv2d(ch, 1, 3, padding=1, padding_mode="reflect"))
+            nn.init.zeros_(self.gate[-1].weight)
+            nn.init.constant_(self.gate[-1].bias, -2.0)
         if output == "residual":
             ch = self.encoder.out_ch
             # The head sees the bottleneck and the input averaged down to its side: the encoder's InstanceNorm
@@ -149,6 +159,12 @@ class FlowGenerator(nn.Module):
             out = self.decoder(z)
             return out if self.scale == "none" else clamp_unit_disc(r * out)
         coarse = F.adaptive_avg_pool2d(flow, z.shape[-2:]) / (r if self.scale == "input_rms" else 1.0)
+        if self.output == "gated":
+            g = torch.sigmoid(F.interpolate(self.gate(torch.cat([z, coarse.to(z.dtype)], 1)), size=flow.shape[-2:],
+                                            mode="bilinear", align_corners=False))
+            out = self.decoder(z)
+            out = out if self.scale == "none" else clamp_unit_disc(r * out)
+            return g * flow + (1.0 - g) * out
         head = F.interpolate(self.head(torch.cat([z, coarse.to(z.dtype)], 1)), size=flow.shape[-2:], mode="bilinear",
                              align_corners=False)
         return clamp_unit_disc(flow - r * head + r * self.decoder(z))
