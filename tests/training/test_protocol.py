@@ -101,3 +101,16 @@ def test_report_numbers_gap_closure_points_and_a_zero_flow_reference():
     assert s["flowcnn"]["gain_pts"]["emotiongan"] == pytest.approx(25.0)       # points
     assert s["flowcnn"]["delta_percent"]["emotiongan"] == pytest.approx(100.0)  # relative change
     assert s["flowcnn"]["gap_closure"]["emotiongan"] == pytest.approx(1 / 3)
+
+
+def test_report_cells_say_when_a_method_covers_fewer_folds_than_the_report():
+    from training.evaluation.report import aggregate, cell
+
+    def fold(landmark: bool) -> dict:
+        acc = {"frontal_gt": 0.8, "emotiongan": 0.7, **({"landmark": 0.3} if landmark else {})}
+        return {"groups": {"synth/large/all": {"n": 28, "flowcnn": {"accuracy": acc}}}}
+    agg = aggregate({0: fold(True), 1: fold(False), 2: fold(False)})
+    g = "synth/large/all"
+    assert cell(agg, g, "flowcnn.accuracy.landmark", 100, 1) == "30.0 ± 0.0 (1 of 3 folds)"
+    assert cell(agg, g, "flowcnn.accuracy.emotiongan", 100, 1) == "70.0 ± 0.0"
+    assert cell(agg, g, "flowcnn.accuracy.gw_gt") == "–"

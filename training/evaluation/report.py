@@ -33,12 +33,8 @@ METHOD_LABELS: dict[str, str] = {
     "gf_direct": "G_F on each pair's own flow (no chain)",
     "gw_gt": "G_W on the ground-truth flow",
 }
-VARIANT_LABELS: dict[str, str] = {
-    "full": "eMotion-GAN (ours)",
-    "no_rec": "Ours w/o L_epe, L_char",
-    "no_de": "Ours w/o L_DE",
-    "no_gw": "Ours w/o L_GW",
-}
+VARIANT_LABELS: dict[str, str] = {"full": "eMotion-GAN (ours)", "no_rec": "Ours w/o L_epe, L_char",
+                                  "no_de": "Ours w/o L_DE", "no_gw": "Ours w/o L_GW"}
 JUDGE_LABELS: dict[str, str] = {
     "flowcnn": "Flow-CNN (motion domain)",
     "efer": "e_FER, the run's own image classifier (image domain)",
@@ -124,11 +120,14 @@ def summed_confusion(folds: Mapping[int, Mapping[str, Any]], group: str, judge: 
 
 def cell(agg: Mapping[str, Mapping[str, Mapping[str, float]]], group: str, key: str, scale: float = 1.0,
          decimals: int = 2) -> str:
-    """`mean ± std` of one aggregated metric ('-' when missing)."""
+    """`mean ± std` of one aggregated metric ('-' when missing), with "(k of n folds)" when only k of the n folds
+    that have this group's rows have the metric (e.g. a baseline computed on fewer folds)."""
     m = agg.get(group, {}).get(key)
     if m is None:
         return "–"
-    return f"{m['mean'] * scale:.{decimals}f} ± {m['std'] * scale:.{decimals}f}"
+    n_all = max(v.get("n", 1) for v in agg[group].values())
+    tail = f" ({m['n']} of {n_all} folds)" if m.get("n", n_all) < n_all else ""
+    return f"{m['mean'] * scale:.{decimals}f} ± {m['std'] * scale:.{decimals}f}{tail}"
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
