@@ -83,6 +83,17 @@ def _apex_faces(seed: int, people: int, size: int, expressions, poses, recipes, 
     return crops, np.array(y), missed
 
 
+def labelled_tiles(crops, proba, cls: str = "surprise", side: int = 160) -> list[np.ndarray]:
+    """Each face resized to side x side with the judge's label and its probability of `cls` written on it."""
+    tiles = []
+    for c, p in zip(crops, proba):
+        t = cv2.resize(c, (side, side)).copy()
+        cv2.putText(t, f"{CLASS_NAMES[p.argmax()][:4]} {p[CLASS_NAMES.index(cls)]:.2f}", (3, 14),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
+        tiles.append(t)
+    return tiles
+
+
 def judge(seed: int, people: int, size: int = 256, expressions=CLASS_NAMES, poses=("nothing",), recipes=None,
           cache=None) -> dict:
     """FER2013 recall per class of the cam1 apex faces of `people` people rendered with `recipes`

@@ -14,13 +14,12 @@ import numpy as np
 
 import pipeline.synth as synth
 from pipeline.params import load_params
-from pipeline.schema import CLASS_NAMES
 from pipeline.weights import weights_path
 from training.models.fer2013 import load_fer2013, predict_proba
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from tune_expressions import _apex_faces  # noqa: E402
+from tune_expressions import _apex_faces, labelled_tiles  # noqa: E402
 
 cv2.setNumThreads(1)
 faces = [json.loads(line) for line in (ROOT / "docs/results/issue14/surprise_by_person/faces.jsonl").open()]
@@ -37,12 +36,7 @@ for recipe in (old, now):
     crops, _, _ = _apex_faces(132, max(people), 256, ("surprise",), ("nothing",), {"surprise": recipe}, cache)
     picked = [crops[n - 1] for n in people]          # one face per person (pose nothing), people 1..max in order
     proba = predict_proba(np.stack(picked), fer)
-    tiles = []
-    for c, p in zip(picked, proba):
-        t = cv2.resize(c, (160, 160)).copy()
-        cv2.putText(t, f"{CLASS_NAMES[p.argmax()][:4]} {p[CLASS_NAMES.index('surprise')]:.2f}", (3, 14),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
-        tiles.append(t)
+    tiles = labelled_tiles(picked, proba)
     rows.append(np.concatenate(tiles, 1))
 cv2.imwrite(sys.argv[1], cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
 print("people", people)

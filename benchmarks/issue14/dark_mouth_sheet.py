@@ -12,12 +12,11 @@ import numpy as np
 
 import pipeline.render as rd
 from pipeline.params import load_params
-from pipeline.schema import CLASS_NAMES
 from pipeline.weights import weights_path
 from training.models.fer2013 import load_fer2013, predict_proba
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tune_expressions import _apex_faces  # noqa: E402
+from tune_expressions import _apex_faces, labelled_tiles  # noqa: E402
 
 cv2.setNumThreads(1)
 fer = load_fer2013(weights_path("fer2013", load_params()))
@@ -26,12 +25,7 @@ for name, mouth, tongue in (("lit", (52, 18, 22), (150, 62, 66)), ("dark", rd.MO
     rd.MOUTH_COLOUR, rd.TONGUE_COLOUR = mouth, tongue
     crops, _, _ = _apex_faces(132, 12, 256, ("surprise",), ("nothing", "yaw"), {}, cache)
     proba = predict_proba(np.stack(crops), fer)
-    tiles = []
-    for c, p in zip(crops, proba):
-        t = cv2.resize(c, (160, 160)).copy()
-        cv2.putText(t, f"{CLASS_NAMES[p.argmax()][:4]} {p[CLASS_NAMES.index('surprise')]:.2f}", (3, 14),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
-        tiles.append(t)
+    tiles = labelled_tiles(crops, proba)
     rows[name] = [np.concatenate(tiles[i:i + 8], 1) for i in (8, 16)]   # people 5-8, 9-12
 img = np.concatenate([rows["lit"][0], rows["dark"][0], rows["lit"][1], rows["dark"][1]], 0)
 cv2.imwrite(sys.argv[1], cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
