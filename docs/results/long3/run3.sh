@@ -2,8 +2,9 @@
 # Folds 0, 1, 2 (the reserved test folds) of the small config trained twice as long with a slower decay
 # (params_long.yaml beside this script: train.small.epochs 16, lr_gamma 0.85; chosen on validation fold 3 of
 # the tuning split, docs/EVALUATION.md "Session 10"), issues #12 and #13. The data stages first, then one lane
-# per fold (train-fer, train, evaluate, as dvc.yaml gives those commands) and one lane for the three Flow-CNN
-# judges, all side by side with one torch thread each; the report last.
+# per fold (train-fer, train, the fold's landmark baseline, evaluate, as dvc.yaml gives those commands; the
+# baseline per fold since session 18, fold 0's only before) and one lane for the three Flow-CNN judges, all side by
+# side with one torch thread each; the report last.
 #   OUT=results docs/results/long3/run3.sh DEMO_CLONE      (a clone of the project after `make weights`)
 # FOLDS="5 6 7" runs other folds (default "0 1 2"); the report covers every fold under $OUT/eval/full.
 # PARAMS=FILE trains and evaluates with another params file, TAG=NAME names the generators models/emogan_NAME_foldK
@@ -36,10 +37,15 @@ for k in $FOLDS; do
     emogan train $S --fold $k --config small $F --efer own --efer-path $E$k --params "$P" \
       --out models/emogan_${TAG}_fold$k --live-dir metrics/train_${TAG}_fold$k > train_${TAG}_fold$k.log 2>&1
     tick train$k
+    L=""   # the landmark baseline of this fold (dvc.yaml's stage computes evaluate.folds only)
+    for d in synth synth_ckplus; do
+      b=data/baselines/${d}_landmark_fold$k.npz; L="$L --landmark $b"
+      [ -f $b ] || emogan baseline-landmark data/stores/$d.zarr --crops data/crops/$d --fold $k \
+        --folds-file data_manifests/${d}_folds.csv --out $b > baseline_${d}_fold$k.log 2>&1
+    done
     while [ ! -f models/flowcnn_fold$k.done ]; do sleep 20; done
     emogan evaluate models/emogan_${TAG}_fold$k $S --fold $k --flowcnn models/flowcnn_fold$k --params "$P" \
-      --landmark data/baselines/synth_landmark.npz --landmark data/baselines/synth_ckplus_landmark.npz \
-      $F --out $OUT/eval/full/fold_$k > evaluate_${TAG}_fold$k.log 2>&1
+      $L $F --out $OUT/eval/full/fold_$k > evaluate_${TAG}_fold$k.log 2>&1
     tick evaluate$k ) &
 done
 wait
