@@ -22,7 +22,7 @@ OUT=${OUT:-results}
 E=models/efer${EFER:+_$EFER}_fold
 FOLDS=${FOLDS:-0 1 2}
 t0=$(date +%s); tick() { echo "TIME $1 $(( $(date +%s) - t0 ))s $(date -u +%H:%M:%S)"; }
-dvc repro normalize baseline-landmark > data_repro.log 2>&1; tick data
+dvc repro normalize > data_repro.log 2>&1; tick data   # the landmark baselines: per fold, below
 F="--folds-file data_manifests/synth_folds.csv --folds-file data_manifests/synth_ckplus_folds.csv"
 S="data/stores/synth.zarr data/stores/synth_ckplus.zarr"
 ( for k in $FOLDS; do
