@@ -101,3 +101,23 @@ def compose_all(steps_px: Sequence[torch.Tensor], px_per_cell: float) -> list[to
 def compose(steps_px: Sequence[torch.Tensor], px_per_cell: float) -> torch.Tensor:
     """The flow frame 0 -> n chained from the step flows (compose_all's last)."""
     return compose_all(steps_px, px_per_cell)[-1]
+
+
+def zero_border(flow: torch.Tensor, frac: float) -> torch.Tensor:
+    """`flow` (..., S, S) with a band of round(frac * S) cells along each edge set to zero (a copy when frac > 0).
+
+    The chain composes nine step flows: Farneback's flow along a crop's edges (its border handling, black padding
+    where the crop leaves the frame, noise on flat background) adds up there step after step, where a direct
+    pair's flow has it once; the face is not in that band (docs/EVALUATION.md, "Where the chain's EPE comes from")."""
+    if not 0.0 <= frac < 0.5:
+        raise EmoganError(f"chain border {frac}: expected a fraction of the side in [0, 0.5)")
+    b = int(round(frac * flow.shape[-1]))
+    if b == 0:
+        return flow
+    out = flow.clone()
+    out[..., :b, :] = 0
+    out[..., -b:, :] = 0
+    out[..., :, :b] = 0
+    out[..., :, -b:] = 0
+    return out
+

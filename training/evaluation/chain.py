@@ -43,8 +43,10 @@ def step_rows_by_sequence(store: str, na_rows: np.ndarray) -> dict[int, np.ndarr
 
 
 @torch.no_grad()
-def chained_frontalization(run: Any, store: str, na_rows: np.ndarray, batch_size: int) -> dict[int, torch.Tensor]:
-    """{neutral_apex row: the chained frontal flow (2,size,size), the store's representation} for `na_rows`."""
+def chained_frontalization(run: Any, store: str, na_rows: np.ndarray, batch_size: int,
+                           border: float = 0.0) -> dict[int, torch.Tensor]:
+    """{neutral_apex row: the chained frontal flow (2,size,size), the store's representation} for `na_rows`;
+    a band of `border` x the side along each edge is set to zero (flowrep.zero_border; `evaluate.chain_border`)."""
     from training import flowrep
     from training.data import iter_rows, raw_group
 
@@ -70,5 +72,6 @@ def chained_frontalization(run: Any, store: str, na_rows: np.ndarray, batch_size
             frontal[int(need[pos + i])] = px[i]
         pos += n
     size = next(iter(frontal.values())).shape[-1]
-    return {r: flowrep.encode(compose([frontal[int(x)] for x in rows], source / size)[None], rep, clip)[0]
+    return {r: flowrep.encode(flowrep.zero_border(compose([frontal[int(x)] for x in rows], source / size), border)[None],
+                              rep, clip)[0]
             for r, rows in steps.items()}

@@ -55,6 +55,7 @@ class EvaluateParams:
     flowcnn: dict[str, Any]  # -> training.evaluation.flowcnn.FlowCnnParams
     landmark: dict[str, Any]  # -> training.evaluation.baselines.LandmarkParams
     neutral_apex: str  # direct | chain: eMotion-GAN's neutral->apex flow (training/evaluation/chain.py)
+    chain_border: float  # chain: this fraction of the side along each edge set to zero (flowrep.zero_border)
     fer2013_margin: float  # the FER2013 judge reads faces framed as it was trained: face box + this margin
     gf_mirror_mean: bool  # G_F's output: the mean of G_F(x) and the mirror of G_F(mirror of x) (TrainedRun)
 
@@ -75,6 +76,8 @@ def evaluate_params(params: dict[str, Any], **overrides: Any) -> EvaluateParams:
         raise ParamsError("evaluate.ssim_window must be odd and >= 3")
     from training.evaluation.chain import NEUTRAL_APEX_MODES
 
+    if not 0.0 <= p.chain_border < 0.5:
+        raise ParamsError(f"evaluate.chain_border: {p.chain_border!r}, expected a fraction of the side in [0, 0.5)")
     if p.neutral_apex not in NEUTRAL_APEX_MODES:
         raise ParamsError(f"evaluate.neutral_apex: {p.neutral_apex!r}, not one of {list(NEUTRAL_APEX_MODES)}")
     return p
@@ -295,7 +298,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         from training.evaluation.chain import chained_frontalization
 
         chain = chained_frontalization(run, store, order[strat_all[order] == strat_names.index("neutral_apex")],
-                                       p.batch_size)
+                                       p.batch_size, p.chain_border)
     # Pass 1, every row: flows (EPE, Flow-CNN) and the row's codes. Only flows and 1-D codes are read.
     flow_arrays = ("flow_input", "flow_target", "label", "subject", "sequence", "pose", "strategy", "step")
     pos = 0

@@ -39,6 +39,7 @@ class FrontalizeParams:
     max_frames: int
     apex: str
     motion: str  # chain: first -> t frontalized as the chain of consecutive pairs' frontalizations; direct: G_F on it
+    chain_border: float  # chain: this fraction of the side along each edge set to zero (flowrep.zero_border)
     batch_size: int
     viz_max_px: float | None
     panel: int
@@ -59,6 +60,8 @@ class FrontalizeParams:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ValueError(f"{name} = {v!r}: expected an integer >= {low}")
+        if not 0.0 <= self.chain_border < 0.5:
+            raise ValueError(f"chain_border = {self.chain_border!r}: expected a fraction of the side in [0, 0.5)")
         if not self.fps > 0 or (self.viz_max_px is not None and not self.viz_max_px > 0):
             raise ValueError("fps and viz_max_px (when given) must be positive")
 
@@ -178,9 +181,10 @@ class MotionResult:
     apex: int                    # index of the pair that sums up the recording
 
 
-def chained(bundle: Bundle, steps_norm: np.ndarray, source_px: int, batch_size: int) -> np.ndarray:
+def chained(bundle: Bundle, steps_norm: np.ndarray, source_px: int, batch_size: int, border: float = 0.0) -> np.ndarray:
     """First -> t frontal flows (T,2,s,s), the bundle's representation, composed from G_F's frontalizations of the
-    consecutive pairs `steps_norm` (T,2,S,S) (training/evaluation/chain.py; `frontalize.motion: chain`)."""
+    consecutive pairs `steps_norm` (T,2,S,S) (training/evaluation/chain.py; `frontalize.motion: chain`), a band of
+    `border` x the side along each edge set to zero (`frontalize.chain_border`)."""
     import torch
 
     from training import flowrep
@@ -192,8 +196,8 @@ def chained(bundle: Bundle, steps_norm: np.ndarray, source_px: int, batch_size: 
         for a in range(0, len(steps_norm), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(steps_norm[a:a + batch_size], dtype=np.float32)).to(run.device)
             steps += list(run.to_pixels(run.frontalize(resize_flow(x, run.size, run.representation, run.clip))).cpu())
-    out = compose_all(steps, source_px / run.size)
-    return flowrep.encode(torch.stack(out), run.representation, run.clip).numpy()
+    out = flowrep.zero_border(torch.stack(compose_all(steps, source_px / run.size)), border)
+    return flowrep.encode(out, run.representation, run.clip).numpy()
 
 
 def run_networks(bundle: Bundle, flows_norm: np.ndarray, neutral_u8: np.ndarray, *, batch_size: int = 16,
@@ -417,6 +421,6 @@ def frontalize_recording(bundle: Bundle, pre: Preprocess, frames: Iterable[tuple
     if p.motion == "chain":
         steps = normalize_flows(recording_flows_px(crops, pre.flow, pre.store_size, consecutive=True),
                                 bundle.representation, bundle.clip)
-        frontal = chained(bundle, steps, pre.crop.size, p.batch_size)
+        frontal = chained(bundle, steps, pre.crop.size, p.batch_size, p.chain_border)
     res = run_networks(bundle, flows, neutral_u8, batch_size=p.batch_size, apex=p.apex, frontal_norm=frontal)
     return res, Recording(names, box, crops)

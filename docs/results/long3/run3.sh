@@ -12,6 +12,8 @@
 # models/efer_foldK/) are kept, as neither reads train.small (docs/results/long3_noefer/ was made this way).
 # EFER=NAME trains (or keeps) the own e_FERs as models/efer_NAME_foldK with PARAMS's train_fer (default: efer_foldK),
 # e.g. an e_FER that reads the change from the neutral face (docs/results/long3_cefer/).
+# REUSE=1 evaluates generators already in the clone (models/emogan_TAG_foldK) instead of training them again: for
+# evaluation-only switches (docs/results/long3_border/ re-scored long3_gated's generators this way).
 set -e
 P=$(realpath "${PARAMS:-$(dirname "$0")/params_long.yaml}")
 TAG=${TAG:-small}
@@ -34,9 +36,12 @@ for k in $FOLDS; do
   ( [ -d $E$k ] || {
       emogan train-fer $S --fold $k $F --out $E$k --metrics metrics/train_fer${EFER:+_$EFER}_fold$k.json \
         --params "$P" > train_fer${EFER:+_$EFER}_fold$k.log 2>&1; tick efer$k; }
-    emogan train $S --fold $k --config small $F --efer own --efer-path $E$k --params "$P" \
-      --out models/emogan_${TAG}_fold$k --live-dir metrics/train_${TAG}_fold$k > train_${TAG}_fold$k.log 2>&1
-    tick train$k
+    if [ "$REUSE" = 1 ] && [ -d models/emogan_${TAG}_fold$k ]; then echo "fold $k: reusing models/emogan_${TAG}_fold$k"
+    else
+      emogan train $S --fold $k --config small $F --efer own --efer-path $E$k --params "$P" \
+        --out models/emogan_${TAG}_fold$k --live-dir metrics/train_${TAG}_fold$k > train_${TAG}_fold$k.log 2>&1
+      tick train$k
+    fi
     L=""   # the landmark baseline of this fold (dvc.yaml's stage computes evaluate.folds only)
     for d in synth synth_ckplus; do
       b=data/baselines/${d}_landmark_fold$k.npz; L="$L --landmark $b"

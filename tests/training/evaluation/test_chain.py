@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from pipeline.errors import EmoganError
 from pipeline.schema import STRATEGY_NAMES
 from pipeline.store import write_store
 from training.evaluation.chain import chained_frontalization, step_rows_by_sequence
@@ -78,3 +80,33 @@ def test_evaluate_scores_the_chain_as_emotiongan_and_keeps_gf_direct(tmp_path):
     assert torch.allclose(flows["emotiongan"][0] * CLIP, uniform(4, 0), atol=1e-2)
     assert torch.allclose(flows["gf_direct"][0] * CLIP, uniform(9, 0), atol=1e-2)
     assert torch.equal(flows["emotiongan"][1], flows["gf_direct"][1])   # a step-1 row: G_F's own output
+
+
+def test_chain_border_zeroes_the_edges_only_and_removes_what_the_steps_add_up_there(tmp_path):
+    """Each step flow carries the same spurious flow along the crop's edges (as Farneback's border handling does);
+    the direct pair's truth has it once. The chain adds it up step after step; `border` (evaluate.chain_border)
+    zeroes that band and leaves the face's motion inside untouched."""
+    from training.flowrep import zero_border
+
+    f = torch.randn(2, 2, S, S)
+    z = zero_border(f, 2 / S)
+    assert torch.equal(z[..., 2:-2, 2:-2], f[..., 2:-2, 2:-2]) and z[..., :2, :].abs().sum() == 0
+    assert z[..., -2:, :].abs().sum() == 0 and z[..., :, :2].abs().sum() == 0 and z[..., :, -2:].abs().sum() == 0
+    assert zero_border(f, 0.0) is f and zero_border(f, 0.01).equal(f)   # under half a cell: nothing to zero
+    for bad in (-0.1, 0.5):
+        with pytest.raises(EmoganError, match="chain border"):
+            zero_border(f, bad)
+
+    edge = torch.zeros(S, S, dtype=torch.bool)
+    edge[:2, :], edge[-2:, :], edge[:, :2], edge[:, -2:] = True, True, True, True
+    face = torch.zeros(2, S, S)
+    face[1, 5:11, 5:11] = 1.0                                    # the mouth opens 3 px over three steps
+    steps = [face + torch.stack([edge * 1.5, torch.zeros(S, S)]) for _ in range(3)]
+    truth = 3 * face + torch.stack([edge * 1.5, torch.zeros(S, S)])   # Farneback's far pair: the edge flow once
+    chained = compose(steps, SRC / S)
+
+    def epe(x):
+        return float((x - truth).norm(dim=0).mean())
+
+    assert epe(zero_border(chained, 2 / S)) < 0.6 * epe(chained)   # 1.5 px left of 3 px (+ compose's reads)
+    assert torch.allclose(zero_border(chained, 2 / S)[:, 4:12, 4:12], chained[:, 4:12, 4:12])
