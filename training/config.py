@@ -99,6 +99,9 @@ class TrainConfig:
     char_eps: float
     flow_loss_space: str              # L_epe/L_char on (u, v)/clip, or on the store's `representation`
     flow_loss_weighting: str          # none | step: L_epe/L_char rows weighted so that every pair step counts alike
+    chain_weight: float               # L_chain in L_GF: G_F's step-1 outputs of a sequence, chained, against the
+                                      # neutral->apex truth (training/step.py); 0: off
+    chain_sequences: int              # training sequences per G_F update that L_chain scores
     image_steps: Optional[tuple[int, ...]]  # rows with lo < step <= hi feed the image losses
     gw_flow: str                      # G_W's own update: the ground truth until e_c, then G_F's output (the authors'
                                       # code); `generated` | `target`: always that one
@@ -282,6 +285,8 @@ def validate(cfg: TrainConfig, where: str) -> None:
         bad("size must be null (the store's) or at least 8")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         bad("epochs and batch_size must be >= 1")
+    if cfg.chain_weight < 0 or cfg.chain_sequences < 1:
+        bad("chain_weight must be >= 0 (0: no L_chain) and chain_sequences >= 1")
 
 
 def apply_ablation(cfg: TrainConfig, sec: TrainSection, name: str | None) -> None:

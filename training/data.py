@@ -9,6 +9,7 @@ runs an asyncio thread that does not survive fork; the loader uses spawn).
 from __future__ import annotations
 
 import multiprocessing as mp
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -455,3 +456,21 @@ def mirror_batch(batch: dict[str, torch.Tensor], sel: torch.Tensor, representati
         part = flowrep.flip_flows(part, representation, clip) if k.startswith("flow") else part.flip(-1)
         out[k] = v.index_copy(0, idx, part.to(v.dtype))
     return out
+
+
+def sequence_step_rows(store: str, na_rows: np.ndarray) -> dict[int, np.ndarray]:
+    """For each neutral_apex row whose sequence has frame_to_frame step-1 rows in the store: those rows in frame
+    order (`frame_t`, else row order). Rows without any are left out. Evaluation chains G_F over them
+    (training/evaluation/chain.py), the trainer's L_chain too (training/step.py)."""
+    g = raw_group(store)
+    names = list(g.attrs.get("strategy_names", []))
+    if "frame_to_frame" not in names:
+        return {}
+    seq, strat, step = (np.asarray(g[k][:]) for k in ("sequence", "strategy", "step"))
+    t = np.asarray(g["frame_t"][:]) if "frame_t" in set(g.array_keys()) else np.arange(len(seq))
+    f2f = np.flatnonzero((strat == names.index("frame_to_frame")) & (step == 1))
+    by_seq: dict[int, list[int]] = defaultdict(list)
+    for r in f2f:
+        by_seq[int(seq[r])].append(int(r))
+    return {int(r): np.asarray(sorted(by_seq[int(seq[r])], key=lambda x: t[x]))
+            for r in np.asarray(na_rows) if by_seq.get(int(seq[r]))}

@@ -36,7 +36,7 @@ from training.data import (DE_ARRAYS, GAN_ARRAYS, MirrorDraws, StoreInfo, Stream
 from training.distributed import Dist, all_true, broadcast_buffers, ddp_checksums, init_distributed, resolve_device
 from training.models import losses as L
 from training.models.networks import build_nets, complete_gw_spec
-from training.step import (LOSS_NAMES, StepContext, autocast_ctx, check_image_rows, de_step, gan_step, gw_update_flow,
+from training.step import (LOSS_NAMES, ChainSequences, StepContext, autocast_ctx, check_image_rows, de_step, gan_step, gw_update_flow,
                            make_optimizer)
 
 log = logging.getLogger(__name__)
@@ -224,8 +224,14 @@ def open_session(c: RunConfig) -> Session:
         ids = [device.index] if device.type == "cuda" else None
         wrapped = {r: DDP(m, device_ids=ids) for r, m in nets.items()}
     w = L.step_weight_table(steps, t.flow_loss_weighting)
+    chain = None
+    if t.chain_weight > 0:
+        if d.world > 1:   # L_chain runs G_F a second time per update, outside DDP's one forward per backward
+            raise EmoganError(f"train.{c.config_name}.chain_weight > 0 trains on one process only, not {d.world}")
+        chain = ChainSequences(c.stores, train_rows, t.size, t.seed, t.chain_sequences)
+        runtime["chain_sequences"] = len(chain.items)
     ctx = StepContext(nets, wrapped, optims, efer, perc_fn, t, amp, d, device, rep, clip,
-                      None if w is None else torch.from_numpy(w))
+                      None if w is None else torch.from_numpy(w), chain)
     return Session(c, d, device, out, infos, train_rows, test_rows, nets, optims, scheds, ctx,
                    MirrorDraws(t.seed, d.rank), runtime)
 
@@ -368,6 +374,7 @@ def train_epoch(s: Session, ds: StreamingStoreDataset, loader: Any, epoch: int, 
                disable=not progress_enabled() or s.d.rank != 0)   # `emogan -q`: none; rank 0 only
     for i, batch in zip(range(n_batches), loader):
         bar.update(1)
+        s.ctx.step = step
         losses = gan_step(s.prepare(batch), epoch, s.ctx)
         gw_rows += float(losses["gw_rows"])
         vec = torch.stack([losses[k].float() for k in LOSS_NAMES]).cpu()

@@ -2,14 +2,14 @@
 
 G_F's forward pass, then `update_discriminators` (D_P on real vs generated flow pairs, D_E on real
 frontal flows), `update_gw` (G_W on the image rows), `update_gf` (L_GF, with L_GW through G_W from
-epoch e_c on). Under torchrun `wrapped` holds the DDP copies; inside G_F's loss the discriminators
+epoch e_c on, and L_chain, `ChainSequences` / `chain_loss` at the end). Under torchrun `wrapped` holds the DDP copies; inside G_F's loss the discriminators
 and G_W are called through their bare modules, so that only G_F's gradients are synchronized there.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from training.distributed import Dist, all_true
 from training.models import losses as L
 from training.models.efer import classify
 
-LOSS_NAMES = ("gf", "gan", "epe", "char", "gw", "gw_l1", "gw_perc", "gw_fer", "dp", "de")
+LOSS_NAMES = ("gf", "gan", "epe", "char", "chain", "gw", "gw_l1", "gw_perc", "gw_fer", "dp", "de")
 
 
 def make_optimizer(params: Any, spec: OptimSpec, fused: bool = True) -> torch.optim.Optimizer:
@@ -58,6 +58,8 @@ class StepContext:
     representation: str             # the stores' flow representation and clip (source pixels)
     clip: float
     step_weights: torch.Tensor | None = None   # (max_step + 1,) weight of L_epe/L_char rows by pair step
+    chain: Any = None               # ChainSequences (below) when chain_weight > 0
+    step: int = 0                   # global step of the batch being trained (L_chain's draw)
 
 
 def image_rows(step: torch.Tensor, image_steps: tuple[int, ...] | None) -> torch.Tensor:
@@ -209,7 +211,7 @@ def update_gw(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRow
 
 def update_gf(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRows | None, epoch: int,
               c: StepContext) -> dict[str, torch.Tensor]:
-    """G_F on L_GF = l1 L_GAN + l2 L_epe + l3 L_char + 1[epoch >= e_c] l4 L_GW."""
+    """G_F on L_GF = l1 L_GAN + l2 L_epe + l3 L_char + 1[epoch >= e_c] l4 L_GW (+ chain_weight L_chain)."""
     n, t = c.nets, c.t
     y, y_star, labels = batch["flow_input"], batch["flow_target"], batch["label"]
     connected = epoch >= t.e_c
@@ -231,11 +233,17 @@ def update_gf(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRow
         l_gw = _gw_losses(x_gen, batch["target_image"].index_select(0, idx), labels.index_select(0, idx),
                           c, neutral)["gw"] * rows.weight
     total = L.total_gf(gan, l_epe, l_char, l_gw, t.lambdas, connected)
+    l_chain = torch.zeros((), device=c.device)
+    if c.chain is not None and t.chain_weight > 0:
+        with c.amp():
+            l_chain = chain_loss(n["gf"], c.chain.draw(c.step), c.representation, c.clip, c.device)
+        total = total + t.chain_weight * l_chain
     c.optims["gf"].zero_grad(set_to_none=True)
     # Only G_F's parameters: the discriminators' and G_W's gradients from this loss are not wanted.
     total.backward(inputs=list(n["gf"].parameters()))
     c.optims["gf"].step()
-    return {"gf": total.detach(), "gan": gan.detach(), "epe": l_epe.detach(), "char": l_char.detach()}
+    return {"gf": total.detach(), "gan": gan.detach(), "epe": l_epe.detach(), "char": l_char.detach(),
+            "chain": l_chain.detach()}
 
 
 def gan_step(batch: dict[str, torch.Tensor], epoch: int, c: StepContext) -> dict[str, torch.Tensor]:
@@ -248,3 +256,82 @@ def gan_step(batch: dict[str, torch.Tensor], epoch: int, c: StepContext) -> dict
     out.update(update_gw(batch, fake, rows, epoch, c))
     out.update(update_gf(batch, fake, rows, epoch, c))
     return out
+
+
+# --- L_chain (issue #12): G_F's step-1 outputs of whole training sequences, chained, scored against the
+# neutral->apex truth while training.
+#
+# Evaluation frontalizes neutral->apex motion as the chain of G_F's frame-to-frame outputs
+# (training/evaluation/chain.py). G_F learns each step alone (L_epe), and its step errors share a direction from
+# one step to the next, so over a sequence's nine steps they add up (docs/EVALUATION.md, "Session 19"). With
+# `chain_weight` > 0 each G_F update also draws `chain_sequences` training sequences, runs G_F on their step-1
+# input flows, composes the outputs as evaluation does (training/flowrep.py `compose`, differentiable) and adds
+# `chain_weight` x the end-point error of the composed flow against the sequence's frontal neutral->apex flow, on
+# (u, v)/clip as L_epe, to L_GF. The sequences' flows are read once, at the model's side, and kept in memory.
+
+@dataclass
+class ChainSequence:
+    steps: torch.Tensor        # (k,2,S,S) float16: the step-1 input flows in frame order, normalized, model side
+    target: torch.Tensor       # (2,S,S) float16: the frontal neutral->apex flow, normalized, model side
+    px_per_cell: float         # source pixels per grid cell
+
+
+class ChainSequences:
+    """The training sequences that have a neutral_apex row and step-1 frame_to_frame rows, ready for L_chain."""
+
+    def __init__(self, stores: Sequence[str], train_rows: Sequence[np.ndarray], size: int | None, seed: int,
+                 per_step: int):
+        from training.data import iter_rows, raw_group, select_rows, sequence_step_rows
+
+        self.seed, self.per_step = int(seed), int(per_step)
+        self.items: list[ChainSequence] = []
+        for store, rows in zip(stores, train_rows):
+            g = raw_group(store)
+            if not g.attrs.get("source_size"):
+                continue
+            rep, clip, side = str(g.attrs["representation"]), float(g.attrs["clip"]), int(g.attrs["size"])
+            s = int(size or side)
+            na = select_rows(store, np.asarray(rows), ["neutral_apex"])
+            steps = sequence_step_rows(store, na)
+            if not steps:
+                continue
+            order = np.array(sorted(steps))
+            need = np.unique(np.concatenate([steps[int(r)] for r in order]))
+
+            def read(r: np.ndarray, arr: str) -> dict[int, torch.Tensor]:
+                out, pos = {}, 0
+                for b in iter_rows(store, r, (arr,), 256):
+                    f = flowrep.resize_flow(b[arr].float(), s, rep, clip).half()
+                    for i in range(len(f)):
+                        out[int(r[pos + i])] = f[i]
+                    pos += len(f)
+                return out
+
+            inputs, targets = read(need, "flow_input"), read(order, "flow_target")
+            ppc = float(g.attrs["source_size"]) / s
+            self.items += [ChainSequence(torch.stack([inputs[int(x)] for x in steps[int(r)]]), targets[int(r)], ppc)
+                           for r in order]
+        if not self.items:
+            raise EmoganError(f"{', '.join(stores)}: chain_weight > 0 needs training sequences with a neutral_apex row "
+                              "and step-1 frame_to_frame rows (flow.strategies both, flow.max_step >= 1); none found")
+
+    def draw(self, step: int) -> list[ChainSequence]:
+        """`per_step` sequences for global step `step` (the same draw on a resumed run)."""
+        rng = np.random.default_rng([self.seed, int(step), 7])
+        return [self.items[i] for i in rng.choice(len(self.items), min(self.per_step, len(self.items)), replace=False)]
+
+
+def chain_loss(gf: nn.Module, seqs: Sequence[ChainSequence], representation: str, clip: float,
+               device: torch.device) -> torch.Tensor:
+    """Mean over `seqs` of the end-point error, on (u, v)/clip, between the composed G_F outputs and the truth."""
+    x = torch.cat([q.steps for q in seqs]).to(device).float()
+    px = flowrep.decode(gf(x).float(), representation, clip)
+    errs, pos = [], 0
+    for q in seqs:
+        k = len(q.steps)
+        total = flowrep.compose(list(px[pos:pos + k]), q.px_per_cell)
+        pos += k
+        pred = flowrep.encode(total[None], "cartesian", clip)
+        truth = flowrep.convert(q.target[None].to(device).float(), representation, "cartesian", clip)
+        errs.append(torch.linalg.vector_norm(pred - truth, dim=1).mean())
+    return torch.stack(errs).mean()

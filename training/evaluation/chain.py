@@ -10,7 +10,6 @@ far. `evaluate.neutral_apex: chain` scores that flow as eMotion-GAN's on neutral
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,21 +24,10 @@ log = logging.getLogger(__name__)
 
 def step_rows_by_sequence(store: str, na_rows: np.ndarray) -> dict[int, np.ndarray]:
     """For each neutral_apex row whose sequence has frame_to_frame step-1 rows in the store: those rows in frame
-    order (`frame_t`, else row order). Rows without any are left out (the caller scores them `direct`)."""
-    from training.data import raw_group
+    order (training.data.sequence_step_rows, which the trainer's L_chain reads too)."""
+    from training.data import sequence_step_rows
 
-    g = raw_group(store)
-    names = list(g.attrs.get("strategy_names", []))
-    if "frame_to_frame" not in names:
-        return {}
-    seq, strat, step = (np.asarray(g[k][:]) for k in ("sequence", "strategy", "step"))
-    t = np.asarray(g["frame_t"][:]) if "frame_t" in set(g.array_keys()) else np.arange(len(seq))
-    f2f = np.flatnonzero((strat == names.index("frame_to_frame")) & (step == 1))
-    by_seq: dict[int, list[int]] = defaultdict(list)
-    for r in f2f:
-        by_seq[int(seq[r])].append(int(r))
-    return {int(r): np.asarray(sorted(by_seq[int(seq[r])], key=lambda x: t[x]))
-            for r in np.asarray(na_rows) if by_seq.get(int(seq[r]))}
+    return sequence_step_rows(store, na_rows)
 
 
 @torch.no_grad()
