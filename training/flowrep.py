@@ -120,4 +120,3 @@ def zero_border(flow: torch.Tensor, frac: float) -> torch.Tensor:
     out[..., :, :b] = 0
     out[..., :, -b:] = 0
     return out
-

@@ -36,8 +36,8 @@ from training.data import (DE_ARRAYS, GAN_ARRAYS, MirrorDraws, StoreInfo, Stream
 from training.distributed import Dist, all_true, broadcast_buffers, ddp_checksums, init_distributed, resolve_device
 from training.models import losses as L
 from training.models.networks import build_nets, complete_gw_spec
-from training.step import (LOSS_NAMES, ChainSequences, StepContext, autocast_ctx, check_image_rows, de_step, gan_step, gw_update_flow,
-                           make_optimizer)
+from training.step import (LOSS_NAMES, ChainSequences, StepContext, autocast_ctx, check_image_rows, de_step, gan_step,
+                           gw_update_flow, make_optimizer)
 
 log = logging.getLogger(__name__)
 

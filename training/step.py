@@ -2,8 +2,9 @@
 
 G_F's forward pass, then `update_discriminators` (D_P on real vs generated flow pairs, D_E on real
 frontal flows), `update_gw` (G_W on the image rows), `update_gf` (L_GF, with L_GW through G_W from
-epoch e_c on, and L_chain, `ChainSequences` / `chain_loss` at the end). Under torchrun `wrapped` holds the DDP copies; inside G_F's loss the discriminators
-and G_W are called through their bare modules, so that only G_F's gradients are synchronized there.
+epoch e_c on, and L_chain: `ChainSequences`, `chain_loss` at the end). Under torchrun `wrapped` holds the
+DDP copies; inside G_F's loss the discriminators and G_W are called through their bare modules, so that
+only G_F's gradients are synchronized there.
 """
 from __future__ import annotations
 
@@ -234,7 +235,7 @@ def update_gf(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRow
                           c, neutral)["gw"] * rows.weight
     total = L.total_gf(gan, l_epe, l_char, l_gw, t.lambdas, connected)
     l_chain = torch.zeros((), device=c.device)
-    if c.chain is not None and t.chain_weight > 0:
+    if c.chain is not None:   # set only when chain_weight > 0 (loop.open_session)
         with c.amp():
             l_chain = chain_loss(n["gf"], c.chain.draw(c.step), c.representation, c.clip, c.device)
         total = total + t.chain_weight * l_chain

@@ -62,7 +62,8 @@ def main() -> None:
     from training import flowrep
     from training.checkpoint import load_run
     from training.data import check_store, fold_rows, iter_rows, raw_group, select_rows
-    from training.evaluation.chain import chained_frontalization, step_rows_by_sequence
+    from training.data import sequence_step_rows
+    from training.evaluation.chain import chained_frontalization
     from training.evaluation.metrics import epe_px
     from training.flowrep import zero_border
 
@@ -78,7 +79,7 @@ def main() -> None:
     na = select_rows(args.store, fold_rows(info, args.fold, "test", args.folds_file, args.k), ["neutral_apex"])
     pose = np.asarray(g["pose"][:])[na]
     na = na[np.isin([POSE_NAMES[int(p)] for p in pose], LARGE)]
-    steps = step_rows_by_sequence(args.store, na)
+    steps = sequence_step_rows(args.store, na)
     na = np.array([r for r in na if int(r) in steps])
     chain = chained_frontalization(run, args.store, na, 32)
 

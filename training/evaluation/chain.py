@@ -22,27 +22,19 @@ NEUTRAL_APEX_MODES = ("direct", "chain")
 log = logging.getLogger(__name__)
 
 
-def step_rows_by_sequence(store: str, na_rows: np.ndarray) -> dict[int, np.ndarray]:
-    """For each neutral_apex row whose sequence has frame_to_frame step-1 rows in the store: those rows in frame
-    order (training.data.sequence_step_rows, which the trainer's L_chain reads too)."""
-    from training.data import sequence_step_rows
-
-    return sequence_step_rows(store, na_rows)
-
-
 @torch.no_grad()
 def chained_frontalization(run: Any, store: str, na_rows: np.ndarray, batch_size: int,
                            border: float = 0.0) -> dict[int, torch.Tensor]:
     """{neutral_apex row: the chained frontal flow (2,size,size), the store's representation} for `na_rows`;
     a band of `border` x the side along each edge is set to zero (flowrep.zero_border; `evaluate.chain_border`)."""
     from training import flowrep
-    from training.data import iter_rows, raw_group
+    from training.data import iter_rows, raw_group, sequence_step_rows
 
     if len(na_rows) == 0:
         return {}
     g = raw_group(store)
     rep, clip, source = str(g.attrs["representation"]), float(g.attrs["clip"]), g.attrs.get("source_size")
-    steps = step_rows_by_sequence(store, na_rows) if source else {}
+    steps = sequence_step_rows(store, na_rows) if source else {}
     if len(steps) < len(na_rows):
         log.warning("%s: %d of %d neutral_apex rows have no step-1 frame_to_frame rows to chain (%s): scored `direct`",
                     store, len(na_rows) - len(steps), len(na_rows),
@@ -60,6 +52,6 @@ def chained_frontalization(run: Any, store: str, na_rows: np.ndarray, batch_size
             frontal[int(need[pos + i])] = px[i]
         pos += n
     size = next(iter(frontal.values())).shape[-1]
-    return {r: flowrep.encode(flowrep.zero_border(compose([frontal[int(x)] for x in rows], source / size), border)[None],
-                              rep, clip)[0]
-            for r, rows in steps.items()}
+    chains = {r: flowrep.zero_border(compose([frontal[int(x)] for x in rows], source / size), border)
+              for r, rows in steps.items()}
+    return {r: flowrep.encode(f[None], rep, clip)[0] for r, f in chains.items()}

@@ -8,7 +8,8 @@ import torch
 from pipeline.errors import EmoganError
 from pipeline.schema import STRATEGY_NAMES
 from pipeline.store import write_store
-from training.evaluation.chain import chained_frontalization, step_rows_by_sequence
+from training.data import sequence_step_rows
+from training.evaluation.chain import chained_frontalization
 from training.flowrep import compose
 
 S, SRC, CLIP = 16, 64, 10.0   # model/store side, source crop side (4 source px per cell), clip
@@ -59,7 +60,7 @@ def write_sequences(path, with_frame_t: bool = True):
 
 def test_the_chain_composes_a_sequences_step1_rows_in_frame_order(tmp_path, caplog):
     store = write_sequences(tmp_path / "s.zarr")
-    assert {k: list(v) for k, v in step_rows_by_sequence(store, np.array([0, 4])).items()} == {0: [2, 3, 1]}
+    assert {k: list(v) for k, v in sequence_step_rows(store, np.array([0, 4])).items()} == {0: [2, 3, 1]}
     with caplog.at_level("WARNING"):
         out = chained_frontalization(IdentityRun(), store, np.array([0, 4]), batch_size=2)
     assert set(out) == {0} and "1 of 2 neutral_apex rows have no step-1" in caplog.text
