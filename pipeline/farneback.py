@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from pipeline.errors import EmoganError, SequenceError
+from pipeline.errors import SequenceError
 from pipeline.schema import STRATEGY_NAMES
 
 FRAME_GLOB = "img_*.png"

@@ -111,6 +111,23 @@ def test_report_cells_say_when_a_method_covers_fewer_folds_than_the_report():
         return {"groups": {"synth/large/all": {"n": 28, "flowcnn": {"accuracy": acc}}}}
     agg = aggregate({0: fold(True), 1: fold(False), 2: fold(False)})
     g = "synth/large/all"
-    assert cell(agg, g, "flowcnn.accuracy.landmark", 100, 1) == "30.0 ± 0.0 (1 of 3 folds)"
+    assert cell(agg, g, "flowcnn.accuracy.landmark", 100, 1) == "30.0 (1 of 3 folds)"   # one fold: no spread
     assert cell(agg, g, "flowcnn.accuracy.emotiongan", 100, 1) == "70.0 ± 0.0"
     assert cell(agg, g, "flowcnn.accuracy.gw_gt") == "–"
+
+
+def test_the_acceptance_table_says_on_how_many_folds_the_landmark_baseline_ran():
+    from training.evaluation.report import ReportParams, acceptance, aggregate
+
+    def fold(k: int, landmark: bool) -> dict:
+        fc = {"accuracy": {"nonfrontal": 0.2, "emotiongan": 0.6, "frontal_gt": 0.9}, "gain_pts": {"emotiongan": 40.0},
+              "gap_closure": {"emotiongan": 0.57}}
+        if landmark:
+            fc["gain_pts"]["landmark"] = 10.0 + 4 * k
+        return {"groups": {f"synth/{p}/all": {"n": 28, "flowcnn": fc, "epe_px": {"nonfrontal": 4.0, "emotiongan": 1.0}}
+                           for p in ("large", "yaw")}}
+    rp = params_of(ReportParams, "report", acceptance_poses=["yaw"])
+    one = acceptance(aggregate({0: fold(0, True), 1: fold(1, False), 2: fold(2, False)}), rp)[0]
+    assert "| 10.0 (1 of 3 folds) |" in one and "± 0.0" not in one
+    every = acceptance(aggregate({k: fold(k, True) for k in range(3)}), rp)[0]
+    assert "| 14.0 ± 4.0 |" in every and "of 3 folds" not in every

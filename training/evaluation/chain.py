@@ -10,7 +10,7 @@ far. `evaluate.neutral_apex: chain` scores that flow as eMotion-GAN's on neutral
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pipeline.errors import EmoganError
-from pipeline.schema import CLASS_NAMES, STRATEGY_NAMES
+from pipeline.schema import CLASS_NAMES
 from pipeline.scoring import accuracy
 
 log = logging.getLogger(__name__)

@@ -120,14 +120,15 @@ def summed_confusion(folds: Mapping[int, Mapping[str, Any]], group: str, judge: 
 
 def cell(agg: Mapping[str, Mapping[str, Mapping[str, float]]], group: str, key: str, scale: float = 1.0,
          decimals: int = 2) -> str:
-    """`mean ± std` of one aggregated metric ('-' when missing), with "(k of n folds)" when only k of the n folds
-    that have this group's rows have the metric (e.g. a baseline computed on fewer folds)."""
+    """`mean ± std` of one aggregated metric ('-' when missing; the mean alone from one fold), with "(k of n folds)"
+    when only k of the n folds that have this group's rows have the metric (e.g. a baseline on fewer folds)."""
     m = agg.get(group, {}).get(key)
     if m is None:
         return "–"
     n_all = max(v.get("n", 1) for v in agg[group].values())
     tail = f" ({m['n']} of {n_all} folds)" if m.get("n", n_all) < n_all else ""
-    return f"{m['mean'] * scale:.{decimals}f} ± {m['std'] * scale:.{decimals}f}{tail}"
+    spread = f" ± {m['std'] * scale:.{decimals}f}" if m.get("n", 2) > 1 else ""   # one fold has no spread
+    return f"{m['mean'] * scale:.{decimals}f}{spread}{tail}"
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -196,7 +197,7 @@ def acceptance(agg: Mapping[str, Any], rp: ReportParams) -> tuple[str, bool]:
     fmt = (lambda x, d=1, k=1.0: "–" if x is None else f"{k * x:.{d}f}")
     for strategy in ("neutral_apex", "frame_to_frame", "all"):
         for pose in ["large", *rp.acceptance_poses]:
-            g = agg.get(f"{rp.acceptance_dataset}/{pose}/{strategy}")
+            g = agg.get(g_key := f"{rp.acceptance_dataset}/{pose}/{strategy}")
             if not g:
                 continue
             get = (lambda key: g.get(key, {}).get("mean"))
@@ -206,8 +207,8 @@ def acceptance(agg: Mapping[str, Any], rp: ReportParams) -> tuple[str, bool]:
                 ok_all &= ok
             rows.append([strategy, pose, fmt(get("n"), 0), fmt(get("flowcnn.accuracy.nonfrontal"), k=100),
                          fmt(get("flowcnn.accuracy.emotiongan"), k=100), fmt(get("flowcnn.accuracy.frontal_gt"), k=100),
-                         fmt(gain), fmt(get("flowcnn.gap_closure.emotiongan"), 2), fmt(get("flowcnn.gain_pts.landmark")),
-                         fmt(e_in, 2), fmt(e_fr, 2), fmt(get("epe_px.zero"), 2),
+                         fmt(gain), fmt(get("flowcnn.gap_closure.emotiongan"), 2),
+                         cell(agg, g_key, "flowcnn.gain_pts.landmark", 1, 1), fmt(e_in, 2), fmt(e_fr, 2), fmt(get("epe_px.zero"), 2),
                          ("yes" if ok else "no") if strategy == "all" and pose != "large" else ""])
     checked = any(r[0] == "all" for r in rows)
     ok_all = ok_all and checked   # nothing to check is not a pass
