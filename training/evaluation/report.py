@@ -127,7 +127,7 @@ def cell(agg: Mapping[str, Mapping[str, Mapping[str, float]]], group: str, key: 
         return "–"
     n_all = max(v.get("n", 1) for v in agg[group].values())
     tail = f" ({m['n']} of {n_all} folds)" if m.get("n", n_all) < n_all else ""
-    spread = f" ± {m['std'] * scale:.{decimals}f}" if m.get("n", 2) > 1 else ""   # one fold has no spread
+    spread = f" ± {m['std'] * scale:.{decimals}f}" if m["n"] > 1 else ""   # one fold has no spread
     return f"{m['mean'] * scale:.{decimals}f}{spread}{tail}"
 
 
