@@ -8,6 +8,9 @@ the frontal neutral->apex pair), as a ratio of a zero flow's EPE (the bar is <= 
   the composition's own floor against Farneback's direct flow);
 - chain x a: the chain scaled by the one scalar that fits these rows best (is it only too strong?);
 - chain blurred: Gaussian sigma in grid cells (is the excess high-frequency?);
+- chain minus the low-order part of its error: the affine / quadratic field fitted (least squares, inside the
+  4-cell band) to chain - truth, taken away; an oracle: how much of the error a global smooth correction (a head
+  motion G_F left in, rigid or near-rigid) could remove at best;
 - chain of the step errors: per sequence, |sum of step errors| against the sum of |step errors| (do G_F's
   step errors add up (a bias) or cancel (noise)?);
 - the same with a band of b cells along each edge set to zero (b = 0, 2, 4, 8 of 64: evaluate.chain_border),
@@ -43,6 +46,29 @@ def _blur(f, sigma: float):
     c = f.shape[1]
     f = F.conv2d(F.pad(f, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
     return F.conv2d(F.pad(f, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def _low_order_part(err, order: int, band: int, iters: int = 30):
+    """The polynomial field of `order` (1 affine, 2 quadratic) in x, y, per row of err (N, 2, H, W), that
+    minimises the mean end-point norm of err minus it over the pixels inside a band of `band` cells (iteratively
+    reweighted least squares; a least-squares fit is pulled by the mouth's large errors and adds error elsewhere),
+    evaluated everywhere."""
+    import torch
+
+    n = err.shape[-1]
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, n), torch.linspace(-1, 1, n), indexing="ij")
+    terms = [torch.ones_like(xx), xx, yy] + ([xx * xx, xx * yy, yy * yy] if order >= 2 else [])
+    basis = torch.stack(terms, -1).double()                                   # H, W, m
+    inside = torch.zeros(n, n, dtype=torch.bool)
+    inside[band:n - band, band:n - band] = True
+    a = basis[inside]                                                          # P, m
+    y = err.double()[:, :, inside].transpose(1, 2)                            # N, P, 2
+    w = torch.ones(y.shape[:2], dtype=torch.float64)                          # N, P
+    for _ in range(iters):
+        sw = w.sqrt()[..., None]
+        coef = torch.linalg.lstsq(a[None] * sw, y * sw).solution              # N, m, 2
+        w = 1.0 / (y - a[None] @ coef).norm(dim=-1).clamp(min=1e-3)
+    return torch.einsum("hwm,nmc->nchw", basis, coef).to(err.dtype)
 
 
 def main() -> None:
@@ -132,6 +158,9 @@ def main() -> None:
            "chain_best_scale": a, "chain_scaled": ratio(a * ch),
            "chain_blur": {str(s): ratio(_blur(ch, s)) for s in (1.0, 2.0, 4.0)},
            "chain_direct_mean": ratio((ch + direct) / 2),
+           # oracle, a 4-cell band zeroed (compare border_cells["4"]["chain"])
+           "chain_minus_low_order_error": {name: ratio(zero_border(ch - _low_order_part(ch - truth, o, 4), 4 / size))
+                                           for name, o in (("affine", 1), ("quadratic", 2))},
            "magnitude_px": {k: float(v.norm(dim=1).mean()) for k, v in
                             (("truth", truth), ("chain", ch), ("direct", direct), ("chain_of_truths", cht))},
            "step_error_sum_over_sum_of_norms": float(np.mean(bias_ratio)),
