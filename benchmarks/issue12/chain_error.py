@@ -9,8 +9,8 @@ the frontal neutral->apex pair), as a ratio of a zero flow's EPE (the bar is <= 
 - chain x a: the chain scaled by the one scalar that fits these rows best (is it only too strong?);
 - chain blurred: Gaussian sigma in grid cells (is the excess high-frequency?);
 - chain minus the low-order part of its error: the affine / quadratic field fitted to chain - truth inside the
-  4-cell band (minimising its mean end-point norm), taken away; an oracle: how much of the error a global smooth correction (a head
-  motion G_F left in, rigid or near-rigid) could remove at best;
+  4-cell band (minimising its mean end-point norm), taken away; an oracle: how much of the error a global smooth
+  correction (a head motion G_F left in, rigid or near-rigid) could remove at best;
 - chain of the step errors: per sequence, |sum of step errors| against the sum of |step errors| (do G_F's
   step errors add up (a bias) or cancel (noise)?);
 - the same with a band of b cells along each edge set to zero (b = 0, 2, 4, 8 of 64: evaluate.chain_border),

@@ -125,8 +125,8 @@ def cell(agg: Mapping[str, Mapping[str, Mapping[str, float]]], group: str, key: 
     m = agg.get(group, {}).get(key)
     if m is None:
         return "–"
-    n_all = max(v.get("n", 1) for v in agg[group].values())
-    tail = f" ({m['n']} of {n_all} folds)" if m.get("n", n_all) < n_all else ""
+    n_all = max(v["n"] for v in agg[group].values())   # aggregate() records n with every metric (mean_std)
+    tail = f" ({m['n']} of {n_all} folds)" if m["n"] < n_all else ""
     spread = f" ± {m['std'] * scale:.{decimals}f}" if m["n"] > 1 else ""   # one fold has no spread
     return f"{m['mean'] * scale:.{decimals}f}{spread}{tail}"
 
