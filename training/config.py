@@ -99,6 +99,8 @@ class TrainConfig:
     char_eps: float
     flow_loss_space: str              # L_epe/L_char on (u, v)/clip, or on the store's `representation`
     flow_loss_weighting: str          # none | step: L_epe/L_char rows weighted so that every pair step counts alike
+    flow_loss_neutral_weight: float   # L_epe/L_char weight of rows labelled neutral (their frontal truth barely moves);
+                                      # 1: as every other row (the paper)
     chain_weight: float               # L_chain in L_GF: G_F's step-1 outputs of a sequence, chained, against the
                                       # neutral->apex truth (training/step.py); 0: off
     chain_sequences: int              # training sequences per G_F update that L_chain scores
@@ -265,6 +267,8 @@ def validate(cfg: TrainConfig, where: str) -> None:
         bad("image_steps is [lo, hi] (lo < step <= hi) or null")
     if cfg.flow_loss_weighting not in ("none", "step"):
         bad("flow_loss_weighting is none or step")
+    if not cfg.flow_loss_neutral_weight > 0:
+        bad(f"flow_loss_neutral_weight must be > 0 (1: neutral rows count as the others), not {cfg.flow_loss_neutral_weight}")
     if cfg.flow_loss_space not in ("cartesian", "representation"):
         bad("flow_loss_space is cartesian or representation")
     if cfg.gw_flow not in GW_FLOWS:

@@ -222,7 +222,7 @@ def update_gf(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRow
         de_fake = n["de"](fake).float()
     gan = L.gan_loss_gf(dp_fake, de_fake, labels, t.gan_weights)
     fake_l, star_l = loss_space(fake, c), loss_space(y_star, c)
-    w_rows = None if c.step_weights is None else c.step_weights.to(fake.device)[batch["step"].clamp(0, len(c.step_weights) - 1)]
+    w_rows = L.flow_row_weights(batch["step"], labels, c.step_weights, t.flow_loss_neutral_weight)
     l_epe = L.epe(fake_l, star_l, w_rows)
     l_char = L.charbonnier(fake_l, star_l, t.char_eps, w_rows)
     l_gw = None

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.schema import CLASS_NAMES
+
 
 def _masked_mean(per_row: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean of (N,) values over the rows where mask is set; 0 (with gradient) when none is."""
@@ -124,3 +126,23 @@ def step_weight_table(train_steps: np.ndarray, weighting: str) -> np.ndarray | N
     w = np.zeros(len(counts), np.float64)
     w[present] = counts[present].mean() / counts[present]
     return w.astype(np.float32)
+
+
+NEUTRAL = CLASS_NAMES.index("neutral")   # its label code
+
+
+def flow_row_weights(step: torch.Tensor, label: torch.Tensor, step_table: torch.Tensor | None,
+                     neutral_weight: float) -> torch.Tensor | None:
+    """(N,) weights of a batch's rows in L_epe and L_char, or None for a plain mean.
+
+    The step table's weight of each row's pair step (`step_weight_table`), times `neutral_weight` on rows labelled
+    neutral. Under a per-pixel L1-like loss the answer to an input whose class G_F cannot tell is a weighted median
+    over the classes it could be; weighting neutral rows up moves that median towards no motion, where most classes
+    would otherwise draw a little mouth and brow motion onto a face that makes none.
+    """
+    w = None if step_table is None else step_table.to(step.device)[step.clamp(0, len(step_table) - 1)]
+    if neutral_weight == 1.0:
+        return w
+    nw = 1.0 + (float(neutral_weight) - 1.0) * (label == NEUTRAL).float()
+    return nw if w is None else w * nw
+

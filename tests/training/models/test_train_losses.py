@@ -73,3 +73,25 @@ def test_grey_gradient_passes_the_images_and_only_the_grey_part_of_their_gradien
     x.grad = None
     (x * w).sum().backward()
     assert not torch.allclose(x.grad, x.grad.mean(1, keepdim=True))   # without it the gradient has colour
+
+
+def test_neutral_rows_weigh_more_and_pull_an_undecided_output_towards_no_motion():
+    # Seven rows that one input cannot tell apart: four classes move a pixel right, two left, neutral not at all.
+    label = torch.tensor([1, 2, 3, 4, 5, 6, 0])
+    step = torch.tensor([1, 1, 1, 1, 1, 1, 9])
+    u = torch.tensor([1.0, 1.0, 1.0, 1.0, -1.0, -1.0, 0.0])
+    target = torch.zeros(7, 2, 1, 1)
+    target[:, 0, 0, 0] = u
+    assert L.flow_row_weights(step, label, None, 1.0) is None
+    table = torch.from_numpy(L.step_weight_table(step.numpy(), "step"))
+    w = L.flow_row_weights(step, label, table, 3.0)
+    assert torch.allclose(w, table[step] * torch.tensor([1.0] * 6 + [3.0]))
+
+    def best(weights):   # the constant output with the least L_epe over the rows, on a grid
+        grid = torch.linspace(-1.5, 1.5, 301)
+        losses = [L.epe(torch.cat([torch.full_like(target[:, :1], float(g)), torch.zeros_like(target[:, 1:])], 1),
+                        target, weights) for g in grid]
+        return float(grid[int(torch.stack(losses).argmin())])
+
+    assert abs(best(None) - 1.0) < 1e-6                                       # plain mean: the median moves right
+    assert abs(best(L.flow_row_weights(step, label, None, 3.0))) < 1e-6     # neutral x3: no motion
