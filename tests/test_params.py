@@ -136,6 +136,17 @@ def test_dp_input_channels_must_be_stated_and_match_the_conditional_switch():
         train_config(params, "small")
 
 
+def test_a_neutral_row_weight_that_would_drop_or_flip_the_rows_is_refused():
+    from training.config import train_config
+
+    params = project_params()
+    assert train_config(params, "paper").flow_loss_neutral_weight == 1.0   # the paper weighs every row alike
+    for bad in (0.0, -1.0):
+        params["train"]["small"]["flow_loss_neutral_weight"] = bad
+        with pytest.raises(ParamsError, match="train.small: flow_loss_neutral_weight must be > 0"):
+            train_config(params, "small")
+
+
 def test_a_missing_or_unknown_key_is_named():
     params = project_params()
     del params["flow"]["winsize"]
