@@ -145,4 +145,3 @@ def flow_row_weights(step: torch.Tensor, label: torch.Tensor, step_table: torch.
         return w
     nw = 1.0 + (float(neutral_weight) - 1.0) * (label == NEUTRAL).float()
     return nw if w is None else w * nw
-
