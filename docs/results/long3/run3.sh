@@ -14,6 +14,8 @@
 # e.g. an e_FER that reads the change from the neutral face (docs/results/long3_cefer/).
 # REUSE=1 evaluates generators already in the clone (models/emogan_TAG_foldK) instead of training them again: for
 # evaluation-only switches (docs/results/long3_border/ re-scored long3_gated's generators this way).
+# TRAIN_EXTRA="STORE FOLDS_CSV" adds a store to G_F/G_W's training only (its people in no test fold; judges, e_FERs
+# and the evaluation keep synth and synth_ckplus): docs/results/long3_more/ trained on 12 more synthetic people so.
 set -e
 P=$(realpath "${PARAMS:-$(dirname "$0")/params_long.yaml}")
 TAG=${TAG:-small}
@@ -38,7 +40,7 @@ for k in $FOLDS; do
         --params "$P" > train_fer${EFER:+_$EFER}_fold$k.log 2>&1; tick efer$k; }
     if [ "$REUSE" = 1 ] && [ -d models/emogan_${TAG}_fold$k ]; then echo "fold $k: reusing models/emogan_${TAG}_fold$k"
     else
-      emogan train $S --fold $k --config small $F --efer own --efer-path $E$k --params "$P" \
+      emogan train $S ${TRAIN_EXTRA%% *} --fold $k --config small $F ${TRAIN_EXTRA:+--folds-file ${TRAIN_EXTRA#* }} --efer own --efer-path $E$k --params "$P" \
         --out models/emogan_${TAG}_fold$k --live-dir metrics/train_${TAG}_fold$k > train_${TAG}_fold$k.log 2>&1
       tick train$k
     fi

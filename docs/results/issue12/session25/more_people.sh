@@ -1,0 +1,34 @@
+#!/bin/bash
+# Issue #12, session 25: does G_F's frame-to-frame gap (pitch above all) close with more people to learn from?
+# 12 more synthetic people (S013-S024: synth's seed and settings, synth.first_subject 13; person n's stream is
+# seeded by n, so S001-S012 are synth's own people) made into a store the way dvc.yaml makes synth's, then the demo
+# recipe trained on validation fold 3 of the tuning split with synth's 5 training people plus 11 of them (S013-S023;
+# S024 sits in fold 3, which every store must have, and is never evaluated), at the baseline's step count
+# (train.small.steps_per_epoch 131 = what 5 people give an epoch, x 8 epochs), judged by the Flow-CNN of
+# benchmarks/issue12/val_neutral.sh's folder on synth's validation rows (the same rows and judge as its `full`).
+# Run from the project folder after `make demo` and `benchmarks/issue12/val_neutral.sh DIR`:
+#   docs/results/issue12/session25/more_people.sh DIR SEED     (scored by benchmarks/issue12/per_pose.py and neutral_rows.py)
+set -e
+W=${1:?usage: more_people.sh DIR SEED}; s=${2:?usage: more_people.sh DIR SEED}
+H=$(dirname "$0"); M=$W/more; D=$M/data
+export PATH=$PWD/.venv/bin:$PATH OMP_NUM_THREADS=1
+mkdir -p "$M"
+sed 's/^  first_subject: 1 /  first_subject: 13 /' params.yaml > "$M/params_more.yaml"
+sed 's/^    steps_per_epoch: 230$/    steps_per_epoch: 131/' params.yaml > "$M/params_spe131.yaml"
+grep -q '^  first_subject: 13 ' "$M/params_more.yaml" && grep -q '^    steps_per_epoch: 131$' "$M/params_spe131.yaml"
+if [ ! -d "$D/stores/synth_more.zarr" ]; then   # ~5 min on 2 cores; two seeds at once share it: run one first
+  P=$M/params_more.yaml
+  emogan synth --out $D/synth_more --params $P --overwrite
+  emogan manifest $D/synth_more --format emotiongan --dataset synth_more --out $D/synth_more.csv --params $P
+  emogan crop $D/synth_more.csv --out $D/crops/synth_more --params $P
+  emogan flow $D/crops/synth_more --out $D/flows/synth_more.zarr --params $P --no-progress
+  emogan normalize $D/flows/synth_more.zarr --out $D/stores/synth_more.zarr --params $P
+fi
+v=more_s$s
+emogan train data/stores/synth.zarr $D/stores/synth_more.zarr --fold 3 --config small \
+  --folds-file $W/synth_tuning.csv --folds-file $H/synth_more_val_folds.csv --efer own --efer-path $W/efer3 \
+  --out $W/gan_$v --params $M/params_spe131.yaml --seed $s > $W/train_$v.log 2>&1
+emogan evaluate $W/gan_$v data/stores/synth.zarr --fold 3 --flowcnn $W/flowcnn3 \
+  --landmark data/baselines/synth_landmark.npz --folds-file $W/synth_tuning.csv --out $W/eval_$v \
+  --params $M/params_spe131.yaml > $W/evaluate_$v.log 2>&1
+echo DONE $v
