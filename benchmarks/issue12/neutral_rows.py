@@ -41,16 +41,17 @@ def summary(r: pd.DataFrame) -> list[str]:
     return lines
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str], lines=summary, usage: str = __doc__) -> None:
+    """DIR VARIANT... (DIR/eval_VARIANT/rows.csv, one block each) or --rows FILE... (pooled): `lines` of each."""
     if not argv:
-        sys.exit(__doc__)
+        sys.exit(usage)
     if argv[0] == "--rows":
         print("pooled: " + ", ".join(argv[1:]))
-        print("\n".join(summary(pd.concat([pd.read_csv(f) for f in argv[1:]]))))
+        print("\n".join(lines(pd.concat([pd.read_csv(f) for f in argv[1:]]))))
         return
     for v in argv[1:]:
         print(v)
-        print("\n".join(summary(pd.read_csv(f"{argv[0]}/eval_{v}/rows.csv"))))
+        print("\n".join(lines(pd.read_csv(f"{argv[0]}/eval_{v}/rows.csv"))))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+import neutral_rows  # beside this script
 import pandas as pd
 
 from training.evaluation.metrics import gap_closure
@@ -34,17 +35,5 @@ def table(r: pd.DataFrame) -> list[str]:
     return lines
 
 
-def main(argv: list[str]) -> None:
-    if not argv:
-        sys.exit(__doc__)
-    if argv[0] == "--rows":
-        print("pooled: " + ", ".join(argv[1:]))
-        print("\n".join(table(pd.concat([pd.read_csv(f) for f in argv[1:]]))))
-        return
-    for v in argv[1:]:
-        print(v)
-        print("\n".join(table(pd.read_csv(f"{argv[0]}/eval_{v}/rows.csv"))))
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    neutral_rows.main(sys.argv[1:], table, __doc__)
