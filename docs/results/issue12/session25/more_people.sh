@@ -8,6 +8,8 @@
 # benchmarks/issue12/val_neutral.sh's folder on synth's validation rows (the same rows and judge as its `full`).
 # Run from the project folder after `make demo` and `benchmarks/issue12/val_neutral.sh DIR`:
 #   docs/results/issue12/session25/more_people.sh DIR SEED     (scored by benchmarks/issue12/per_pose.py and neutral_rows.py)
+# LONG=1: session 10's long recipe (16 epochs, lr_gamma 0.85; same 131 steps an epoch), runs named more_long_sSEED;
+# PEOPLE=5 trains on synth's 5 alone (runs long_sSEED: the long recipe's reference on the same judge).
 set -e
 W=${1:?usage: more_people.sh DIR SEED}; s=${2:?usage: more_people.sh DIR SEED}
 H=$(dirname "$0"); M=$W/more; D=$M/data
@@ -15,6 +17,16 @@ export PATH=$PWD/.venv/bin:$PATH OMP_NUM_THREADS=1
 mkdir -p "$M"
 sed 's/^  first_subject: 1 /  first_subject: 13 /' params.yaml > "$M/params_more.yaml"
 sed 's/^    steps_per_epoch: 230$/    steps_per_epoch: 131/' params.yaml > "$M/params_spe131.yaml"
+python - "$M/params_spe131.yaml" "$M/params_long131.yaml" <<'PY'   # train.small.epochs 16, lr_gamma 0.85
+import sys
+s = open(sys.argv[1]).read()
+k = s.index("\n  small:\n")
+head, small = s[:k], s[k:]
+for a, b in (("\n    epochs: 8\n", "\n    epochs: 16\n"), ("\n    lr_gamma: 0.7\n", "\n    lr_gamma: 0.85\n")):
+    assert a in small, a
+    small = small.replace(a, b, 1)
+open(sys.argv[2], "w").write(head + small)
+PY
 grep -q '^  first_subject: 13 ' "$M/params_more.yaml" && grep -q '^    steps_per_epoch: 131$' "$M/params_spe131.yaml"
 if [ ! -d "$D/stores/synth_more.zarr" ]; then   # ~5 min on 2 cores; two seeds at once share it: run one first
   P=$M/params_more.yaml
@@ -24,11 +36,13 @@ if [ ! -d "$D/stores/synth_more.zarr" ]; then   # ~5 min on 2 cores; two seeds a
   emogan flow $D/crops/synth_more --out $D/flows/synth_more.zarr --params $P --no-progress
   emogan normalize $D/flows/synth_more.zarr --out $D/stores/synth_more.zarr --params $P
 fi
-v=more_s$s
-emogan train data/stores/synth.zarr $D/stores/synth_more.zarr --fold 3 --config small \
-  --folds-file $W/synth_tuning.csv --folds-file $H/synth_more_val_folds.csv --efer own --efer-path $W/efer3 \
-  --out $W/gan_$v --params $M/params_spe131.yaml --seed $s > $W/train_$v.log 2>&1
+P=$M/params_spe131.yaml; v=more_s$s
+[ "$LONG" = 1 ] && { P=$M/params_long131.yaml; v=more_long_s$s; }
+EXTRA="$D/stores/synth_more.zarr --folds-file $H/synth_more_val_folds.csv"
+[ "$PEOPLE" = 5 ] && { EXTRA=""; v=${v#more_}; }
+emogan train data/stores/synth.zarr --fold 3 --config small --folds-file $W/synth_tuning.csv $EXTRA \
+  --efer own --efer-path $W/efer3 --out $W/gan_$v --params $P --seed $s > $W/train_$v.log 2>&1
 emogan evaluate $W/gan_$v data/stores/synth.zarr --fold 3 --flowcnn $W/flowcnn3 \
   --landmark data/baselines/synth_landmark.npz --folds-file $W/synth_tuning.csv --out $W/eval_$v \
-  --params $M/params_spe131.yaml > $W/evaluate_$v.log 2>&1
+  --params $P > $W/evaluate_$v.log 2>&1
 echo DONE $v
