@@ -16,11 +16,11 @@ import argparse
 import numpy as np
 import torch
 
+from per_pose import POSES  # beside this script
 from training.checkpoint import load_run
 from training.data import check_store, fold_rows, iter_rows, raw_group
 from training.evaluation.flowcnn import load_flowcnn
 from training.evaluation.metrics import gap_closure
-from training.flowrep import resize_flow
 
 STORE = "data/stores/synth.zarr"
 
@@ -32,23 +32,21 @@ def main() -> None:
     torch.set_num_threads(1)
     run, judge = load_run(f"{a.dir}/gan_{a.variant}"), load_flowcnn(f"{a.dir}/flowcnn3", fold=3)
     g = raw_group(STORE)
-    rep, clip = str(g.attrs["representation"]), float(g.attrs["clip"])
     poses, strategy = np.asarray(g["pose"][:]), np.asarray(g["strategy"][:])
     f2f = list(g.attrs["strategy_names"]).index("frame_to_frame")
-    read = lambda flow: judge.logits(resize_flow(flow.float(), 64, rep, clip)).argmax(1).numpy()  # noqa: E731
+    read = lambda flow: judge.logits(flow).argmax(1).numpy()  # noqa: E731  (the judge resizes to its own side)
     for role, name in (("train", "training people"), ("test", "validation people")):
         rows = fold_rows(check_store(STORE), 3, role, f"{a.dir}/synth_tuning.csv", 10)
-        for pose in ("tx", "yaw", "pitch", "roll", "diagonal"):
+        for pose in POSES:
             sel = rows[(strategy[rows] == f2f) & (poses[rows] == list(g.attrs["pose_names"]).index(pose))]
             sel = np.sort(np.random.default_rng(0).choice(sel, min(len(sel), a.rows), replace=False))
             hits = {"input": [], "G_F": [], "truth": []}
             for b in iter_rows(STORE, sel, ("flow_input", "flow_target", "label"), 64):
+                label = b["label"].numpy()
                 with torch.no_grad():
-                    out = resize_flow(run.frontalize(b["flow_input"].float()).cpu(), 64, rep, clip)
-                    label = b["label"].numpy()
-                    hits["G_F"].append(judge.logits(out).argmax(1).numpy() == label)
-                    hits["input"].append(read(b["flow_input"]) == label)
-                    hits["truth"].append(read(b["flow_target"]) == label)
+                    hits["G_F"].append(read(run.frontalize(b["flow_input"].float()).cpu()) == label)
+                hits["input"].append(read(b["flow_input"]) == label)
+                hits["truth"].append(read(b["flow_target"]) == label)
             acc = {k: 100 * float(np.concatenate(v).mean()) for k, v in hits.items()}
             closure = gap_closure(acc["G_F"], acc["input"], acc["truth"])
             print(f"{name:17s} {pose:9s} {len(sel):4d} rows: input {acc['input']:5.1f} -> G_F {acc['G_F']:5.1f} % "
