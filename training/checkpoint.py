@@ -19,6 +19,7 @@ from torch import nn
 from pipeline.errors import EmoganError
 from training import flowrep
 from training.config import ROLES, RunRecord
+from training.models.networks import reads_face
 
 CKPT_DIR = "checkpoints"
 WEIGHTS_DIR = "weights"
@@ -122,15 +123,25 @@ class TrainedRun:
         f = torch.as_tensor(flow).to(self.device).float()
         return flowrep.resize_flow(f, self.size, self.representation, self.clip)
 
+    @property
+    def reads_face(self) -> bool:
+        """Whether G_F needs the non-frontal face at each flow's end frame (`nets.gf.face`)."""
+        return reads_face(self.gf)
+
     @torch.no_grad()
-    def frontalize(self, flow: torch.Tensor) -> torch.Tensor:
-        """Non-frontal flows (N,2,S,S), store representation (any S multiple of size) -> frontalized (N,2,size,size)."""
+    def frontalize(self, flow: torch.Tensor, face_u8: torch.Tensor | None = None) -> torch.Tensor:
+        """Non-frontal flows (N,2,S,S), store representation (any S multiple of size) -> frontalized (N,2,size,size).
+        `face_u8` (N,3,H,W) uint8 RGB: the non-frontal face at each flow's end frame, for a G_F that reads it."""
         x = self._flow_in(flow)
-        y = self.gf(x).float()
+        f = None
+        if face_u8 is not None and self.reads_face:
+            f = torch.as_tensor(face_u8).to(self.device).float() / 127.5 - 1.0
+        y = self.gf(x, f).float()
         if not self.mirror_mean:
             return y
         rep, clip = self.representation, self.clip
-        mirrored = flowrep.flip_flows(self.gf(flowrep.flip_flows(x, rep, clip)).float(), rep, clip)
+        mirrored = flowrep.flip_flows(self.gf(flowrep.flip_flows(x, rep, clip), None if f is None else f.flip(-1)).float(),
+                                      rep, clip)
         return flowrep.encode(0.5 * (flowrep.decode(y, rep, clip) + flowrep.decode(mirrored, rep, clip)), rep, clip)
 
     @torch.no_grad()

@@ -291,6 +291,9 @@ def validate(cfg: TrainConfig, where: str) -> None:
         bad("epochs and batch_size must be >= 1")
     if cfg.chain_weight < 0 or cfg.chain_sequences < 1:
         bad("chain_weight must be >= 0 (0: no L_chain) and chain_sequences >= 1")
+    if cfg.nets.gf.get("face", "none") != "none" and cfg.chain_weight > 0:
+        bad(f"nets.gf.face {cfg.nets.gf['face']} and chain_weight > 0 do not go together (L_chain's sequences "
+            "hold flows only): set one of them back")
 
 
 def apply_ablation(cfg: TrainConfig, sec: TrainSection, name: str | None) -> None:

@@ -35,7 +35,7 @@ from training.data import (DE_ARRAYS, GAN_ARRAYS, MirrorDraws, StoreInfo, Stream
                            reserved_subjects, split_folds, store_name, subjects_of, to_device)
 from training.distributed import Dist, all_true, broadcast_buffers, ddp_checksums, init_distributed, resolve_device
 from training.models import losses as L
-from training.models.networks import build_nets, complete_gw_spec
+from training.models.networks import build_nets, complete_gw_spec, reads_face
 from training.step import (LOSS_NAMES, ChainSequences, StepContext, autocast_ctx, check_image_rows, de_step, gan_step,
                            gw_update_flow, make_optimizer)
 
@@ -61,11 +61,12 @@ def evaluate_epe(gf: nn.Module, store: str, rows: np.ndarray, representation: st
     gf.eval()
     s_fr = s_in = s_zero = 0.0
     n = 0
-    for b in iter_rows(store, rows, ("flow_input", "flow_target"), batch_size):
+    face = reads_face(gf)
+    for b in iter_rows(store, rows, ("flow_input", "flow_target") + (("input_image",) if face else ()), batch_size):
         b = to_device(b, device, size, representation, clip)
         y, y_star = b["flow_input"], b["flow_target"]
         with amp():
-            fr = gf(y)
+            fr = gf(y, b.get("input_image"))
         s_fr += flowrep.epe_px(fr.float(), y_star, representation, clip).sum().item()
         s_in += flowrep.epe_px(y, y_star, representation, clip).sum().item()
         truth_px = flowrep.decode(y_star, representation, clip)
@@ -473,7 +474,7 @@ def _run_training(c: RunConfig, on_finish: Callable[[dict[str, nn.Module], Dist]
     start_epoch, step = start(s)
     if s.t.de_warmup_steps and start_epoch == 0:
         warm_up_de(s)
-    ds = s.dataset(GAN_ARRAYS)
+    ds = s.dataset(GAN_ARRAYS + (("input_image",) if reads_face(s.nets["gf"]) else ()))
     loader = make_loader(ds, pin_memory=s.device.type == "cuda")
     final: dict[str, Any] = {}
     for epoch in range(start_epoch, s.t.epochs):

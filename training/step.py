@@ -250,7 +250,7 @@ def update_gf(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRow
 def gan_step(batch: dict[str, torch.Tensor], epoch: int, c: StepContext) -> dict[str, torch.Tensor]:
     """One optimisation step of D_P, D_E, G_W and G_F on a device batch; the (detached) losses and gw_rows."""
     with c.amp():
-        fake = c.wrapped["gf"](batch["flow_input"])
+        fake = c.wrapped["gf"](batch["flow_input"], batch.get("input_image"))
     fake = fake.float()
     out = update_discriminators(batch, fake, c)
     rows = image_selection(batch, c)

@@ -41,10 +41,11 @@ def main() -> None:
             sel = rows[(strategy[rows] == f2f) & (poses[rows] == list(g.attrs["pose_names"]).index(pose))]
             sel = np.sort(np.random.default_rng(0).choice(sel, min(len(sel), a.rows), replace=False))
             hits = {"input": [], "G_F": [], "truth": []}
-            for b in iter_rows(STORE, sel, ("flow_input", "flow_target", "label"), 64):
+            arrays = ("flow_input", "flow_target", "label") + (("input_image",) if run.reads_face else ())
+            for b in iter_rows(STORE, sel, arrays, 64):
                 label = b["label"].numpy()
                 with torch.no_grad():
-                    hits["G_F"].append(read(run.frontalize(b["flow_input"].float()).cpu()) == label)
+                    hits["G_F"].append(read(run.frontalize(b["flow_input"].float(), b.get("input_image")).cpu()) == label)
                 hits["input"].append(read(b["flow_input"]) == label)
                 hits["truth"].append(read(b["flow_target"]) == label)
             acc = {k: 100 * float(np.concatenate(v).mean()) for k, v in hits.items()}

@@ -93,6 +93,8 @@ def transfer_command(
     params_file: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Transfer the (frontalized) facial motion of a source sequence onto a target neutral face."""
+    import numpy as np
+
     from pipeline.errors import EmoganError
     from training.inference import frontalize as infer
     from training.inference import transfer
@@ -110,7 +112,8 @@ def transfer_command(
                                     align=p.align_target if align is None else align, what=f"target {target}")
     if store is not None:
         flows, images, _ = transfer.store_sequence(store, sequence, b.meta)
-        res = infer.run_networks(b, flows, face, batch_size=p.batch_size, apex=p.apex)
+        res = infer.run_networks(b, flows, face, batch_size=p.batch_size, apex=p.apex,
+                                 faces_u8=np.asarray(images) if b.run.reads_face else None)
         inputs = [im.transpose(1, 2, 0) for im in images]
         ids: list = [f"{sequence}#{k + 1}" for k in range(len(flows))]
         record = {"command": "transfer", "source": {"store": str(store), "sequence": sequence}}

@@ -45,9 +45,10 @@ def chained_frontalization(run: Any, store: str, na_rows: np.ndarray, batch_size
     need = np.unique(np.concatenate(list(steps.values())))
     frontal: dict[int, torch.Tensor] = {}
     pos = 0
-    for b in iter_rows(store, need, ("flow_input",), batch_size):
+    arrays = ("flow_input", "input_image") if run.reads_face else ("flow_input",)
+    for b in iter_rows(store, need, arrays, batch_size):
         n = len(b["flow_input"])
-        px = flowrep.decode(run.frontalize(b["flow_input"].float()).cpu(), rep, clip)
+        px = flowrep.decode(run.frontalize(b["flow_input"].float(), b.get("input_image")).cpu(), rep, clip)
         for i in range(n):
             frontal[int(need[pos + i])] = px[i]
         pos += n

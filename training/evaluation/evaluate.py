@@ -220,7 +220,7 @@ def _flows_of(run, b, size: int, rep: str, clip: float, landmark, lm_index,
 
     y = b["flow_input"].float()
     inp = resize_flow(y, size, rep, clip)
-    direct = run.frontalize(y).cpu()
+    direct = run.frontalize(y, b.get("input_image")).cpu()
     flows = {"frontal_gt": resize_flow(b["flow_target"].float(), size, rep, clip), "nonfrontal": inp,
              "emotiongan": resize_flow(_with_chain(direct, b["_rows"], chain), size, rep, clip),
              "gf_direct": resize_flow(direct, size, rep, clip)}
@@ -300,7 +300,8 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         chain = chained_frontalization(run, store, order[strat_all[order] == strat_names.index("neutral_apex")],
                                        p.batch_size, p.chain_border)
     # Pass 1, every row: flows (EPE, Flow-CNN) and the row's codes. Only flows and 1-D codes are read.
-    flow_arrays = ("flow_input", "flow_target", "label", "subject", "sequence", "pose", "strategy", "step")
+    flow_arrays = ("flow_input", "flow_target", "label", "subject", "sequence", "pose", "strategy", "step") + (
+        ("input_image",) if run.reads_face else ())   # a G_F with nets.gf.face reads the non-frontal face too
     pos = 0
     bar = tqdm(total=len(order) + len(img_rows), desc=f"evaluate {name}", unit="row", leave=False,
                disable=not progress_enabled())   # pass 1 (every row's flows), then pass 2 (image rows)
@@ -342,7 +343,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         at = np.searchsorted(order, b["_rows"])
         flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index, chain)
         neutral_u8 = b["neutral"]
-        fr_model = _with_chain(run.frontalize(b["flow_input"].float()).cpu(), b["_rows"], chain)
+        fr_model = _with_chain(run.frontalize(b["flow_input"].float(), b["input_image"]).cpu(), b["_rows"], chain)
         imgs = {"frontal_gt": _resize_img_u8(b["target_image"], size),
                 "nonfrontal": _resize_img_u8(b["input_image"], size),
                 "emotiongan": _resize_img_u8(run.warp(fr_model, neutral_u8).cpu(), size),

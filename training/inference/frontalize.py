@@ -181,10 +181,12 @@ class MotionResult:
     apex: int                    # index of the pair that sums up the recording
 
 
-def chained(bundle: Bundle, steps_norm: np.ndarray, source_px: int, batch_size: int, border: float = 0.0) -> np.ndarray:
+def chained(bundle: Bundle, steps_norm: np.ndarray, source_px: int, batch_size: int, border: float = 0.0,
+            faces_u8: np.ndarray | None = None) -> np.ndarray:
     """First -> t frontal flows (T,2,s,s), the bundle's representation, composed from G_F's frontalizations of the
     consecutive pairs `steps_norm` (T,2,S,S) (training/evaluation/chain.py; `frontalize.motion: chain`), a band of
-    `border` x the side along each edge set to zero (`frontalize.chain_border`)."""
+    `border` x the side along each edge set to zero (`frontalize.chain_border`). `faces_u8` (T,3,H,W) uint8 RGB:
+    each pair's end frame, for a G_F that reads the face (`nets.gf.face`)."""
     import torch
 
     from training import flowrep
@@ -195,16 +197,18 @@ def chained(bundle: Bundle, steps_norm: np.ndarray, source_px: int, batch_size: 
     with torch.no_grad():
         for a in range(0, len(steps_norm), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(steps_norm[a:a + batch_size], dtype=np.float32)).to(run.device)
-            steps += list(run.to_pixels(run.frontalize(resize_flow(x, run.size, run.representation, run.clip))).cpu())
+            f = None if faces_u8 is None else torch.from_numpy(np.ascontiguousarray(faces_u8[a:a + batch_size]))
+            steps += list(run.to_pixels(run.frontalize(resize_flow(x, run.size, run.representation, run.clip), f)).cpu())
     out = flowrep.zero_border(torch.stack(compose_all(steps, source_px / run.size)), border)
     return flowrep.encode(out, run.representation, run.clip).numpy()
 
 
 def run_networks(bundle: Bundle, flows_norm: np.ndarray, neutral_u8: np.ndarray, *, batch_size: int = 16,
                  apex: str = "max_motion", frontalize: bool = True,
-                 frontal_norm: np.ndarray | None = None) -> MotionResult:
+                 frontal_norm: np.ndarray | None = None, faces_u8: np.ndarray | None = None) -> MotionResult:
     """G_F, D_E and G_W on flows (T,2,S,S) in the bundle's representation and one neutral face (3,S',S') uint8;
-    `frontal_norm` (T,2,s,s): frontal flows already made (the chain), used instead of G_F's."""
+    `frontal_norm` (T,2,s,s): frontal flows already made (the chain), used instead of G_F's; `faces_u8` (T,3,H,W)
+    uint8 RGB: each flow's end frame, for a G_F that reads the face (`nets.gf.face`)."""
     import torch
     import torch.nn.functional as F
 
@@ -221,7 +225,8 @@ def run_networks(bundle: Bundle, flows_norm: np.ndarray, neutral_u8: np.ndarray,
             if frontal_norm is not None:
                 fr = torch.from_numpy(np.ascontiguousarray(frontal_norm[a:a + batch_size])).to(run.device)
             else:
-                fr = run.frontalize(x) if frontalize else x
+                f = None if faces_u8 is None else torch.from_numpy(np.ascontiguousarray(faces_u8[a:a + batch_size]))
+                fr = run.frontalize(x, f) if frontalize else x
             probs.append(F.softmax(run.nets["de"](fr).float(), dim=1).cpu())
             faces.append(run.warp(fr, neutral.expand(len(x), -1, -1, -1).to(run.device)).cpu())
             ins.append(run.to_pixels(x).cpu())
@@ -417,10 +422,13 @@ def frontalize_recording(bundle: Bundle, pre: Preprocess, frames: Iterable[tuple
     bundle.run.mirror_mean = p.gf_mirror_mean
     box, names, crops = crop_recording(frames, pre.crop)
     flows = normalize_flows(recording_flows_px(crops, pre.flow, pre.store_size), bundle.representation, bundle.clip)
+    # Each flow's end frame (crops 1..T), for a G_F that reads the non-frontal face beside the flow
+    ends = np.ascontiguousarray(crops[1:].transpose(0, 3, 1, 2)) if bundle.run.reads_face else None
     frontal = None
     if p.motion == "chain":
         steps = normalize_flows(recording_flows_px(crops, pre.flow, pre.store_size, consecutive=True),
                                 bundle.representation, bundle.clip)
-        frontal = chained(bundle, steps, pre.crop.size, p.batch_size, p.chain_border)
-    res = run_networks(bundle, flows, neutral_u8, batch_size=p.batch_size, apex=p.apex, frontal_norm=frontal)
+        frontal = chained(bundle, steps, pre.crop.size, p.batch_size, p.chain_border, ends)
+    res = run_networks(bundle, flows, neutral_u8, batch_size=p.batch_size, apex=p.apex, frontal_norm=frontal,
+                       faces_u8=ends)
     return res, Recording(names, box, crops)

@@ -104,6 +104,30 @@ def clamp_unit_disc(v: torch.Tensor) -> torch.Tensor:
     return v + (clamped - v).detach()
 
 
+# G_F's optional face input (`nets.gf.face`): channels the encoder reads beside the flow's two
+FACE_CHANNELS: dict[str, int] = {"none": 0, "grey": 1}
+_GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights, as OpenCV's RGB2GRAY
+
+
+def face_channels(face: torch.Tensor | None, mode: str, like: torch.Tensor) -> torch.Tensor:
+    """The face as G_F's extra input channels: (N,3,H,W) RGB in [-1,1] -> (N,1,S,S) grey at `like`'s side, dtype."""
+    if face is None:
+        raise EmoganError(f"this G_F reads the non-frontal face beside the flow (nets.gf.face: {mode}): "
+                          "pass the face at the flow's end frame")
+    if face.ndim != 4 or face.shape[1] != 3 or len(face) != len(like):
+        raise EmoganError(f"G_F's face input must be (N,3,H,W) RGB for the flows' N={len(like)}, got {tuple(face.shape)}")
+    w = torch.tensor(_GREY, device=face.device, dtype=torch.float32).view(1, 3, 1, 1)
+    g = (face.float() * w).sum(1, keepdim=True)
+    if g.shape[-2:] != like.shape[-2:]:
+        g = F.interpolate(g, size=like.shape[-2:], mode="area")
+    return g.to(like.dtype)
+
+
+def reads_face(gf: nn.Module) -> bool:
+    """Whether G_F (or a wrapper of it: DDP's .module) needs the non-frontal face beside the flow."""
+    return getattr(getattr(gf, "module", gf), "face", "none") != "none"
+
+
 class FlowGenerator(nn.Module):
     """G_F: non-frontal flow (N,2,S,S) -> frontalized flow (N,2,S,S) in [-1,1].
 
@@ -121,18 +145,23 @@ class FlowGenerator(nn.Module):
     `scale: input_rms` multiplies what the decoder and the head draw by the input's root-mean-square
     magnitude (per sample): the encoder's InstanceNorm makes its features blind to the input's scale,
     so without it the output cannot grow with the motion.
+    `face: grey` (issue #12): the encoder also reads the non-frontal face at the flow's end frame (the store's
+    `input_image`), as one grey channel: where the brows, eyes and mouth are, which a flow shows only where they
+    move. `forward(flow, face)` then needs the face ((N,3,H,W) in [-1,1], any side); `none`: the paper's G_F.
     """
 
     def __init__(self, in_ch: int = 2, out_ch: int = 2, ngf: int = 64, max_ch: int = 1024, n_down: int = 4,
                  n_res_enc: int = 2, n_res_dec: int = 5, stem_kernel: int = 7, output: str = "direct",
-                 scale: str = "none"):
+                 scale: str = "none", face: str = "none"):
         super().__init__()
         if output not in ("direct", "residual", "gated"):
             raise EmoganError(f"gf output is direct, residual or gated, not {output!r}")
         if scale not in ("none", "input_rms"):
             raise EmoganError(f"gf scale is none or input_rms, not {scale!r}")
-        self.output, self.scale = output, scale
-        self.encoder = Encoder(in_ch, ngf, max_ch, n_down, n_res_enc, stem_kernel)
+        if face not in FACE_CHANNELS:
+            raise EmoganError(f"gf face is {' or '.join(FACE_CHANNELS)}, not {face!r}")
+        self.output, self.scale, self.face = output, scale, face
+        self.encoder = Encoder(in_ch + FACE_CHANNELS[face], ngf, max_ch, n_down, n_res_enc, stem_kernel)
         self.decoder = Decoder(self.encoder.channels, out_ch, n_res_dec, stem_kernel)
         if output == "gated":
             ch = self.encoder.out_ch
@@ -150,9 +179,9 @@ class FlowGenerator(nn.Module):
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(last.bias)
 
-    def forward(self, flow: torch.Tensor) -> torch.Tensor:
-        """(N,2,S,S) -> (N,2,S,S); S must be divisible by 2^n_down."""
-        z = self.encoder(flow)
+    def forward(self, flow: torch.Tensor, face: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,2,S,S) -> (N,2,S,S); S must be divisible by 2^n_down. `face`: see the class (ignored with face none)."""
+        z = self.encoder(flow if self.face == "none" else torch.cat([flow, face_channels(face, self.face, flow)], 1))
         r = ((flow.float().square().sum(1, keepdim=True).mean((2, 3), keepdim=True) + 1e-8).sqrt().to(flow.dtype)
              if self.scale == "input_rms" else 1.0)
         if self.output == "direct":

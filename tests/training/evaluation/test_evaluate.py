@@ -432,3 +432,36 @@ def test_evaluate_scores_a_perfect_landmark_flow_like_the_ground_truth(tiny):
     bd = json.loads((tiny["dir"] / "metrics/eval/full/fold_0/breakdown.json").read_text())["groups"]
     assert bd["all/all/all"]["flowcnn"]["accuracy"]["landmark"] == pytest.approx(
         bd["all/all/neutral_apex"]["flowcnn"]["accuracy"]["frontal_gt"])
+
+
+def test_a_gf_that_reads_the_face_trains_and_evaluates_end_to_end(tiny):
+    """`nets.gf.face: grey` (issue #12): the trainer streams the non-frontal face with the flows, evaluate (the
+    chain included) hands each flow's end-frame face to G_F, and the trained G_F's output depends on it."""
+    from training.checkpoint import load_run
+
+    d, store = tiny["dir"], tiny["store"]
+    p = yaml.safe_load(tiny["params"].read_text())
+    p["train"]["small"]["nets"]["gf"] = {**p["train"]["small"]["nets"]["gf"], "face": "grey"}
+    params = d / "params_face.yaml"
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    runner = CliRunner()
+    out = d / "models/face_fold0"
+    for args in (["train", store, "--fold", 0, "--out", out, "--efer-path", d / "models/efer_fold0"],
+                 ["evaluate", out, store, "--out", d / "face_eval"]):
+        r = runner.invoke(app, [str(a) for a in args] + ["--params", str(params)])
+        assert r.exit_code == 0, r.output + repr(r.exception)
+    assert json.loads((out / "config.json").read_text())["train"]["nets"]["gf"]["face"] == "grey"
+    face_rows = mt.read_rows_csv(next((d / "face_eval").rglob("rows.csv")))
+    full_rows = mt.read_rows_csv(d / "metrics/eval/full/fold_0/rows.csv")
+    assert len(face_rows["label"]) == len(full_rows["label"]) and np.isfinite(face_rows["epe_emotiongan"]).all()
+    run = load_run(out)
+    assert run.reads_face
+    import zarr
+
+    g = zarr.open_group(str(store), mode="r")
+    x = torch.from_numpy(np.asarray(g["flow_input"][:4], np.float32))
+    face = torch.from_numpy(np.asarray(g["input_image"][:4]))
+    a, b = run.frontalize(x, face), run.frontalize(x, 255 - face)
+    assert not torch.allclose(a, b), "the trained G_F's output must depend on the face it reads"
+    with pytest.raises(EmoganError, match="nets.gf.face"):
+        run.frontalize(x)

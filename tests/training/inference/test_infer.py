@@ -362,6 +362,41 @@ def test_transfer_through_the_warping_gw_keeps_the_targets_identity(model, tmp_p
         assert mine < 0.35 * others, (name, mine, others)
 
 
+def test_a_gf_that_reads_the_face_frontalizes_recordings_and_store_sequences(model, tmp_path):
+    """`nets.gf.face: grey` (issue #12): exported, its bundle frontalizes a recording (chain and direct: each
+    pair's end-frame crop goes to G_F beside the flow) and transfers a store sequence (the store's input_image);
+    G_F's chain called without the faces stops with an error naming the switch."""
+    from pipeline.store import open_store
+    from training.inference import frontalize as infer
+
+    p = yaml.safe_load(model["params"].read_text())
+    p["train"]["small"]["nets"]["gf"] = {**p["train"]["small"]["nets"]["gf"], "face": "grey"}
+    p["train"]["small"].update({"epochs": 1, "steps_per_epoch": 5})
+    common = ["--fold", "0", "--folds-file", model["dir"] / "folds.csv"]
+    outs = {}
+    for motion in ("chain", "direct"):
+        p["frontalize"]["motion"] = motion
+        params = dump_params(p, tmp_path / f"params_{motion}.yaml")
+        if motion == "chain":
+            ok("train", model["store"], "--out", tmp_path / "run", "--efer-path", model["dir"] / "fer", *common,
+               "--params", params)
+            ok("export", tmp_path / "run", "--out", tmp_path / "face.safetensors", "--params", params)
+        src = seq_dir(model, "S002", "happiness", "roll")
+        ok("frontalize", src, "--bundle", tmp_path / "face.safetensors", "--out", tmp_path / motion, "--params", params)
+        outs[motion] = np.load(tmp_path / motion / "flow_frontal_px.npy")
+    assert outs["chain"].shape == outs["direct"].shape and all(np.isfinite(o).all() for o in outs.values())
+    b = load_bundle(tmp_path / "face.safetensors")
+    assert b.run.reads_face and json.loads((tmp_path / "face.json").read_text())["nets"]["gf"]["face"] == "grey"
+    g = open_store(model["store"])
+    seq = list(g.attrs["sequence_ids"])[int(g["sequence"][0])]
+    ok("transfer", "--store", model["store"], "--sequence", seq, "--target", "average", "--bundle",
+       tmp_path / "face.safetensors", "--out", tmp_path / "tr", "--params", tmp_path / "params_direct.yaml")
+    assert np.isfinite(np.load(tmp_path / "tr" / "flow_frontal_px.npy")).all()
+    steps = np.zeros((2, 2, STORE_SIZE, STORE_SIZE), np.float32)
+    with pytest.raises(EmoganError, match="nets.gf.face"):
+        infer.chained(b, steps, CROP_SIZE, 4)
+
+
 def test_an_export_writes_the_same_bytes_every_time(model, tmp_path):
     """The bundle carried two metadata keys, which safetensors writes in a per-process hash order: the same weights
     gave another file on about every other export, so DVC recorded a new model for equal weights."""

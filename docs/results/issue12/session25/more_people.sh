@@ -10,6 +10,8 @@
 #   docs/results/issue12/session25/more_people.sh DIR SEED     (scored by benchmarks/issue12/per_pose.py and neutral_rows.py)
 # LONG=1: session 10's long recipe (16 epochs, lr_gamma 0.85; same 131 steps an epoch), runs named more_long_sSEED;
 # PEOPLE=5 trains on synth's 5 alone (runs long_sSEED: the long recipe's reference on the same judge).
+# FACE=1 (session 26): G_F also reads the non-frontal face (train.small.nets.gf.face: grey); runs named face_more_sSEED
+# (face_more_long_sSEED with LONG=1).
 set -e
 W=${1:?usage: more_people.sh DIR SEED}; s=${2:?usage: more_people.sh DIR SEED}
 H=$(dirname "$0"); M=$W/more; D=$M/data
@@ -27,6 +29,11 @@ for a, b in (("\n    epochs: 8\n", "\n    epochs: 16\n"), ("\n    lr_gamma: 0.7\
     small = small.replace(a, b, 1)
 open(sys.argv[2], "w").write(head + small)
 PY
+sed 's/^      gf: {name: gf, ngf: 16, max_ch: 128, n_down: 3, n_res_enc: 1, n_res_dec: 2, output: gated}$/      gf: {name: gf, ngf: 16, max_ch: 128, n_down: 3, n_res_enc: 1, n_res_dec: 2, output: gated, face: grey}/' \
+  "$M/params_spe131.yaml" > "$M/params_face131.yaml"
+sed 's/^      gf: {name: gf, ngf: 16, max_ch: 128, n_down: 3, n_res_enc: 1, n_res_dec: 2, output: gated}$/      gf: {name: gf, ngf: 16, max_ch: 128, n_down: 3, n_res_enc: 1, n_res_dec: 2, output: gated, face: grey}/' \
+  "$M/params_long131.yaml" > "$M/params_face_long131.yaml"
+grep -q 'face: grey}$' "$M/params_face131.yaml" && grep -q 'face: grey}$' "$M/params_face_long131.yaml"
 grep -q '^  first_subject: 13 ' "$M/params_more.yaml" && grep -q '^    steps_per_epoch: 131$' "$M/params_spe131.yaml"
 if [ ! -d "$D/stores/synth_more.zarr" ]; then   # ~5 min on 2 cores; two seeds at once share it: run one first
   P=$M/params_more.yaml
@@ -40,6 +47,7 @@ P=$M/params_spe131.yaml; v=more_s$s
 [ "$LONG" = 1 ] && { P=$M/params_long131.yaml; v=more_long_s$s; }
 EXTRA="$D/stores/synth_more.zarr --folds-file $H/synth_more_val_folds.csv"
 [ "$PEOPLE" = 5 ] && { EXTRA=""; v=${v#more_}; }
+if [ "$FACE" = 1 ]; then P=$M/params_face131.yaml; [ "$LONG" = 1 ] && P=$M/params_face_long131.yaml; v=face_$v; fi
 emogan train data/stores/synth.zarr --fold 3 --config small --folds-file $W/synth_tuning.csv $EXTRA \
   --efer own --efer-path $W/efer3 --out $W/gan_$v --params $P --seed $s > $W/train_$v.log 2>&1
 emogan evaluate $W/gan_$v data/stores/synth.zarr --fold 3 --flowcnn $W/flowcnn3 \
