@@ -34,8 +34,9 @@ class IdentityRun:
     """A 'model' whose G_F returns the input flow: the chain must then compose the stored step flows."""
 
     size = S
+    reads_face = False   # as checkpoint.RunModel: a flow-only G_F ignores the face it may be handed
 
-    def frontalize(self, flow: torch.Tensor) -> torch.Tensor:
+    def frontalize(self, flow: torch.Tensor, face_u8: torch.Tensor | None = None) -> torch.Tensor:
         return flow.float()
 
 
