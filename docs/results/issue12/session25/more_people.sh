@@ -12,6 +12,8 @@
 # PEOPLE=5 trains on synth's 5 alone (runs long_sSEED: the long recipe's reference on the same judge).
 # FACE=1 (session 26): G_F also reads the non-frontal face (train.small.nets.gf.face: grey); runs named face_more_sSEED
 # (face_more_long_sSEED with LONG=1).
+# XLONG=1 (session 27): twice the long recipe (32 epochs, lr_gamma 0.92: the last epoch's rate 0.92^31 = 0.075 of the
+# first, where 0.85^15 = 0.087 and 0.7^7 = 0.082 end); runs named more_xlong_sSEED.
 set -e
 W=${1:?usage: more_people.sh DIR SEED}; s=${2:?usage: more_people.sh DIR SEED}
 H=$(dirname "$0"); M=$W/more; D=$M/data
@@ -25,6 +27,16 @@ s = open(sys.argv[1]).read()
 k = s.index("\n  small:\n")
 head, small = s[:k], s[k:]
 for a, b in (("\n    epochs: 8\n", "\n    epochs: 16\n"), ("\n    lr_gamma: 0.7\n", "\n    lr_gamma: 0.85\n")):
+    assert a in small, a
+    small = small.replace(a, b, 1)
+open(sys.argv[2], "w").write(head + small)
+PY
+python - "$M/params_spe131.yaml" "$M/params_xlong131.yaml" <<'PY'   # train.small.epochs 32, lr_gamma 0.92
+import sys
+s = open(sys.argv[1]).read()
+k = s.index("\n  small:\n")
+head, small = s[:k], s[k:]
+for a, b in (("\n    epochs: 8\n", "\n    epochs: 32\n"), ("\n    lr_gamma: 0.7\n", "\n    lr_gamma: 0.92\n")):
     assert a in small, a
     small = small.replace(a, b, 1)
 open(sys.argv[2], "w").write(head + small)
@@ -45,6 +57,7 @@ if [ ! -d "$D/stores/synth_more.zarr" ]; then   # ~5 min on 2 cores; two seeds a
 fi
 P=$M/params_spe131.yaml; v=more_s$s
 [ "$LONG" = 1 ] && { P=$M/params_long131.yaml; v=more_long_s$s; }
+[ "$XLONG" = 1 ] && { P=$M/params_xlong131.yaml; v=more_xlong_s$s; }
 EXTRA="$D/stores/synth_more.zarr --folds-file $H/synth_more_val_folds.csv"
 [ "$PEOPLE" = 5 ] && { EXTRA=""; v=${v#more_}; }
 if [ "$FACE" = 1 ]; then P=$M/params_face131.yaml; [ "$LONG" = 1 ] && P=$M/params_face_long131.yaml; v=face_$v; fi
