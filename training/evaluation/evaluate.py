@@ -221,6 +221,7 @@ def _flows_of(run, b, size: int, rep: str, clip: float, landmark, lm_index,
     y = b["flow_input"].float()
     inp = resize_flow(y, size, rep, clip)
     direct = run.frontalize(y, b.get("input_image")).cpu()
+    b["_gf"] = direct   # G_F's own output at the model's size: pass 2 warps it (no second G_F call)
     flows = {"frontal_gt": resize_flow(b["flow_target"].float(), size, rep, clip), "nonfrontal": inp,
              "emotiongan": resize_flow(_with_chain(direct, b["_rows"], chain), size, rep, clip),
              "gf_direct": resize_flow(direct, size, rep, clip)}
@@ -343,7 +344,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         at = np.searchsorted(order, b["_rows"])
         flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index, chain)
         neutral_u8 = b["neutral"]
-        fr_model = _with_chain(run.frontalize(b["flow_input"].float(), b["input_image"]).cpu(), b["_rows"], chain)
+        fr_model = _with_chain(b["_gf"], b["_rows"], chain)
         imgs = {"frontal_gt": _resize_img_u8(b["target_image"], size),
                 "nonfrontal": _resize_img_u8(b["input_image"], size),
                 "emotiongan": _resize_img_u8(run.warp(fr_model, neutral_u8).cpu(), size),
