@@ -465,3 +465,38 @@ def test_a_gf_that_reads_the_face_trains_and_evaluates_end_to_end(tiny):
     assert not torch.allclose(a, b), "the trained G_F's output must depend on the face it reads"
     with pytest.raises(EmoganError, match="nets.gf.face"):
         run.frontalize(x)
+
+
+def test_evaluate_runs_g_f_once_per_row_and_pass(tiny, monkeypatch):
+    """Each pass of evaluate runs G_F once on a row (`evaluate.neutral_apex: direct`; the chain adds its own
+    step-1 rows): pass 1 on every row, pass 2 on the image rows, whose G_F output serves both the flow scores and
+    G_W's faces. The scores match the fixture's evaluation of the same model where the chain plays no part."""
+    from training.checkpoint import TrainedRun
+
+    d, store = tiny["dir"], tiny["store"]
+    p = yaml.safe_load(tiny["params"].read_text())
+    p["evaluate"]["neutral_apex"] = "direct"
+    params = d / "params_direct.yaml"
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    seen = []
+    frontalize = TrainedRun.frontalize
+
+    def counted(self, flow, face_u8=None):
+        seen.append(len(flow))
+        return frontalize(self, flow, face_u8)
+
+    monkeypatch.setattr(TrainedRun, "frontalize", counted)
+    r = CliRunner().invoke(app, ["evaluate", str(d / "models/full_fold0"), str(store), "--out", str(d / "direct_eval"),
+                                 "--params", str(params)])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    rows = mt.read_rows_csv(next((d / "direct_eval").rglob("rows.csv")))
+    images = np.isfinite(rows["ssim_emotiongan"])   # pass 2's rows (evaluate.image_strategies): G_W's faces
+    assert images.any() and (~images).any()
+    assert sum(seen) == len(rows["label"]) + images.sum()
+    full = mt.read_rows_csv(d / "metrics/eval/full/fold_0/rows.csv")
+    f2f = full["strategy"] != "neutral_apex"
+    assert f2f.any() and np.array_equal(rows["row"], full["row"])
+    for key in ("epe_emotiongan", "flowcnn_emotiongan"):   # the chain replaces the neutral_apex rows only
+        assert np.array_equal(rows[key][f2f], full[key][f2f], equal_nan=True), key
+    for key in ("epe_gf_direct", "flowcnn_gf_direct"):
+        assert np.array_equal(rows[key], full[key], equal_nan=True), key
