@@ -212,16 +212,18 @@ def _with_chain(fr, rows, chain) -> Any:
 
 
 def _flows_of(run, b, size: int, rep: str, clip: float, landmark, lm_index,
-              chain) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Normalized flows (n,2,size,size) per method for a batch, and which rows have a landmark result."""
+              chain, direct=None) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Normalized flows (n,2,size,size) per method for a batch, and which rows have a landmark result.
+    `direct`: G_F's output for the batch when already computed (pass 2 takes pass 1's); else G_F runs here."""
     import torch
 
     from training.flowrep import resize_flow
 
     y = b["flow_input"].float()
     inp = resize_flow(y, size, rep, clip)
-    direct = run.frontalize(y, b.get("input_image")).cpu()
-    b["_gf"] = direct   # G_F's own output at the model's size: pass 2 warps it (no second G_F call)
+    if direct is None:
+        direct = run.frontalize(y, b.get("input_image")).cpu()
+    b["_gf"] = direct   # G_F's own output at the model's size: G_W warps it in pass 2
     flows = {"frontal_gt": resize_flow(b["flow_target"].float(), size, rep, clip), "nonfrontal": inp,
              "emotiongan": resize_flow(_with_chain(direct, b["_rows"], chain), size, rep, clip),
              "gf_direct": resize_flow(direct, size, rep, clip)}
@@ -304,6 +306,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
     flow_arrays = ("flow_input", "flow_target", "label", "subject", "sequence", "pose", "strategy", "step") + (
         ("input_image",) if run.reads_face else ())   # a G_F with nets.gf.face reads the non-frontal face too
     pos = 0
+    gf_of: dict[int, Any] = {}   # pass 1's G_F output of the image rows (2 x size^2 floats each), for pass 2
     bar = tqdm(total=len(order) + len(img_rows), desc=f"evaluate {name}", unit="row", leave=False,
                disable=not progress_enabled())   # pass 1 (every row's flows), then pass 2 (image rows)
     for b in iter_rows(store, order, flow_arrays, p.batch_size):
@@ -313,6 +316,8 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         b["_rows"] = order[pos:pos + n]
         pos += n
         flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index, chain)
+        for i in np.flatnonzero(np.isin(b["_rows"], img_rows)):   # kept for pass 2: G_F runs once per row
+            gf_of[int(b["_rows"][i])] = b["_gf"][i]
         px = {k: flowrep.decode(v, rep, clip).numpy() for k, v in flows.items()}
         px["zero"] = np.zeros_like(px["frontal_gt"])  # the reference a frontalizer that erases motion scores
         for m in EPE_METHODS:
@@ -342,7 +347,8 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         b["_rows"] = img_rows[pos:pos + n]
         pos += n
         at = np.searchsorted(order, b["_rows"])
-        flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index, chain)
+        flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index, chain,
+                                torch.stack([gf_of.pop(int(r)) for r in b["_rows"]]))
         neutral_u8 = b["neutral"]
         fr_model = _with_chain(b["_gf"], b["_rows"], chain)
         imgs = {"frontal_gt": _resize_img_u8(b["target_image"], size),
