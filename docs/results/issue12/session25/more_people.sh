@@ -21,26 +21,21 @@ export PATH=$PWD/.venv/bin:$PATH OMP_NUM_THREADS=1
 mkdir -p "$M"
 sed 's/^  first_subject: 1 /  first_subject: 13 /' params.yaml > "$M/params_more.yaml"
 sed 's/^    steps_per_epoch: 230$/    steps_per_epoch: 131/' params.yaml > "$M/params_spe131.yaml"
-python - "$M/params_spe131.yaml" "$M/params_long131.yaml" <<'PY'   # train.small.epochs 16, lr_gamma 0.85
+recipe() {   # recipe EPOCHS LR_GAMMA OUT: params_spe131.yaml with train.small.epochs and lr_gamma replaced
+  python - "$M/params_spe131.yaml" "$3" "$1" "$2" <<'PY'
 import sys
-s = open(sys.argv[1]).read()
+src, out, epochs, gamma = sys.argv[1:]
+s = open(src).read()
 k = s.index("\n  small:\n")
 head, small = s[:k], s[k:]
-for a, b in (("\n    epochs: 8\n", "\n    epochs: 16\n"), ("\n    lr_gamma: 0.7\n", "\n    lr_gamma: 0.85\n")):
+for a, b in (("\n    epochs: 8\n", f"\n    epochs: {epochs}\n"), ("\n    lr_gamma: 0.7\n", f"\n    lr_gamma: {gamma}\n")):
     assert a in small, a
     small = small.replace(a, b, 1)
-open(sys.argv[2], "w").write(head + small)
+open(out, "w").write(head + small)
 PY
-python - "$M/params_spe131.yaml" "$M/params_xlong131.yaml" <<'PY'   # train.small.epochs 32, lr_gamma 0.92
-import sys
-s = open(sys.argv[1]).read()
-k = s.index("\n  small:\n")
-head, small = s[:k], s[k:]
-for a, b in (("\n    epochs: 8\n", "\n    epochs: 32\n"), ("\n    lr_gamma: 0.7\n", "\n    lr_gamma: 0.92\n")):
-    assert a in small, a
-    small = small.replace(a, b, 1)
-open(sys.argv[2], "w").write(head + small)
-PY
+}
+recipe 16 0.85 "$M/params_long131.yaml"    # LONG=1
+recipe 32 0.92 "$M/params_xlong131.yaml"   # XLONG=1
 sed 's/^      gf: {name: gf, ngf: 16, max_ch: 128, n_down: 3, n_res_enc: 1, n_res_dec: 2, output: gated}$/      gf: {name: gf, ngf: 16, max_ch: 128, n_down: 3, n_res_enc: 1, n_res_dec: 2, output: gated, face: grey}/' \
   "$M/params_spe131.yaml" > "$M/params_face131.yaml"
 sed 's/^      gf: {name: gf, ngf: 16, max_ch: 128, n_down: 3, n_res_enc: 1, n_res_dec: 2, output: gated}$/      gf: {name: gf, ngf: 16, max_ch: 128, n_down: 3, n_res_enc: 1, n_res_dec: 2, output: gated, face: grey}/' \
