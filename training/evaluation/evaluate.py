@@ -211,19 +211,16 @@ def _with_chain(fr, rows, chain) -> Any:
     return fr
 
 
-def _flows_of(run, b, size: int, rep: str, clip: float, landmark, lm_index,
-              chain, direct=None) -> tuple[dict[str, Any], np.ndarray | None]:
+def _flows_of(b, size: int, rep: str, clip: float, landmark, lm_index,
+              chain, direct) -> tuple[dict[str, Any], np.ndarray | None]:
     """Normalized flows (n,2,size,size) per method for a batch, and which rows have a landmark result.
-    `direct`: G_F's output for the batch when already computed (pass 2 takes pass 1's); else G_F runs here."""
+    `direct`: G_F's output for the batch, at the model's size (`run.frontalize`)."""
     import torch
 
     from training.flowrep import resize_flow
 
     y = b["flow_input"].float()
     inp = resize_flow(y, size, rep, clip)
-    if direct is None:
-        direct = run.frontalize(y, b.get("input_image")).cpu()
-    b["_gf"] = direct   # G_F's own output at the model's size: G_W warps it in pass 2
     flows = {"frontal_gt": resize_flow(b["flow_target"].float(), size, rep, clip), "nonfrontal": inp,
              "emotiongan": resize_flow(_with_chain(direct, b["_rows"], chain), size, rep, clip),
              "gf_direct": resize_flow(direct, size, rep, clip)}
@@ -315,9 +312,10 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         at = np.arange(pos, pos + n)
         b["_rows"] = order[pos:pos + n]
         pos += n
-        flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index, chain)
+        direct = run.frontalize(b["flow_input"].float(), b.get("input_image")).cpu()
+        flows, have = _flows_of(b, size, rep, clip, landmark, lm_index, chain, direct)
         for i in np.flatnonzero(np.isin(b["_rows"], img_rows)):   # kept for pass 2: G_F runs once per row
-            gf_of[int(b["_rows"][i])] = b["_gf"][i]
+            gf_of[int(b["_rows"][i])] = direct[i]
         px = {k: flowrep.decode(v, rep, clip).numpy() for k, v in flows.items()}
         px["zero"] = np.zeros_like(px["frontal_gt"])  # the reference a frontalizer that erases motion scores
         for m in EPE_METHODS:
@@ -347,10 +345,10 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         b["_rows"] = img_rows[pos:pos + n]
         pos += n
         at = np.searchsorted(order, b["_rows"])
-        flows, have = _flows_of(run, b, size, rep, clip, landmark, lm_index, chain,
-                                torch.stack([gf_of.pop(int(r)) for r in b["_rows"]]))
+        direct = torch.stack([gf_of.pop(int(r)) for r in b["_rows"]])
+        flows, have = _flows_of(b, size, rep, clip, landmark, lm_index, chain, direct)
         neutral_u8 = b["neutral"]
-        fr_model = _with_chain(b["_gf"], b["_rows"], chain)
+        fr_model = _with_chain(direct, b["_rows"], chain)
         imgs = {"frontal_gt": _resize_img_u8(b["target_image"], size),
                 "nonfrontal": _resize_img_u8(b["input_image"], size),
                 "emotiongan": _resize_img_u8(run.warp(fr_model, neutral_u8).cpu(), size),

@@ -78,7 +78,8 @@ def test_evaluate_scores_the_chain_as_emotiongan_and_keeps_gf_direct(tmp_path):
     b = {"flow_input": torch.from_numpy(np.stack([uniform(0.9, 0).numpy(), uniform(0.2, 0).numpy()])),
          "flow_target": torch.from_numpy(np.stack([uniform(0.9, 0).numpy(), uniform(0.2, 0).numpy()])),
          "_rows": np.array([0, 2])}
-    flows, _ = _flows_of(IdentityRun(), b, S, "cartesian", CLIP, None, None, chain)
+    direct = IdentityRun().frontalize(b["flow_input"])   # G_F's output, as evaluate_store hands it over
+    flows, _ = _flows_of(b, S, "cartesian", CLIP, None, None, chain, direct)
     assert torch.allclose(flows["emotiongan"][0] * CLIP, uniform(4, 0), atol=1e-2)
     assert torch.allclose(flows["gf_direct"][0] * CLIP, uniform(9, 0), atol=1e-2)
     assert torch.equal(flows["emotiongan"][1], flows["gf_direct"][1])   # a step-1 row: G_F's own output
