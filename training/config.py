@@ -114,6 +114,9 @@ class TrainConfig:
     nets: Roles                       # net specs by role: {name, options} (models.networks.NETS)
     optim: Roles                      # AdamSpec | SgdSpec by role
     lr_gamma: float                   # every learning rate x lr_gamma after each epoch
+    gw_epochs: Optional[int]          # G_W's epochs (null: `epochs`); beyond `epochs` G_W trains alone, G_F, D_P,
+                                      # D_E frozen, on the same batches (training/step.py `gw_step`)
+    gw_lr_gamma: Optional[float]      # G_W's decay per epoch (null: lr_gamma)
     perceptual: str                   # vgg16 | fer2013 | efer | auto (vgg16 when cached, else fer2013)
     efer: EferSpec
     amp: str                          # bf16 autocast: auto (CUDA only) | on | off
@@ -125,6 +128,15 @@ class TrainConfig:
     eval_rows: Optional[int]          # held-out rows evaluated between epochs (null: all); last: all
     log_every: int
     keep_checkpoints: int
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs the run lasts: `epochs` of every net, then G_W alone up to `gw_epochs`."""
+        return max(self.epochs, self.gw_epochs or 0)
+
+    @property
+    def gw_gamma(self) -> float:
+        return self.lr_gamma if self.gw_lr_gamma is None else self.gw_lr_gamma
 
 
 @dataclass
@@ -289,6 +301,11 @@ def validate(cfg: TrainConfig, where: str) -> None:
         bad("size must be null (the store's) or at least 8")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         bad("epochs and batch_size must be >= 1")
+    if cfg.gw_epochs is not None and cfg.gw_epochs < cfg.epochs:
+        bad(f"gw_epochs ({cfg.gw_epochs}) must be null or >= epochs ({cfg.epochs}): G_W trains alone only after "
+            "the joint epochs")
+    if not 0 < cfg.lr_gamma <= 1 or (cfg.gw_lr_gamma is not None and not 0 < cfg.gw_lr_gamma <= 1):
+        bad(f"lr_gamma and gw_lr_gamma must be in (0, 1], not {cfg.lr_gamma} and {cfg.gw_lr_gamma}")
     if cfg.chain_weight < 0 or cfg.chain_sequences < 1:
         bad("chain_weight must be >= 0 (0: no L_chain) and chain_sequences >= 1")
     if cfg.nets.gf.get("face", "none") != "none" and cfg.chain_weight > 0:

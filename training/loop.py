@@ -37,7 +37,7 @@ from training.distributed import Dist, all_true, broadcast_buffers, ddp_checksum
 from training.models import losses as L
 from training.models.networks import build_nets, complete_gw_spec, reads_face
 from training.step import (LOSS_NAMES, ChainSequences, StepContext, autocast_ctx, check_image_rows, de_step, gan_step,
-                           gw_update_flow, make_optimizer)
+                           gw_step, gw_update_flow, make_optimizer)
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,8 @@ def open_session(c: RunConfig) -> Session:
         perc_mod.to(device)
     optims = {r: make_optimizer(nets[r].parameters(), getattr(t.optim, r), t.fused_optim) for r in ROLES}
     gamma = float(t.lr_gamma)
-    scheds = {r: torch.optim.lr_scheduler.LambdaLR(o, lambda e: gamma ** e) for r, o in optims.items()}
+    scheds = {r: torch.optim.lr_scheduler.LambdaLR(o, lambda e, g=t.gw_gamma if r == "gw" else gamma: g ** e)
+              for r, o in optims.items()}
     amp = autocast_ctx(t, device)
     runtime = {
         "world_size": d.world, "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
@@ -365,18 +366,20 @@ def _check_finite(s: Session, vec: torch.Tensor, epoch: int, step: int) -> None:
 
 
 def train_epoch(s: Session, ds: StreamingStoreDataset, loader: Any, epoch: int, step: int) -> tuple[int, dict[str, float], int]:
-    """One epoch of GAN steps: (global step after it, mean losses, batches run)."""
+    """One epoch of GAN steps, or of G_W's alone past `epochs`: (global step after it, mean losses, batches run)."""
     ds.set_epoch(epoch)
     s.mirror.start_epoch(epoch)
     n_batches = ds.steps_in_epoch(epoch, s.t.steps_per_epoch, f"{s.out}: train")
     sums = {k: 0.0 for k in LOSS_NAMES}
     gw_rows = 0.0
-    bar = tqdm(total=n_batches, desc=f"train epoch {epoch + 1}/{s.t.epochs}", unit="step", leave=False,
+    gw_only = epoch >= s.t.epochs
+    bar = tqdm(total=n_batches, desc=f"train epoch {epoch + 1}/{s.t.total_epochs}{' (G_W)' if gw_only else ''}",
+               unit="step", leave=False,
                disable=not progress_enabled() or s.d.rank != 0)   # `emogan -q`: none; rank 0 only
     for i, batch in zip(range(n_batches), loader):
         bar.update(1)
         s.ctx.step = step
-        losses = gan_step(s.prepare(batch), epoch, s.ctx)
+        losses = (gw_step if gw_only else gan_step)(s.prepare(batch), epoch, s.ctx)
         gw_rows += float(losses["gw_rows"])
         vec = torch.stack([losses[k].float() for k in LOSS_NAMES]).cpu()
         _check_finite(s, vec, epoch, step)
@@ -400,19 +403,20 @@ def train_epoch(s: Session, ds: StreamingStoreDataset, loader: Any, epoch: int, 
 def end_epoch(s: Session, epoch: int, step: int, means: dict[str, float], n_batches: int,
               seconds: float) -> dict[str, Any]:
     """Held-out EPE, log record, dvclive, checkpoint (rank 0); ranks' buffers made equal under DDP."""
-    last = epoch == s.t.epochs - 1
+    last, gw_only = epoch == s.t.total_epochs - 1, epoch >= s.t.epochs
     means = dict(means)
     gw_rows = int(means.pop("gw_rows", 0))   # rows G_W trained on (train_epoch's count, not a mean)
     # Between epochs a spread subset of the held-out rows tracks progress; the last epoch uses them all.
+    # G_F does not change in G_W's own epochs: evaluated again at the last one only.
     ev = evaluate_stores(s.nets["gf"], s.infos, s.test_rows, s.t, s.device, s.ctx.amp,
-                         None if last else s.t.eval_rows) if s.d.main else {}
+                         None if last else s.t.eval_rows) if s.d.main and (last or not gw_only) else {}
     checks = None
     if s.d.world > 1:
         broadcast_buffers(s.nets, s.d)
         checks = ddp_checksums(s.nets, s.d)
     if s.d.main:
         rec = {"event": "epoch", "epoch": epoch, "step": step, "batches": n_batches,
-               "gw_rows": gw_rows, "gw_flow": gw_update_flow(s.t, epoch),
+               "gw_rows": gw_rows, "gw_flow": gw_update_flow(s.t, epoch), "trains": "gw" if gw_only else "all",
                "samples_per_s": n_batches * s.t.batch_size * s.d.world / max(seconds, 1e-9), "loss": means, "test": ev}
         if checks is not None:
             rec["ddp_param_sums"] = checks
@@ -425,7 +429,7 @@ def end_epoch(s: Session, epoch: int, step: int, means: dict[str, float], n_batc
         s.live.next_step()
         ck.save_checkpoint(ck.checkpoint_path(s.out, epoch + 1), _state(s, epoch + 1, step))
         ck.prune_checkpoints(s.out, s.t.keep_checkpoints)
-        log.info("epoch %d/%d: L_GF %.4f (epe %.4f) D_P %.4f D_E %.4f L_GW %.4f; %s", epoch + 1, s.t.epochs,
+        log.info("epoch %d/%d: L_GF %.4f (epe %.4f) D_P %.4f D_E %.4f L_GW %.4f; %s", epoch + 1, s.t.total_epochs,
                  means["gf"], means["epe"], means["dp"], means["de"], means["gw"],
                  "; ".join(f"{k} EPE {e['epe_frontalized_px']:.3f} px vs input {e['epe_input_px']:.3f} px"
                            for k, e in ev.items()))
@@ -441,7 +445,7 @@ def finish(s: Session, final: dict[str, Any]) -> dict[str, Any]:
     if not final:  # resumed a finished run: evaluate what it holds
         final = evaluate_stores(s.nets["gf"], s.infos, s.test_rows, s.t, s.device, s.ctx.amp)
     ck.export_weights(s.out, s.nets, {**as_dict(s.c), "runtime": s.runtime})
-    metrics: dict[str, Any] = {"fold": s.c.fold, "epochs": s.t.epochs, "test": final}
+    metrics: dict[str, Any] = {"fold": s.c.fold, "epochs": s.t.epochs, "gw_epochs": s.t.total_epochs, "test": final}
     if final:
         tot = sum(e["rows"] for e in final.values())
         fr, inp, zero = (sum(e[k] * e["rows"] for e in final.values()) / tot
@@ -477,11 +481,11 @@ def _run_training(c: RunConfig, on_finish: Callable[[dict[str, nn.Module], Dist]
     ds = s.dataset(GAN_ARRAYS + (("input_image",) if reads_face(s.nets["gf"]) else ()))
     loader = make_loader(ds, pin_memory=s.device.type == "cuda")
     final: dict[str, Any] = {}
-    for epoch in range(start_epoch, s.t.epochs):
+    for epoch in range(start_epoch, s.t.total_epochs):
         t0 = time.time()
         step, means, n_batches = train_epoch(s, ds, loader, epoch, step)
         ev = end_epoch(s, epoch, step, means, n_batches, time.time() - t0)
-        if epoch == s.t.epochs - 1:
+        if epoch == s.t.total_epochs - 1:
             final = ev
     if on_finish is not None:
         on_finish(s.nets, s.d)

@@ -259,6 +259,18 @@ def gan_step(batch: dict[str, torch.Tensor], epoch: int, c: StepContext) -> dict
     return out
 
 
+def gw_step(batch: dict[str, torch.Tensor], epoch: int, c: StepContext) -> dict[str, torch.Tensor]:
+    """One step of G_W alone (the epochs past `epochs` up to `gw_epochs`): D_P, D_E and G_F are not updated; G_F
+    runs, without gradients and with its running statistics kept, only when G_W's update warps its output."""
+    fake = batch["flow_target"]
+    if gw_update_flow(c.t, epoch) != "target":
+        with torch.no_grad(), frozen_batch_stats(c.nets["gf"]), c.amp():
+            fake = c.nets["gf"](batch["flow_input"], batch.get("input_image")).float()
+    out = {k: torch.zeros((), device=c.device) for k in LOSS_NAMES}
+    out.update(update_gw(batch, fake, image_selection(batch, c), epoch, c))
+    return out
+
+
 # --- L_chain (issue #12): G_F's step-1 outputs of whole training sequences, chained, scored against the
 # neutral->apex truth while training.
 #

@@ -193,3 +193,38 @@ def test_judge_grad_grey_keeps_colour_out_of_what_the_judges_teach_gw():
     assert out["grey"][2:] == pytest.approx(out["rgb"][2:])   # the same faces read, the same losses
     with pytest.raises(ParamsError, match="judge_grad is one of rgb, grey"):
         validate(_cfg(judge_grad="luma"), "train.paper")
+
+
+def test_gw_epochs_train_gw_alone_after_the_joint_epochs(stores, monkeypatch, tmp_path):
+    """`gw_epochs` past `epochs` (issue #13): the extra epochs move G_W only, so G_F, D_P and D_E end as in the run of
+    `epochs` alone; in the small config G_W never reads G_F (L_GW out of L_GF, G_W on the truth's flow), and its
+    weights end as in a joint run of `gw_epochs` at G_W's decay: the cheaper run gives the longer run's G_W."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    store = stores[default_layout_max_step()]
+
+    def train(name, **kw):
+        out = tmp_path / name
+        r = invoke("train", store, "--fold", "0", "--efer", "fer2013", "--out", out,
+                   "--params", params_file(tmp_path / f"{name}.yaml", "small", steps_per_epoch=3, **kw))
+        assert r.exit_code == 0, r.output + repr(r.exception)
+        return {role: load_file(str(out / "weights" / f"{role}.safetensors")) for role in ("gf", "dp", "de", "gw")}, out
+
+    small = project_params()["train"]["small"]
+    assert small["gw_flow"] == "target" and small["lambdas"][3] == 0 and small["alphas"][2] == 0
+    one, _ = train("one", epochs=1)
+    tail, out = train("tail", epochs=1, gw_epochs=3, gw_lr_gamma=0.5)
+    joint, _ = train("joint", epochs=3, lr_gamma=0.5)
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+    assert all(same(one[r], tail[r]) for r in ("gf", "dp", "de"))     # frozen after `epochs`, buffers included
+    assert not same(one["gw"], tail["gw"])                            # G_W trained on
+    assert same(tail["gw"], joint["gw"])                              # ... exactly as the joint run's
+    assert not same(tail["gf"], joint["gf"])
+    recs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    ep = [x for x in recs if x.get("event") == "epoch"]
+    assert [x["trains"] for x in ep] == ["all", "gw", "gw"] and all(x["gw_rows"] > 0 for x in ep)
+    assert ep[1]["loss"]["gf"] == 0 and ep[1]["loss"]["gw"] > 0 and ep[1]["test"] == {} and ep[2]["test"]
+    assert json.loads((out / "metrics.json").read_text())["gw_epochs"] == 3
+    with pytest.raises(ParamsError, match=r"gw_epochs \(1\) must be null or >= epochs \(2\)"):
+        validate(_cfg(epochs=2, gw_epochs=1), "train.paper")
