@@ -31,6 +31,8 @@ def train_command(
                                       "(TorchScript, torch.export): loading one runs its code; only for your own files"),
     efer_classes: Optional[str] = typer.Option(None, "--efer-classes", help="file: its class order, comma-separated"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
+    gw_epochs: Optional[int] = typer.Option(None, "--gw-epochs", help="G_W's epochs: past --epochs it trains alone, "
+                                            "the other nets frozen (params gw_epochs)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="cap batches per epoch"),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes (spawned)"),
@@ -50,7 +52,8 @@ def train_command(
 
     c = resolve_run(params_file, stores=stores, out=out, config=config, fold=fold, folds=folds, live_dir=live_dir,
                     device=device, efer=efer, efer_path=efer_path, efer_classes=efer_classes, ablation=ablation,
-                    resume=resume, trust_pickle=trust_pickle, epochs=epochs, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                    resume=resume, trust_pickle=trust_pickle, epochs=epochs, gw_epochs=gw_epochs, batch_size=batch_size,
+                    steps_per_epoch=steps_per_epoch,
                     workers=workers, seed=seed)
     if dry_run:
         typer.echo(json.dumps(as_dict(c), indent=2, sort_keys=True))
