@@ -421,8 +421,9 @@ def end_epoch(s: Session, epoch: int, step: int, means: dict[str, float], n_batc
         if checks is not None:
             rec["ddp_param_sums"] = checks
         s.jsonl(rec)
-        for k, v in means.items():
-            s.live.log_metric(f"train/loss_{k}", v)
+        for k, v in means.items():   # G_W's own epochs: its losses only (the others are not computed)
+            if not gw_only or k.startswith("gw"):
+                s.live.log_metric(f"train/loss_{k}", v)
         for name, e in ev.items():
             for k in ("epe_frontalized_px", "epe_input_px", "epe_zero_px", "epe_reduction"):
                 s.live.log_metric(f"test/{name}/{k}", e[k])

@@ -226,6 +226,8 @@ def test_gw_epochs_train_gw_alone_after_the_joint_epochs(stores, monkeypatch, tm
     assert [x["trains"] for x in ep] == ["all", "gw", "gw"] and all(x["gw_rows"] > 0 for x in ep)
     assert ep[1]["loss"]["gf"] == 0 and ep[1]["loss"]["gw"] > 0 and ep[1]["test"] == {} and ep[2]["test"]
     assert json.loads((out / "metrics.json").read_text())["gw_epochs"] == 3
+    plots = out / "dvclive" / "plots" / "metrics" / "train"   # dvclive: G_W's own epochs log G_W's losses only
+    assert [len(p.read_text().splitlines()) - 1 for p in (plots / "loss_gf.tsv", plots / "loss_gw.tsv")] == [1, 3]
     r = invoke("train", store, "--fold", "0", "--out", tmp_path / "dry", "--epochs", "2", "--gw-epochs", "1",
                "--dry-run", "--params", params_file(tmp_path / "dry.yaml", "small"))
     assert isinstance(r.exception, ParamsError) and "gw_epochs (1) must be null or >= epochs (2)" in str(r.exception)
