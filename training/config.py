@@ -134,6 +134,10 @@ class TrainConfig:
         """Epochs the run lasts: `epochs` of every net, then G_W alone up to `gw_epochs`."""
         return max(self.epochs, self.gw_epochs or 0)
 
+    def gw_alone(self, epoch: int) -> bool:
+        """Whether 0-based `epoch` trains G_W alone (past `epochs`)."""
+        return epoch >= self.epochs
+
     @property
     def gw_gamma(self) -> float:
         return self.lr_gamma if self.gw_lr_gamma is None else self.gw_lr_gamma

@@ -372,7 +372,7 @@ def train_epoch(s: Session, ds: StreamingStoreDataset, loader: Any, epoch: int, 
     n_batches = ds.steps_in_epoch(epoch, s.t.steps_per_epoch, f"{s.out}: train")
     sums = {k: 0.0 for k in LOSS_NAMES}
     gw_rows = 0.0
-    gw_only = epoch >= s.t.epochs
+    gw_only = s.t.gw_alone(epoch)
     bar = tqdm(total=n_batches, desc=f"train epoch {epoch + 1}/{s.t.total_epochs}{' (G_W)' if gw_only else ''}",
                unit="step", leave=False,
                disable=not progress_enabled() or s.d.rank != 0)   # `emogan -q`: none; rank 0 only
@@ -403,7 +403,7 @@ def train_epoch(s: Session, ds: StreamingStoreDataset, loader: Any, epoch: int, 
 def end_epoch(s: Session, epoch: int, step: int, means: dict[str, float], n_batches: int,
               seconds: float) -> dict[str, Any]:
     """Held-out EPE, log record, dvclive, checkpoint (rank 0); ranks' buffers made equal under DDP."""
-    last, gw_only = epoch == s.t.total_epochs - 1, epoch >= s.t.epochs
+    last, gw_only = epoch == s.t.total_epochs - 1, s.t.gw_alone(epoch)
     means = dict(means)
     gw_rows = int(means.pop("gw_rows", 0))   # rows G_W trained on (train_epoch's count, not a mean)
     # Between epochs a spread subset of the held-out rows tracks progress; the last epoch uses them all.
