@@ -404,8 +404,9 @@ def end_epoch(s: Session, epoch: int, step: int, means: dict[str, float], n_batc
               seconds: float) -> dict[str, Any]:
     """Held-out EPE, log record, dvclive, checkpoint (rank 0); ranks' buffers made equal under DDP."""
     last, gw_only = epoch == s.t.total_epochs - 1, s.t.gw_alone(epoch)
-    means = dict(means)
-    gw_rows = int(means.pop("gw_rows", 0))   # rows G_W trained on (train_epoch's count, not a mean)
+    gw_rows = int(means.get("gw_rows", 0))   # rows G_W trained on (train_epoch's count, not a mean)
+    # G_W's own epochs: its losses only (the others are not computed there), in log.jsonl and dvclive alike
+    means = {k: v for k, v in means.items() if k != "gw_rows" and (not gw_only or k.startswith("gw"))}
     # Between epochs a spread subset of the held-out rows tracks progress; the last epoch uses them all.
     # G_F does not change in G_W's own epochs: evaluated again at the last one only.
     ev = evaluate_stores(s.nets["gf"], s.infos, s.test_rows, s.t, s.device, s.ctx.amp,
@@ -421,17 +422,16 @@ def end_epoch(s: Session, epoch: int, step: int, means: dict[str, float], n_batc
         if checks is not None:
             rec["ddp_param_sums"] = checks
         s.jsonl(rec)
-        for k, v in means.items():   # G_W's own epochs: its losses only (the others are not computed)
-            if not gw_only or k.startswith("gw"):
-                s.live.log_metric(f"train/loss_{k}", v)
+        for k, v in means.items():
+            s.live.log_metric(f"train/loss_{k}", v)
         for name, e in ev.items():
             for k in ("epe_frontalized_px", "epe_input_px", "epe_zero_px", "epe_reduction"):
                 s.live.log_metric(f"test/{name}/{k}", e[k])
         s.live.next_step()
         ck.save_checkpoint(ck.checkpoint_path(s.out, epoch + 1), _state(s, epoch + 1, step))
         ck.prune_checkpoints(s.out, s.t.keep_checkpoints)
-        log.info("epoch %d/%d: L_GF %.4f (epe %.4f) D_P %.4f D_E %.4f L_GW %.4f; %s", epoch + 1, s.t.total_epochs,
-                 means["gf"], means["epe"], means["dp"], means["de"], means["gw"],
+        log.info("epoch %d/%d: %s; %s", epoch + 1, s.t.total_epochs, " ".join(
+                     f"L_{k.upper()} {means[k]:.4f}" for k in ("gf", "epe", "dp", "de", "gw") if k in means),
                  "; ".join(f"{k} EPE {e['epe_frontalized_px']:.3f} px vs input {e['epe_input_px']:.3f} px"
                            for k, e in ev.items()))
     if s.d.world > 1:
