@@ -22,16 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from docsection import write_section  # beside this script
+from bench_train import step_context  # beside this script
+from docsection import write_section
 from pipeline.params import load_params
-from training.config import fer2013_frame, train_config
+from training.config import train_config
 from training.data import GAN_ARRAYS, check_store, to_device
-from training.distributed import Dist
 from training.fixture import make_arrays, write_fixture_store
-from training.models.efer import FrozenClassifier, perceptual_backbone
-from training.models.networks import build_from, build_nets, complete_gw_spec
-from pipeline.weights import weights_path
-from training.step import StepContext, autocast_ctx, gan_step, gw_step, make_optimizer
+from training.models.networks import complete_gw_spec
+from training.step import gan_step, gw_step
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SHARE = 0.1   # the default data's neutral->apex rows: one of each sequence's ten (steps 1 x 9 and 9)
@@ -66,12 +64,7 @@ def main() -> None:
         info = check_store(write_fixture_store(Path(d) / "s.zarr", n_subjects=2, rows_per_subject=4, size=32,
                                                representation="cartesian"))
         t.nets.gw = complete_gw_spec(t.nets.gw, [info])
-    torch.manual_seed(0)
-    nets = build_nets(dict(t.nets.items()))
-    efer = FrozenClassifier(build_from(params["train_fer"]["net"]))
-    perc, _, perc_info = perceptual_backbone(t.perceptual, efer, weights_path("fer2013", params), fer2013_frame(params))
-    opt = {r: make_optimizer(m.parameters(), getattr(t.optim, r), t.fused_optim) for r, m in nets.items()}
-    ctx = StepContext(nets, nets, opt, efer, perc, t, autocast_ctx(t, dev), Dist(), dev, "cartesian", info.clip)
+    ctx, backbone = step_context(params, t, dev, "cartesian", info.clip, perceptual=True)
     data = [to_device(b, dev, t.size, "cartesian", info.clip) for b in batches(a.steps, t.batch_size, 128)]
     for fn in (gan_step, gw_step):   # warm-up
         fn(data[0], t.e_c, ctx)
@@ -89,7 +82,7 @@ def main() -> None:
         f"One run on {platform.machine()}, {os.cpu_count()} CPUs (shared with other work), torch {torch.__version__}, "
         f"{a.threads} torch thread(s); `{a.config}` config's nets at side {t.size}, batches of {t.batch_size} with "
         f"{rows} image rows in {len(data)} batches (the default data's share, {IMAGE_SHARE:.0%}); perceptual "
-        f"backbone {perc_info['backbone']}; median of {a.rounds} interleaved rounds of {a.steps} steps each.", "",
+        f"backbone {backbone}; median of {a.rounds} interleaved rounds of {a.steps} steps each.", "",
         "| step | trains | s/step | x the joint step |", "|---|---|---:|---:|",
         f"| `gan_step` (an epoch up to `epochs`) | D_P, D_E, G_W, G_F | {joint:.3f} | 1.00x |",
         f"| `gw_step` (an epoch past `epochs`, up to `gw_epochs`) | G_W | {alone:.3f} | {alone / joint:.2f}x |", "",

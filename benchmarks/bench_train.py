@@ -20,11 +20,12 @@ from typing import Any
 import torch
 
 from pipeline.params import load_params
-from training.config import train_config
+from pipeline.weights import weights_path
+from training.config import fer2013_frame, train_config
 from training.data import GAN_ARRAYS, StreamingStoreDataset, check_store, make_loader, to_device
 from training.distributed import Dist
 from training.fixture import make_arrays, write_fixture_store
-from training.models.efer import FrozenClassifier
+from training.models.efer import FrozenClassifier, perceptual_backbone
 from training.models.networks import build_from, build_nets
 from training.step import StepContext, autocast_ctx, gan_step, make_optimizer
 
@@ -40,6 +41,22 @@ def _batch(n: int, store_size: int) -> dict[str, torch.Tensor]:
     return b
 
 
+def step_context(params: dict[str, Any], t: Any, device: torch.device, representation: str, clip: float,
+                 perceptual: bool = False) -> tuple[StepContext, str]:
+    """A GAN step's context on fresh nets of train config `t` (seed 0), and its perceptual backbone's name: the own
+    e_FER's features, or with `perceptual` the one `t.perceptual` picks as training does (FER2013's when present)."""
+    torch.manual_seed(0)
+    nets = {r: m.to(device) for r, m in build_nets(dict(t.nets.items())).items()}
+    efer = FrozenClassifier(build_from(params["train_fer"]["net"])).to(device)
+    perc, backbone = efer.features, "the own e_FER's features"
+    if perceptual:
+        perc, _, info = perceptual_backbone(t.perceptual, efer, weights_path("fer2013", params), fer2013_frame(params))
+        backbone = info["backbone"]
+    opt = {r: make_optimizer(m.parameters(), getattr(t.optim, r), t.fused_optim) for r, m in nets.items()}
+    return StepContext(nets, nets, opt, efer, perc, t, autocast_ctx(t, device), Dist(), device, representation,
+                       clip), backbone
+
+
 def step_rate(params: dict[str, Any], name: str, steps: int, warmup: int, device: torch.device, amp: str,
               store_size: int = 128, batch_size: int | None = None) -> dict[str, Any]:
     """Whole-GAN steps/s (D_P+D_E, G_W, G_F with L_GW connected where its weight is not 0) of a config on random store batches."""
@@ -47,11 +64,8 @@ def step_rate(params: dict[str, Any], name: str, steps: int, warmup: int, device
     t.amp = amp
     if batch_size:
         t.batch_size = batch_size
-    torch.manual_seed(0)
-    nets = {r: m.to(device) for r, m in build_nets(dict(t.nets.items())).items()}
-    efer = FrozenClassifier(build_from(params["train_fer"]["net"])).to(device)
-    opt = {r: make_optimizer(m.parameters(), getattr(t.optim, r), t.fused_optim) for r, m in nets.items()}
-    ctx = StepContext(nets, nets, opt, efer, efer.features, t, autocast_ctx(t, device), Dist(), device, "polar", 10.0)
+    ctx, _ = step_context(params, t, device, "polar", 10.0)
+    nets = ctx.nets
     raw = _batch(t.batch_size, store_size)
     for i in range(warmup + steps):
         if i == warmup:
