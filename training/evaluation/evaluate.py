@@ -48,7 +48,7 @@ class EvaluateParams:
     image_strategies: tuple[str, ...]  # rows whose faces are warped and judged too
     size: int | None  # evaluation grid; null: the model's side
     batch_size: int
-    samples_per_pose: int  # rows per (dataset, pose) kept for the figures
+    samples_per_pose: int  # apex rows per (dataset, pose, expression) kept for the figures
     # Pose groups reported beside single poses; `large` is the acceptance check's group.
     pose_groups: dict[str, list[str]]
     ssim_window: int  # SSIM Gaussian-free window side (skimage), odd
@@ -336,7 +336,7 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
 
     # Pass 2, rows of image_strategies: G_W's faces, SSIM/RMSE, image judges, figure samples.
     samples: dict[str, list[Any]] = {}
-    taken: dict[str, int] = {}
+    taken: dict[tuple[str, int], int] = {}   # figure samples kept per (pose, expression)
     img_arrays = ("flow_input", "flow_target", "neutral", "target_image", "input_image", "label", "pose")
     pos = 0
     for b in iter_rows(store, img_rows, img_arrays, p.batch_size) if len(img_rows) else []:
@@ -377,15 +377,17 @@ def evaluate_store(run, judges: Judges, store: str, rows: np.ndarray, p: Evaluat
         px["zero"] = np.zeros_like(px["frontal_gt"])  # the reference a frontalizer that erases motion scores
         for i in range(n):
             pn = _pose_name(int(pose[i]), pose_names)
-            if lab[i] <= 0 or taken.get(pn, 0) >= p.samples_per_pose:
+            key = (pn, int(lab[i]))
+            if lab[i] <= 0 or taken.get(key, 0) >= p.samples_per_pose:
                 continue
-            taken[pn] = taken.get(pn, 0) + 1
+            taken[key] = taken.get(key, 0) + 1
             smp = {"dataset": name, "row": int(b["_rows"][i]), "pose": pn, "label": int(lab[i]),
                    "strategy": rec["strategy"][at[i]], "subject": rec["subject"][at[i]],
                    "neutral": _resize_img_u8(neutral_u8[i:i + 1], size)[0].numpy()}
             smp.update({f"flow_{m}": f[i] for m, f in px.items()})
             smp.update({f"image_{m}": im[i].numpy() for m, im in imgs.items()})
             smp.update({f"flowcnn_{m}": int(rec[f"flowcnn_{m}"][at[i]]) for m in flows})
+            smp.update({f"{j}_{m}": int(rec[f"{j}_{m}"][at[i]]) for j in judges_img for m in imgs})
             for k, v in smp.items():
                 samples.setdefault(k, []).append(v)
     bar.close()

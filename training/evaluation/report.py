@@ -4,8 +4,9 @@ Reads the per-fold outputs of `emogan evaluate` (EVAL_DIR/<variant>/fold_<k>/bre
 samples.npz), aggregates every metric over folds (mean and sample standard deviation, as in Table II), and writes:
 - REPORT.md with tables shaped like Table I (EPE, SSIM, RMSE, false colour per method), Table II (FER accuracy
   per judge, methods x datasets and poses, with Delta), Table IV (ablations), the acceptance check,
-  and figures like Fig. 1 (faces, input flow, frontal ground truth, frontalized flow, warped face;
-  colour wheel) and Fig. 5 (frontal view synthesis in the image domain);
+  and figures (training/evaluation/figures.py) like Fig. 1 (faces, input flow, frontal ground truth, frontalized
+  flow, warped face; colour wheel) and Fig. 5 (frontal view synthesis in the image domain), G_W's faces per
+  expression with the image judge's reading;
 - the CV metrics JSON (DVC metrics) and the figures (DVC plots).
 """
 from __future__ import annotations
@@ -21,7 +22,8 @@ import numpy as np
 
 from pipeline.console import progress_enabled
 from pipeline.errors import EmoganError
-from pipeline.schema import CLASS_NAMES, POSE_NAMES
+from training.evaluation.figures import (confusion_figure, expression_grid, expression_picks, figure_grid, pick_samples,
+                                         pose_bars)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class ReportParams:
     figure_dataset: str
     figure_poses: tuple[str, ...]
     figure_px: int  # side of each tile in the figures
+    expression_pose: str  # the pose of the faces-by-expression figure (G_W's faces per expression, judged)
     decimals: int
     band_resamples: int  # the error band: bootstrap resamples of the held-out sequences (training/evaluation/band.py)
     band_level: float  # its central coverage (0.95: 2.5th to 97.5th percentile)
@@ -220,138 +223,6 @@ def acceptance(agg: Mapping[str, Any], rp: ReportParams) -> tuple[str, bool]:
 
 # --- figures ---------------------------------------------------------------------------------
 
-def _save(fig: Any, out: Path) -> Path:
-    """Lay out, write (PNG, 110 dpi) and close a figure of the report."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def _tile(img_chw_u8: np.ndarray, px: int) -> np.ndarray:
-    import cv2
-
-    a = np.asarray(img_chw_u8).transpose(1, 2, 0)
-    return cv2.resize(a, (px, px), interpolation=cv2.INTER_AREA if a.shape[0] > px else cv2.INTER_NEAREST)
-
-
-def _flow_tile(flow_px: np.ndarray, max_px: float, px: int) -> np.ndarray:
-    from pipeline.flowviz import flow_to_rgb
-
-    return _tile(flow_to_rgb(flow_px, max_px).transpose(2, 0, 1), px)
-
-
-def pick_samples(samples: Mapping[str, np.ndarray], dataset: str, poses: Sequence[str]) -> list[int]:
-    """One sample index per pose of `dataset` (the first kept), in `poses` order."""
-    out = []
-    for p in poses:
-        idx = np.flatnonzero((samples["dataset"].astype(str) == dataset) & (samples["pose"].astype(str) == p))
-        if idx.size:
-            out.append(int(idx[0]))
-    return out
-
-
-def figure_grid(samples: Mapping[str, np.ndarray], picks: Sequence[int], columns: Sequence[tuple[str, str]],
-                px: int, out: Path, title: str) -> Path:
-    """A figure of rows (samples) x columns (("image"|"flow", key) with a header) plus the colour wheel; PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pipeline.flowviz import wheel_legend
-
-    n_r, n_c = len(picks), len(columns)
-    fig, axes = plt.subplots(n_r, n_c + 1, figsize=(1.45 * (n_c + 1), 1.5 * n_r + 0.6), squeeze=False)
-    for r, i in enumerate(picks):
-        gt = samples["flow_frontal_gt"][i]
-        scale = max(float(np.percentile(np.hypot(gt[0], gt[1]), 99)), 0.5)
-        for c, (kind, key) in enumerate(columns):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if key not in samples:
-                ax.set_visible(False)
-                continue
-            if kind == "flow":
-                ax.imshow(_flow_tile(samples[key][i], scale, px))
-            else:
-                ax.imshow(_tile(samples[key][i], px))
-            if r == 0:
-                ax.set_title(_HEADERS.get(key, key), fontsize=7)
-        axes[r, 0].set_ylabel(f"{samples['pose'][i]}\n{CLASS_NAMES[int(samples['label'][i])]}", fontsize=7)
-        ax = axes[r, n_c]
-        ax.axis("off")
-        if r == 0:
-            ax.imshow(wheel_legend(px))
-            ax.set_title("colour wheel", fontsize=7)
-    fig.suptitle(title, fontsize=8)
-    return _save(fig, out)
-
-
-_HEADERS = {
-    "neutral": "neutral (frontal, t)", "image_nonfrontal": "non-frontal face", "image_frontal_gt": "frontal GT face",
-    "flow_nonfrontal": "input flow", "flow_frontal_gt": "frontal GT flow", "flow_emotiongan": "frontalized flow",
-    "image_emotiongan": "warped face (ours)", "flow_landmark": "landmark flow", "image_landmark": "landmark face",
-    "image_gw_gt": "G_W on GT flow",
-}
-
-
-def confusion_figure(mats: Mapping[str, np.ndarray], out: Path, title: str) -> Path:
-    """Row-normalized confusion matrices side by side; PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(mats), figsize=(3.2 * len(mats), 3.3), squeeze=False)
-    short = [c[:4] for c in CLASS_NAMES]
-    for ax, (name, m) in zip(axes[0], mats.items()):
-        m = np.asarray(m, np.float64)
-        norm = m / np.maximum(m.sum(1, keepdims=True), 1)
-        ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-        for i in range(len(m)):
-            for j in range(len(m)):
-                if m[i, j]:
-                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=5,
-                            color="white" if norm[i, j] > 0.5 else "black")
-        acc = np.trace(m) / max(m.sum(), 1)
-        ax.set_title(f"{name}\naccuracy {100 * acc:.1f}% (n={int(m.sum())})", fontsize=7)
-        ax.set_xticks(range(len(short)), short, fontsize=6, rotation=45)
-        ax.set_yticks(range(len(short)), short, fontsize=6)
-        ax.set_xlabel("predicted", fontsize=6)
-        ax.set_ylabel("true", fontsize=6)
-    fig.suptitle(title, fontsize=8)
-    return _save(fig, out)
-
-
-def pose_bars(agg: Mapping[str, Any], dataset: str, strategy: str, judge: str, methods: Sequence[str], out: Path,
-              title: str) -> Path:
-    """Accuracy per pose for each method (bars, std as error bars); PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    poses = [p for p in POSE_NAMES if f"{dataset}/{p}/{strategy}" in agg]
-    fig, ax = plt.subplots(figsize=(1.1 * max(len(poses), 2) + 2.5, 3.4))
-    w = 0.8 / max(len(methods), 1)
-    for j, m in enumerate(methods):
-        vals = [agg[f"{dataset}/{p}/{strategy}"].get(f"{judge}.accuracy.{m}", {}) for p in poses]
-        ax.bar(np.arange(len(poses)) + j * w, [100 * v.get("mean", np.nan) for v in vals], w,
-               yerr=[100 * v.get("std", 0) for v in vals], label=METHOD_LABELS.get(m, m), capsize=2)
-    ax.set_xticks(np.arange(len(poses)) + 0.4 - w / 2, poses)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    # Below the axes: inside, the legend hides the bars of the last pose.
-    ax.legend(fontsize=7, ncol=len(methods), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
-    ax.set_title(title, fontsize=8)
-    return _save(fig, out)
-
-
 # --- the report ------------------------------------------------------------------------------
 
 def _rel(p: Path, base: Path) -> str:
@@ -388,10 +259,13 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
     figs: dict[str, Path] = {}
     from tqdm import tqdm   # one tick per figure (matplotlib), then the report itself
     bar = tqdm(total=6, desc="report", unit="part", leave=False, disable=not progress_enabled())
-    samples_path = eval_dir / "full" / f"fold_{min(full_folds)}" / "samples.npz"
-    if samples_path.is_file():
+    # The figures' faces: the lowest fold that kept samples (a result folder may keep them for some folds only).
+    samples_path = next((p for k in sorted(full_folds)
+                         if (p := eval_dir / "full" / f"fold_{k}" / "samples.npz").is_file()), None)
+    if samples_path is not None:
         with np.load(samples_path) as z:
             samples = {k: z[k] for k in z.files}
+        at = f"{samples_path.parent.name.replace('_', ' ')}'s held-out people"
         if samples:
             picks = pick_samples(samples, rp.figure_dataset, rp.figure_poses)
             if picks:
@@ -405,6 +279,11 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
                     ("image", "image_emotiongan"), ("image", "image_gw_gt"), ("image", "image_frontal_gt")],
                     rp.figure_px, fig_dir / "fig5_fvs_comparison.png",
                     "Like the paper's Fig. 5: frontal view synthesis by landmark warping and by eMotion-GAN")
+            picks = expression_picks(samples, rp.figure_dataset, rp.expression_pose)
+            if picks:
+                figs["expressions"] = expression_grid(samples, picks, rp.figure_px, fig_dir / "faces_by_expression.png",
+                                                      f"G_W's faces per expression, {rp.figure_dataset}, pose "
+                                                      f"{rp.expression_pose}, {at}: the image judge's reading under each")
     bar.update(2)
     big = f"{rp.acceptance_dataset}/large/all"
     mats = {}
@@ -427,7 +306,7 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
                                                    f"Image judges on {rp.acceptance_dataset}, large poses, all folds")
     bar.update()
     figs["pose_bars"] = pose_bars(full, rp.acceptance_dataset, rp.strategy, "flowcnn",
-                                  ["frontal_gt", "nonfrontal", "landmark", "emotiongan"],
+                                  ["frontal_gt", "nonfrontal", "landmark", "emotiongan"], METHOD_LABELS,
                                   fig_dir / "flowcnn_accuracy_by_pose.png",
                                   f"Motion-domain FER (Flow-CNN) by pose, {rp.acceptance_dataset}, mean ± std over folds")
     bar.update()
@@ -466,8 +345,9 @@ def build_report(eval_dir: Path | str, out_md: Path | str, metrics_out: Path | s
         lines += ["No ablation was run with these params (`evaluate.ablations` is empty): only the full model is "
                   "listed. Each variant adds one training per fold: `dvc exp run -S "
                   "'evaluate.ablations=[no_rec,no_de,no_gw]'`.", ""]
-    lines += ["## Figures", ""]
-    for key, caption in (("fig1", "Fig. 1 analogue"), ("fig5", "Fig. 5 analogue"),
+    lines += ["## Figures", ""] + ([f"Faces and flows of {at} (the lowest fold that kept figure samples).", ""]
+                                   if samples_path is not None else [])
+    for key, caption in (("fig1", "Fig. 1 analogue"), ("fig5", "Fig. 5 analogue"), ("expressions", "Faces by expression"),
                          ("pose_bars", "Flow-CNN accuracy by pose"),
                          ("confusion_flowcnn", "Flow-CNN confusion matrices (large poses)"),
                          ("confusion_image", "Image-judge confusion matrices (large poses)")):

@@ -327,6 +327,13 @@ def test_report_renders_from_a_tiny_run(tiny):
     # Table I shows G_W's false colour beside SSIM and RMSE (fold mean, as every cell).
     chroma = cv["variants"]["full"]["all/all/all"]["chroma.emotiongan"]
     assert "false colour ↓" in md and f"{chroma['mean']:.2f} ± {chroma['std']:.2f}" in md
+    # The figures' samples: up to samples_per_pose per (dataset, pose, expression), each with the image judges'
+    # readings; G_W's faces per expression drawn from the lowest fold that kept samples.
+    with np.load(d / "metrics/eval/full/fold_0/samples.npz") as z:
+        kept = list(zip(z["dataset"].astype(str), z["pose"].astype(str), z["label"].tolist()))
+        assert len(kept) == len(set(kept)) and len(kept) > len({k[:2] for k in kept})
+        assert z["fer2013_emotiongan"].shape == z["efer_gw_gt"].shape == (len(kept),)
+    assert "figures/faces_by_expression.png" in md and "fold 0's held-out people" in md
     # Table I's numbers are the fold mean of the per-fold metrics.
     per_fold = [json.loads((d / f"metrics/eval/full/fold_{k}/metrics.json").read_text())["all"]["all"]["epe_px"]
                 ["nonfrontal"] for k in (0, 1)]
