@@ -221,8 +221,6 @@ def acceptance(agg: Mapping[str, Any], rp: ReportParams) -> tuple[str, bool]:
     return t, ok_all
 
 
-# --- figures ---------------------------------------------------------------------------------
-
 # --- the report ------------------------------------------------------------------------------
 
 def _rel(p: Path, base: Path) -> str:
