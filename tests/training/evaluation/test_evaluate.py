@@ -334,6 +334,12 @@ def test_report_renders_from_a_tiny_run(tiny):
         assert len(kept) == len(set(kept)) and len(kept) > len({k[:2] for k in kept})
         assert z["fer2013_emotiongan"].shape == z["efer_gw_gt"].shape == (len(kept),)
     assert "figures/faces_by_expression.png" in md and "fold 0's held-out people" in md
+    import shutil   # a result folder that kept fold 1's samples only: the figures draw fold 1's people
+    shutil.copytree(d / "metrics/eval/full", d / "only1/full")
+    (d / "only1/full/fold_0/samples.npz").unlink()
+    tiny["run"]("report", d / "only1", "-o", d / "only1/REPORT.md", "--metrics", d / "only1/cv.json",
+                "--headline", d / "only1/h.json")
+    assert "fold 1's held-out people" in (d / "only1/REPORT.md").read_text()
     # Table I's numbers are the fold mean of the per-fold metrics.
     per_fold = [json.loads((d / f"metrics/eval/full/fold_{k}/metrics.json").read_text())["all"]["all"]["epe_px"]
                 ["nonfrontal"] for k in (0, 1)]
