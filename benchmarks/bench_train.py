@@ -21,7 +21,7 @@ import torch
 
 from pipeline.params import load_params
 from pipeline.weights import weights_path
-from training.config import fer2013_frame, train_config
+from training.config import TrainConfig, fer2013_frame, train_config
 from training.data import GAN_ARRAYS, StreamingStoreDataset, check_store, make_loader, to_device
 from training.distributed import Dist
 from training.fixture import make_arrays, write_fixture_store
@@ -41,7 +41,7 @@ def _batch(n: int, store_size: int) -> dict[str, torch.Tensor]:
     return b
 
 
-def step_context(params: dict[str, Any], t: Any, device: torch.device, representation: str, clip: float,
+def step_context(params: dict[str, Any], t: TrainConfig, device: torch.device, representation: str, clip: float,
                  perceptual: bool = False) -> tuple[StepContext, str]:
     """A GAN step's context on fresh nets of train config `t` (seed 0), and its perceptual backbone's name: the own
     e_FER's features, or with `perceptual` the one `t.perceptual` picks as training does (FER2013's when present)."""

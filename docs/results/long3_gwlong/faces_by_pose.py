@@ -10,6 +10,8 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
+from pipeline.schema import CLASS_NAMES   # the project's label order (run with its .venv's python)
+
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("results", nargs="+", type=Path, help="result folders holding fold_K/rows.csv")
 ap.add_argument("--folds", nargs="+", type=int, help="default: the folds every result has")
@@ -19,7 +21,6 @@ a = ap.parse_args()
 have = [{int(d.name[5:]) for d in r.glob("fold_*")} for r in a.results]
 folds = a.folds or sorted(set.intersection(*have))
 COLS = ("fer2013_frontal_gt", "fer2013_emotiongan", "fer2013_gw_gt")
-NAMES = ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise")   # pipeline/schema.py's order
 LARGE = {"yaw", "pitch", "roll", "diagonal"}
 counts = []
 for r in a.results:
@@ -30,7 +31,7 @@ for r in a.results:
                 continue
             if a.large and (row["dataset"] != "synth" or row["pose"] not in LARGE):
                 continue
-            n = c[(row["dataset"], row["pose"] if a.by == "pose" else NAMES[int(row["label"])])]
+            n = c[(row["dataset"], row["pose"] if a.by == "pose" else CLASS_NAMES[int(row["label"])])]
             n[0] += 1
             for i, col in enumerate(COLS, 1):
                 n[i] += row[col] == row["label"]
