@@ -36,8 +36,8 @@ from training.data import (DE_ARRAYS, GAN_ARRAYS, MirrorDraws, StoreInfo, Stream
 from training.distributed import Dist, all_true, broadcast_buffers, ddp_checksums, init_distributed, resolve_device
 from training.models import losses as L
 from training.models.networks import build_nets, complete_gw_spec, reads_face
-from training.step import (LOSS_NAMES, ChainSequences, StepContext, autocast_ctx, check_image_rows, de_step, gan_step,
-                           gw_step, gw_update_flow, make_optimizer)
+from training.step import (GW_LOSS_NAMES, LOSS_NAMES, ChainSequences, StepContext, autocast_ctx, check_image_rows,
+                           de_step, gan_step, gw_step, gw_update_flow, make_optimizer)
 
 log = logging.getLogger(__name__)
 
@@ -406,7 +406,7 @@ def end_epoch(s: Session, epoch: int, step: int, means: dict[str, float], n_batc
     last, gw_only = epoch == s.t.total_epochs - 1, s.t.gw_alone(epoch)
     gw_rows = int(means.get("gw_rows", 0))   # rows G_W trained on (train_epoch's count, not a mean)
     # G_W's own epochs: its losses only (the others are not computed there), in log.jsonl and dvclive alike
-    means = {k: v for k, v in means.items() if k != "gw_rows" and (not gw_only or k.startswith("gw"))}
+    means = {k: v for k, v in means.items() if k != "gw_rows" and (not gw_only or k in GW_LOSS_NAMES)}
     # Between epochs a spread subset of the held-out rows tracks progress; the last epoch uses them all.
     # G_F does not change in G_W's own epochs: evaluated again at the last one only.
     ev = evaluate_stores(s.nets["gf"], s.infos, s.test_rows, s.t, s.device, s.ctx.amp,

@@ -23,7 +23,8 @@ from training.distributed import Dist, all_true
 from training.models import losses as L
 from training.models.efer import classify
 
-LOSS_NAMES = ("gf", "gan", "epe", "char", "chain", "gw", "gw_l1", "gw_perc", "gw_fer", "dp", "de")
+GW_LOSS_NAMES = ("gw", "gw_l1", "gw_perc", "gw_fer")   # G_W's own terms (all G_W-only epochs compute)
+LOSS_NAMES = ("gf", "gan", "epe", "char", "chain", *GW_LOSS_NAMES, "dp", "de")
 
 
 def make_optimizer(params: Any, spec: OptimSpec, fused: bool = True) -> torch.optim.Optimizer:
@@ -195,7 +196,7 @@ def update_gw(batch: dict[str, torch.Tensor], fake: torch.Tensor, rows: ImageRow
     """G_W on its image rows: warps G_F's (detached) output or the ground-truth flow (gw_update_flow); the
     losses and `gw_rows`, the number of (real) rows it trained on."""
     if rows is None:
-        return {k: torch.zeros((), device=c.device) for k in ("gw", "gw_l1", "gw_perc", "gw_fer", "gw_rows")}
+        return {k: torch.zeros((), device=c.device) for k in (*GW_LOSS_NAMES, "gw_rows")}
     idx = rows.idx
     flow = (batch["flow_target"] if gw_update_flow(c.t, epoch) == "target" else fake.detach()).index_select(0, idx)
     neutral = batch["neutral"].index_select(0, idx)
