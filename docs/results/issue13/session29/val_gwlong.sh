@@ -4,9 +4,10 @@
 # Flow-CNN judge and landmark baseline on the split, then `emogan evaluate` and `emogan report` (whose
 # figures/faces_by_expression.png shows G_W's faces per expression with FER2013's reading).
 #   docs/results/issue13/session29/val_gwlong.sh CLONE OUT     (CLONE: a clone after `make demo`'s data stages)
+# PARAMS=FILE runs another params file (default long3_gwlong/params_gwlong.yaml).
 set -e
 C=$(realpath "${1:?usage: val_gwlong.sh CLONE OUT}"); W=$(realpath -m "${2:?usage: val_gwlong.sh CLONE OUT}")
-P=$(realpath "$(dirname "$0")/../../long3_gwlong/params_gwlong.yaml")
+P=$(realpath "${PARAMS:-$(dirname "$0")/../../long3_gwlong/params_gwlong.yaml}")
 mkdir -p "$W"; cd "$C"
 export PATH=$PWD/.venv/bin:$PATH OMP_NUM_THREADS=1 PYTHONPATH=$PWD
 t0=$(date +%s); tick() { echo "TIME $1 $(( $(date +%s) - t0 ))s $(date -u +%H:%M:%S)"; }
