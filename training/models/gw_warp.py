@@ -16,12 +16,6 @@ never a colour the warped face does not have (the colour is the person's, carrie
 out = (1 - m) * warped + m * c (inpainting), `none` out = warped (the pure warp, an ablation).
 Its heads start at zero, so an untrained G_W returns the warped face: the person is kept from the first step.
 
-`expansion` K > 1 adds the warp's local area expansion as a fourth input: how many output pixels each source pixel
-of the neutral face was stretched over (1 / det of the Jacobian of the source positions), clipped to [1/K, K] and
-log-scaled to [-1, 1]. It is large where the lips part and the eyes widen, where the warp stretches the closed
-neutral mouth and lids over what should be the mouth's dark inside and the eyes' white (issue #13); the flow
-alone says so only through its derivatives. 0: off (the stem reads warped face, neutral face and flow).
-
 `checkerboard_ratio` measures what transposed convolutions leave: the share of an image's spectral energy on the
 Nyquist rows/columns (period-2 patterns), relative to the same share in a reference face.
 """
@@ -87,29 +81,6 @@ def warp_forward(img: torch.Tensor, disp_px: torch.Tensor, iters: int = 3) -> to
     if disp_px.shape[-2:] != img.shape[-2:]:
         raise ValueError(f"flow {tuple(disp_px.shape)} and image {tuple(img.shape)} differ in size")
     return _sample(img, source_positions(disp_px, iters))
-
-
-def area_expansion(pos: torch.Tensor) -> torch.Tensor:
-    """(N,1,H,W) output area over source area at each pixel for source positions pos (N,2,H,W) (source_positions):
-    1 / det(d pos / d y) by central differences (one-sided at the border); <= 0 where the warp folds over."""
-    p = F.pad(pos, (1, 1, 1, 1), mode="replicate")
-    h, w = pos.shape[-2:]
-    # one-sided at the border: the replicated neighbour is one pixel closer than the other
-    wx = torch.full((w,), 2.0, dtype=pos.dtype, device=pos.device)
-    wy = torch.full((h, 1), 2.0, dtype=pos.dtype, device=pos.device)
-    wx[0] = wx[-1] = 1.0
-    wy[0] = wy[-1] = 1.0
-    dx = (p[:, :, 1:-1, 2:] - p[:, :, 1:-1, :-2]) / wx
-    dy = (p[:, :, 2:, 1:-1] - p[:, :, :-2, 1:-1]) / wy
-    det = dx[:, 0] * dy[:, 1] - dy[:, 0] * dx[:, 1]
-    return (1.0 / torch.where(det.abs() < 1e-6, torch.full_like(det, 1e-6), det)).unsqueeze(1)
-
-
-def expansion_feature(pos: torch.Tensor, clip: float) -> torch.Tensor:
-    """area_expansion clipped to [1/clip, clip] (a fold counts as the largest squeeze), then log-scaled to [-1, 1]."""
-    a = area_expansion(pos)
-    a = torch.where(a > 0, a, torch.full_like(a, 1.0 / clip)).clamp(1.0 / clip, clip)
-    return torch.log(a) / math.log(clip)
 
 
 def flow_to_model_px(flow: torch.Tensor, representation: str, clip: float, source_size: int) -> torch.Tensor:
@@ -186,7 +157,7 @@ class WarpRefineGenerator(nn.Module):
 
     def __init__(self, representation: str = "cartesian", clip: float = 10.0, source_size: int = 512,
                  ngf: int = 32, max_ch: int = 256, n_down: int = 3, n_res: int = 2, upsample: str = "nearest",
-                 refine: str = "residual", invert_iters: int = 3, mask_bias: float = -2.0, expansion: float = 0.0):
+                 refine: str = "residual", invert_iters: int = 3, mask_bias: float = -2.0):
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
             raise EmoganError(f"gw_warp: upsample {upsample!r}; expected one of {', '.join(UPSAMPLE_MODES)}")
@@ -196,16 +167,12 @@ class WarpRefineGenerator(nn.Module):
             raise EmoganError(f"gw_warp: invert_iters {invert_iters}; >= 1 (1 is the first-order warp y - f(y))")
         if representation not in REPRESENTATIONS:
             raise EmoganError(f"gw_warp: representation {representation!r}; expected one of {', '.join(REPRESENTATIONS)}")
-        if expansion != 0 and not expansion > 1:
-            raise EmoganError(f"gw_warp: expansion {expansion}; 0 (off) or a clip K > 1 (the area ratio's range "
-                              "[1/K, K])")
         self.representation, self.clip, self.source_size = representation, float(clip), int(source_size)
-        self.refine, self.invert_iters, self.expansion = refine, int(invert_iters), float(expansion)
+        self.refine, self.invert_iters = refine, int(invert_iters)
         chans = [ngf]
         for _ in range(n_down):
             chans.append(min(chans[-1] * 2, max_ch))
-        # warped face, neutral face, flow as (u, v)/clip (and the area expansion)
-        self.stem = _conv(3 + 3 + 2 + (1 if self.expansion else 0), ngf)
+        self.stem = _conv(3 + 3 + 2, ngf)           # warped face, neutral face, flow as (u, v)/clip
         self.down = nn.ModuleList(nn.Sequential(_conv(a, b, stride=2), _conv(b, b)) for a, b in zip(chans, chans[1:]))
         self.mid = nn.Sequential(*[_Res(chans[-1]) for _ in range(n_res)])
         self.up = nn.ModuleList(_Up(b, a, upsample) for a, b in zip(chans[:-1][::-1], chans[1:][::-1]))
@@ -218,28 +185,19 @@ class WarpRefineGenerator(nn.Module):
             self.head.bias.zero_()
             self.head.bias[0] = mask_bias
 
-    def warp(self, flow: torch.Tensor, neutral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(warped neutral face (N,3,S,S), flow as Cartesian (u, v)/clip (N,2,S,S), source positions (N,2,S,S))."""
+    def warp(self, flow: torch.Tensor, neutral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(warped neutral face (N,3,S,S), flow as Cartesian (u, v)/clip (N,2,S,S))."""
         px_src = decode_flow(flow, self.representation, self.clip)
         disp = px_src * (flow.shape[-1] / float(self.source_size))
-        if disp.shape[-2:] != neutral.shape[-2:]:
-            raise ValueError(f"flow {tuple(disp.shape)} and image {tuple(neutral.shape)} differ in size")
-        pos = source_positions(disp, self.invert_iters)
-        return _sample(neutral, pos), px_src / self.clip, pos
+        return warp_forward(neutral, disp, self.invert_iters), px_src / self.clip
 
     def parts(self, flow: torch.Tensor, neutral: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every intermediate: warped, mask (N,1,S,S) in [0,1], correction (N,3,S,S), out (N,3,S,S) (and expansion
-        (N,1,S,S) in [-1, 1] when the net reads it)."""
-        warped, uv, pos = self.warp(flow.float(), neutral)
-        inputs = [warped, neutral, uv.to(warped.dtype)]
-        extra = {}
-        if self.expansion:
-            extra["expansion"] = expansion_feature(pos, self.expansion).to(warped.dtype)
-            inputs.append(extra["expansion"])
+        """Every intermediate: warped, mask (N,1,S,S) in [0,1], correction (N,3,S,S), out (N,3,S,S)."""
+        warped, uv = self.warp(flow.float(), neutral)
         if self.refine == "none":
             return {"warped": warped, "mask": torch.zeros_like(warped[:, :1]), "correction": torch.zeros_like(warped),
-                    "out": warped, **extra}
-        x = self.stem(torch.cat(inputs, 1))
+                    "out": warped}
+        x = self.stem(torch.cat([warped, neutral, uv.to(warped.dtype)], 1))
         skips = []
         for d in self.down:
             skips.append(x)
@@ -259,7 +217,7 @@ class WarpRefineGenerator(nn.Module):
         else:
             corr = torch.tanh(h[:, 1:])            # inpainted content
             out = (1.0 - m) * warped + m * corr
-        return {"warped": warped, "mask": m, "correction": corr, "out": out, **extra}
+        return {"warped": warped, "mask": m, "correction": corr, "out": out}
 
     def forward(self, flow: torch.Tensor, neutral: torch.Tensor) -> torch.Tensor:
         """flow (N,2,S,S), neutral (N,3,S,S) in [-1,1] -> (N,3,S,S) in [-1,1]."""

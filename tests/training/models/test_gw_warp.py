@@ -14,8 +14,7 @@ from face_images import astronaut
 from pipeline.errors import EmoganError
 from training import flowrep
 from training.models.efer import FrozenClassifier, perceptual_backbone
-from training.models.gw_warp import (area_expansion, checkerboard_ratio, decode_flow, expansion_feature,
-                                     source_positions, warp_forward)
+from training.models.gw_warp import checkerboard_ratio, decode_flow, source_positions, warp_forward
 from training.models.networks import build
 
 torch.set_num_threads(1)
@@ -119,49 +118,6 @@ def test_shading_refinement_adds_light_and_shadow_but_no_colour(refine):
                 assert gain.max() < 1e-5
             else:
                 assert gain.max() > 0.1
-
-
-def test_the_area_expansion_is_one_under_a_translation_and_the_square_of_a_zoom():
-    n, a, c = 32, 0.25, 15.5
-    ys, xs = torch.meshgrid(torch.arange(n).float(), torch.arange(n).float(), indexing="ij")
-    shift = torch.stack([torch.full_like(xs, 3.0), torch.full_like(ys, -2.0)])[None]
-    zoom = torch.stack([a * (xs - c), a * (ys - c)])[None]
-    assert torch.allclose(area_expansion(source_positions(shift, 3)), torch.ones(1, 1, n, n), atol=1e-4)
-    # f(x) = a (x - c) stretches each source pixel over (1 + a)^2 output pixels (the fixed point is exact here).
-    inner = area_expansion(source_positions(zoom, 8))[..., 4:-4, 4:-4]
-    assert torch.allclose(inner, torch.full_like(inner, (1 + a) ** 2), rtol=1e-3)
-
-
-def test_the_expansion_marks_where_the_lips_part():
-    """A mouth opening: the rows below a lip line move down, more the further below (a jaw drop, up to 6 px), the
-    rows above stay. The output rows between the lips are stretched from the few source rows around the line, so
-    the expansion feature is positive there, 0 on the still upper face and the rigidly moved chin, in [-1, 1]."""
-    n, line = 48, 20.0
-    ys = torch.arange(n).float()[:, None].expand(n, n)
-    v = 6.0 * ((ys - line) / 6.0).clamp(0.0, 1.0)                # 0 above the line, 6 px from 6 rows below it on
-    disp = torch.stack([torch.zeros_like(v), v])[None]
-    e = expansion_feature(source_positions(disp, 8), clip=4.0)
-    assert e.min() >= -1 and e.max() <= 1
-    assert float(e[..., 22:30, :].mean()) > 0.3                 # the opening: ~2x the area (log 2 / log 4 = 0.5)
-    assert float(e[..., :18, :].abs().max()) < 1e-4            # the upper face
-    assert float(e[..., 36:46, :].abs().max()) < 1e-3          # the chin moved as a whole
-    with pytest.raises(EmoganError, match="expansion"):
-        build("gw_warp", representation="cartesian", clip=10.0, source_size=64, expansion=0.5,
-              **{k: v for k, v in TINY_GW.items() if k != "name"})
-
-
-def test_a_gw_warp_that_reads_the_expansion_starts_as_the_warp_and_learns_from_it():
-    torch.manual_seed(0)
-    net = build("gw_warp", representation="cartesian", clip=10.0, source_size=64, refine="shading", expansion=4.0,
-                **{k: v for k, v in TINY_GW.items() if k != "name"})
-    img, flow = face(32), torch.randn(1, 2, 32, 32) * 0.05
-    p = net.parts(flow, img)
-    assert net.stem[0].weight.shape[1] == 9 and p["expansion"].shape == (1, 1, 32, 32)
-    assert torch.equal(p["out"], p["warped"])                         # untrained: the warped face itself
-    with torch.no_grad():
-        torch.nn.init.normal_(net.head.weight, std=0.5)
-    net.parts(flow, img)["out"].sum().backward()
-    assert net.stem[0].weight.grad[:, 8].abs().sum() > 0             # the expansion channel is read
 
 
 @pytest.mark.parametrize("rep", ["cartesian", "polar"])
