@@ -4,7 +4,8 @@
 # Flow-CNN judge and landmark baseline on the split, then `emogan evaluate` and `emogan report` (whose
 # figures/faces_by_expression.png shows G_W's faces per expression with FER2013's reading).
 #   docs/results/issue13/session29/val_gwlong.sh CLONE OUT     (CLONE: a clone after `make demo`'s data stages)
-# PARAMS=FILE runs another params file (default long3_gwlong/params_gwlong.yaml).
+# PARAMS=FILE runs another params file (default long3_gwlong/params_gwlong.yaml), SEED=N another seed (default 0);
+# judges already in OUT (efer3, flowcnn3, landmark3.npz) are kept.
 set -e
 C=$(realpath "${1:?usage: val_gwlong.sh CLONE OUT}"); W=$(realpath -m "${2:?usage: val_gwlong.sh CLONE OUT}")
 P=$(realpath "${PARAMS:-$(dirname "$0")/../../long3_gwlong/params_gwlong.yaml}")
@@ -20,7 +21,7 @@ F="--fold 3 --folds-file $W/synth_tuning.csv"
   [ -f "$W/landmark3.npz" ] || emogan baseline-landmark data/stores/synth.zarr --crops data/crops/synth $F \
     --out "$W/landmark3.npz" > "$W/landmark3.log" 2>&1; tick landmark ) &
 emogan train data/stores/synth.zarr $F --config small --efer own --efer-path "$W/efer3" --params "$P" \
-  --out "$W/gan_gwlong" > "$W/train.log" 2>&1; tick train
+  --seed "${SEED:-0}" --out "$W/gan_gwlong" > "$W/train.log" 2>&1; tick train
 wait
 emogan evaluate "$W/gan_gwlong" data/stores/synth.zarr $F --flowcnn "$W/flowcnn3" --landmark "$W/landmark3.npz" \
   --params "$P" --out "$W/eval/full/fold_3" > "$W/eval.log" 2>&1; tick eval
